@@ -1,0 +1,70 @@
+#include "model/baka_lm.h"
+
+namespace bakallm {
+
+BakaNetImpl::BakaNetImpl(const Config& c)
+    : embed_in(register_module("embed_in", torch::nn::Embedding(c.vocab_size, c.hidden_dim))),
+      layers(register_module("layers", torch::nn::ModuleList())),
+      memory_injector(register_module("memory_injector", MemoryInjector(c))),
+      config_(c) {
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    blocks.emplace_back(c);
+    layers->push_back(blocks.back());
+  }
+}
+
+torch::Tensor BakaNetImpl::window(const torch::Tensor& x, State& state) {
+  const bool first = state.layers.empty();
+  if (first) state.layers.resize(blocks.size());
+  const int64_t offset = state.seen;
+  auto s = memory_injector->inject(x, state.memory);  // [B, n+2M+2, D]
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    auto r = blocks[i]->forward(s, first ? nullptr : &state.layers[i], offset);
+    s = r.out;
+    state.layers[i] = r.cache;
+  }
+  state.memory = memory_injector->solidify(s);        // [B, M, D]
+  state.seen += x.size(1);
+  state.windows += 1;
+  if (is_training() && state.windows % config_.detach_every == 0) state.detach_();
+  return memory_injector->text_rows(s);               // [B, n, D]
+}
+
+NetOutput BakaNetImpl::forward(const torch::Tensor& ids, State state) {
+  TORCH_CHECK(ids.dim() == 2, "BakaNet: ids must be [B, T], got ", ids.sizes());
+  auto x = embed_in(ids);  // [B, T, D]
+  const int64_t T = ids.size(1), W = config_.window_size;
+  std::vector<torch::Tensor> outs;
+  for (int64_t p = 0; p < T; p += W)
+    outs.push_back(window(x.narrow(1, p, std::min(W, T - p)), state));
+  auto hidden = outs.empty() ? x : torch::cat(outs, 1);  // [B, T, D]
+  return {hidden, std::move(state)};
+}
+
+BakaLMImpl::BakaLMImpl(const Config& c)
+    : model(register_module("model", BakaNet(c))),
+      lm_norm(register_module("lm_norm",
+                              torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_dim}).eps(1e-5)))),
+      embed_out(register_module(
+          "embed_out",
+          torch::nn::Linear(torch::nn::LinearOptions(c.hidden_dim, c.vocab_size).bias(false)))),
+      config_(c) {}
+
+LMOutput BakaLMImpl::forward(const torch::Tensor& ids, State state) {
+  auto net = model(ids, std::move(state));
+  return {head(net.hidden), std::move(net.state)};
+}
+
+torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& ids) {
+  const int64_t T = ids.size(1), V = logits.size(2);
+  auto pred = logits.narrow(1, 0, T - 1).reshape({-1, V}).to(torch::kFloat);  // [B·(T-1), V]
+  auto target = ids.narrow(1, 1, T - 1).reshape({-1});                       // [B·(T-1)]
+  return torch::nn::functional::cross_entropy(pred, target);
+}
+
+BakaLM make_model(const Config& config, uint64_t seed) {
+  torch::manual_seed(seed);
+  return BakaLM(config);
+}
+
+}  // namespace bakallm

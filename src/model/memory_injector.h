@@ -1,0 +1,37 @@
+// RMT-style memory (`model.memory_injector.`): wraps each window as
+//   [prefix(M) ; sep0 ; tokens ; sep1 ; suffix(M)]
+// where prefix is memory_tokens[0] for a stream's first window and the
+// solidified memory of the previous window after that, suffix is always
+// memory_tokens[1]; the solidifier turns the last layer's output into the
+// next memory.
+#pragma once
+#include <torch/torch.h>
+
+#include "model/block.h"
+#include "model/config.h"
+
+namespace bakallm {
+
+class MemoryInjectorImpl : public torch::nn::Module {
+ public:
+  explicit MemoryInjectorImpl(const Config& config);
+
+  // x: [B, n, D]; memory: [B, M, D] or undefined.                 -> [B, n + 2M + 2, D]
+  torch::Tensor inject(const torch::Tensor& x, const torch::Tensor& memory) const;
+
+  // The text rows of an extended window s: s[:, M+1 : M+1+n].       -> [B, n, D]
+  torch::Tensor text_rows(const torch::Tensor& s) const;
+
+  // The next window's memory from the last layer's output.          -> [B, M, D]
+  torch::Tensor solidify(const torch::Tensor& s) { return memory_solidifer->solidify(s, m_); }
+
+  torch::Tensor memory_tokens;  // [2, M, D]
+  torch::Tensor sep_tokens;     // [2, D]
+  Block memory_solidifer;       // spelled as in the prototype's checkpoints
+
+ private:
+  int64_t m_;
+};
+TORCH_MODULE(MemoryInjector);
+
+}  // namespace bakallm

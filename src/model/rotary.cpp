@@ -1,0 +1,28 @@
+#include "model/rotary.h"
+
+namespace bakallm {
+
+RotaryImpl::RotaryImpl(int64_t dim, double base) : dim_(dim) {
+  freqs = register_buffer("freqs", make_freqs(dim, base));
+}
+
+torch::Tensor RotaryImpl::make_freqs(int64_t dim, double base) {
+  auto j = torch::arange(0, dim, 2, torch::kFloat);  // 2j
+  return torch::pow(base, -j / static_cast<double>(dim));
+}
+
+torch::Tensor RotaryImpl::forward(const torch::Tensor& x, int64_t start) const {
+  const int64_t T = x.size(-2);
+  auto pos = torch::arange(start, start + T, freqs.options());           // [T]
+  auto angle = pos.unsqueeze(1) * freqs.unsqueeze(0);                    // [T, D/2]
+  auto cos = angle.cos().to(x.scalar_type());
+  auto sin = angle.sin().to(x.scalar_type());
+  auto rotated = x.narrow(-1, 0, dim_);                                  // [B, T, D]
+  auto pairs = rotated.unflatten(-1, {dim_ / 2, 2});                     // [B, T, D/2, 2]
+  auto even = pairs.select(-1, 0);
+  auto odd = pairs.select(-1, 1);
+  auto out = torch::stack({even * cos - odd * sin, odd * cos + even * sin}, -1).flatten(-2);
+  return torch::cat({out, x.narrow(-1, dim_, x.size(-1) - dim_)}, -1);  // [B, T, 2D]
+}
+
+}  // namespace bakallm

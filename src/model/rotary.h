@@ -1,0 +1,27 @@
+// Rotary position embedding on interleaved pairs of the first D features of a
+// [.., T, 2D] tensor; the `negator - x` half (features D..2D-1) is left alone.
+//   angle(pos, j) = pos · f_j,  f_j = base^(-2j/D)      (`freqs` [D/2], a buffer)
+//   x'[2j]   = x[2j]·cos − x[2j+1]·sin
+//   x'[2j+1] = x[2j+1]·cos + x[2j]·sin
+#pragma once
+#include <torch/torch.h>
+
+namespace bakallm {
+
+class RotaryImpl : public torch::nn::Module {
+ public:
+  RotaryImpl(int64_t dim, double base);
+
+  // x: [B, T, 2D]; row t gets position start + t.                 -> [B, T, 2D]
+  torch::Tensor forward(const torch::Tensor& x, int64_t start) const;
+
+  // Expected value of `freqs`, to check an imported buffer against.
+  static torch::Tensor make_freqs(int64_t dim, double base);
+
+  torch::Tensor freqs;  // [D/2]
+ private:
+  int64_t dim_;
+};
+TORCH_MODULE(Rotary);
+
+}  // namespace bakallm
