@@ -1,0 +1,12 @@
+// One function per subcommand file: each adds its subcommand to the app.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace bakallm::cli {
+
+void add_init(CLI::App& app);
+void add_info(CLI::App& app);
+void add_convert(CLI::App& app);
+void add_eval(CLI::App& app);
+
+}  // namespace bakallm::cli

@@ -1,0 +1,154 @@
+// Model behaviour beyond the golden cases: streaming in pieces, detaching,
+// dropout, the mega_cache switch, batch independence and the prototype init.
+#include <gtest/gtest.h>
+
+#include "model/baka_lm.h"
+#include "tensor_asserts.h"
+
+namespace bakallm {
+namespace {
+
+using test::all_close;
+
+Config small_config() {
+  Config c;
+  c.hidden_dim = 16;
+  c.num_layers = 2;
+  c.num_memory_tokens = 3;
+  c.intermediate_dim = 24;
+  c.window_size = 4;
+  c.vocab_size = 40;
+  c.attn_dropout = 0.0;
+  c.detach_every = 2;
+  return c;
+}
+
+torch::Tensor random_ids(int64_t B, int64_t T, int64_t V, uint64_t seed) {
+  torch::manual_seed(seed);
+  return torch::randint(0, V, {B, T}, torch::kLong);
+}
+
+TEST(Model, StreamingInPiecesEqualsOneCall) {
+  auto model = make_model(small_config(), 7);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  auto ids = random_ids(2, 22, 40, 1);  // 5 full windows and a partial one
+  auto whole = model(ids);
+  State state;
+  std::vector<torch::Tensor> pieces;
+  for (int64_t p : {0, 8, 12}) {  // W·k pieces, then the rest
+    const int64_t len = p == 12 ? 10 : (p == 0 ? 8 : 4);
+    auto out = model(ids.narrow(1, p, len), state);
+    state = out.state;
+    pieces.push_back(out.logits);
+  }
+  EXPECT_TRUE(all_close(torch::cat(pieces, 1), whole.logits));
+  EXPECT_TRUE(all_close(state.memory, whole.state.memory));
+  EXPECT_EQ(state.seen, 22);
+  EXPECT_EQ(state.windows, 6);
+  ASSERT_EQ(state.layers.size(), 2u);
+  EXPECT_EQ(state.layers[0].k.sizes(), (std::vector<int64_t>{2, 2 + 2 * 3 + 2, 32}));
+}
+
+TEST(Model, BatchRowsAreIndependent) {
+  auto model = make_model(small_config(), 3);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  auto ids = random_ids(3, 13, 40, 2);
+  auto batched = model(ids).logits;
+  for (int64_t b = 0; b < 3; ++b)
+    EXPECT_TRUE(all_close(model(ids.narrow(0, b, 1)).logits, batched.narrow(0, b, 1))) << b;
+}
+
+TEST(Model, LogitsAreCausal) {
+  auto model = make_model(small_config(), 4);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  auto ids = random_ids(1, 12, 40, 3);
+  auto changed = ids.clone();
+  changed[0][9] = (changed[0][9].item<int64_t>() + 1) % 40;
+  auto a = model(ids).logits, b = model(changed).logits;
+  EXPECT_TRUE(all_close(a.narrow(1, 0, 9), b.narrow(1, 0, 9)));
+  EXPECT_FALSE(all_close(a.narrow(1, 9, 1), b.narrow(1, 9, 1)));
+}
+
+// Token t of window c is id 4·c + t: embedding-row gradients show which
+// windows a loss reaches.
+TEST(Model, DetachEveryCutsTheGraph) {
+  auto model = make_model(small_config(), 5);
+  model->train();
+  auto ids = torch::arange(0, 16, torch::kLong).view({1, 16});  // 4 windows, distinct ids
+  auto reaches = [&](int64_t loss_window, int64_t source_window) {
+    model->zero_grad();
+    auto logits = model(ids).logits;
+    logits.narrow(1, 4 * loss_window, 4).sum().backward();
+    auto g = model->model->embed_in->weight.grad();
+    return g.narrow(0, 4 * source_window, 4).abs().sum().item<double>() > 0;
+  };
+  EXPECT_TRUE(reaches(1, 0));   // window 2 backprops into window 1
+  EXPECT_FALSE(reaches(2, 1));  // window 3 does not reach window 2
+  EXPECT_TRUE(reaches(3, 2));   // window 4 reaches window 3
+  EXPECT_FALSE(reaches(3, 1));
+  model->eval();  // no detaching outside training: window 3 depends on window 2
+  model->zero_grad();
+  model(ids).logits.narrow(1, 8, 4).sum().backward();
+  EXPECT_GT(model->model->embed_in->weight.grad().narrow(0, 4, 4).abs().sum().item<double>(), 0);
+}
+
+TEST(Model, AttentionDropoutOnlyInTraining) {
+  auto c = small_config();
+  c.attn_dropout = 0.5;
+  auto model = make_model(c, 6);
+  auto ids = random_ids(1, 8, 40, 4);
+  torch::NoGradGuard no_grad;
+  model->train();
+  EXPECT_FALSE(torch::allclose(model(ids).logits, model(ids).logits));
+  model->eval();
+  EXPECT_TRUE(torch::equal(model(ids).logits, model(ids).logits));
+}
+
+TEST(Model, MegaCacheSwitch) {
+  auto c_out = small_config();
+  auto c_in = small_config();
+  c_in.mega_cache = MegaCache::kPreviousLayerInput;
+  auto a = make_model(c_out, 8), b = make_model(c_in, 8);
+  a->eval();
+  b->eval();
+  torch::NoGradGuard no_grad;
+  auto ids = random_ids(1, 8, 40, 5);
+  auto la = a(ids).logits, lb = b(ids).logits;
+  EXPECT_TRUE(all_close(la.narrow(1, 0, 4), lb.narrow(1, 0, 4)));   // first window: no cache
+  EXPECT_FALSE(all_close(la.narrow(1, 4, 4), lb.narrow(1, 4, 4)));  // second: EMA reads another cache
+}
+
+TEST(Model, PrototypeInit) {
+  auto c = small_config();
+  c.hidden_dim = 64;
+  c.num_memory_tokens = 32;
+  auto m = make_model(c, 1);
+  auto params = m->named_parameters();
+  auto damp = params["model.layers.0.mega.dampeners"];
+  EXPECT_TRUE(torch::equal(damp[0], torch::full({64}, 0.9999f)));
+  EXPECT_TRUE(torch::equal(damp[1], torch::full({64}, 0.9899f)));
+  EXPECT_EQ(params["model.layers.1.attn.qkv.negator"].item<float>(), 1.0f);
+  auto mem = params["model.memory_injector.memory_tokens"];
+  EXPECT_NEAR(mem.std().item<double>(), 1.0, 0.1);  // N(0, 1)
+  auto w = params["model.layers.0.attn.qkv.q.weight"];  // default Linear: U(±1/sqrt(D))
+  EXPECT_LE(w.abs().max().item<double>(), 1.0 / 8.0);
+  EXPECT_GT(w.abs().max().item<double>(), 0.1);
+  EXPECT_TRUE(torch::equal(make_model(c, 1)->embed_out->weight, m->embed_out->weight));
+  EXPECT_FALSE(torch::equal(make_model(c, 2)->embed_out->weight, m->embed_out->weight));
+}
+
+TEST(Model, LossIsMeanNextTokenCrossEntropy) {
+  auto logits = torch::randn({2, 5, 7});
+  auto ids = torch::randint(0, 7, {2, 5}, torch::kLong);
+  double sum = 0;
+  for (int b = 0; b < 2; ++b)
+    for (int t = 0; t < 4; ++t)
+      sum -= torch::log_softmax(logits[b][t], 0)[ids[b][t + 1].item<int64_t>()].item<double>();
+  EXPECT_NEAR(next_token_loss(logits, ids).item<double>(), sum / 8, 1e-5);
+}
+
+}  // namespace
+}  // namespace bakallm
