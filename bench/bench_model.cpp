@@ -1,0 +1,78 @@
+// Google Benchmark: the pieces whose speed the engine's targets rest on.
+//   build/bench/bakallm_bench --benchmark_filter=.   (BAKALLM_THREADS sets libtorch threads, default 2)
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+
+#include "model/baka_lm.h"
+#include "model/ema.h"
+#include "model/flops.h"
+#include "model/runtime.h"
+
+namespace bakallm {
+namespace {
+
+int threads() {
+  const char* env = std::getenv("BAKALLM_THREADS");
+  return env ? std::atoi(env) : 2;
+}
+
+// The matmul peak everything else is measured against: [N, N] x [N, N].
+void BM_Matmul(benchmark::State& state) {
+  set_threads(threads());
+  const int64_t n = state.range(0);
+  const auto dtype = state.range(1) ? torch::kBFloat16 : torch::kFloat;
+  auto a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
+  for (auto _ : state) benchmark::DoNotOptimize(torch::matmul(a, b));
+  state.counters["FLOP/s"] = benchmark::Counter(2.0 * n * n * n, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(state.range(1) ? "bfloat16" : "float32");
+}
+BENCHMARK(BM_Matmul)->Args({1024, 0})->Args({1024, 1})->Unit(benchmark::kMillisecond);
+
+// EMA scan over one tiny-preset layer's input: [8, 2·578, 320], forward and backward.
+void BM_EmaScan(benchmark::State& state) {
+  set_threads(threads());
+  auto u = torch::randn({8, 1156, 320}).requires_grad_();
+  auto alpha = torch::rand({320}).requires_grad_();
+  auto q = (0.5 * torch::rand({320})).requires_grad_();
+  for (auto _ : state) {
+    auto y = ema_scan(u, alpha, q);
+    if (state.range(0)) y.sum().backward();
+    benchmark::DoNotOptimize(y);
+  }
+  state.SetItemsProcessed(state.iterations() * u.numel());
+  state.SetLabel(state.range(0) ? "forward+backward" : "forward");
+}
+BENCHMARK(BM_EmaScan)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+
+// The tiny preset on batch 4 × 2 windows (1024 tokens per row): forward (eval) or a
+// training step (forward + backward), in tokens/s; MFU-ready FLOP/s counter.
+void BM_TinyModel(benchmark::State& state) {
+  set_threads(threads());
+  const bool train = state.range(0);
+  auto config = preset("tiny");
+  auto model = make_model(config, 0);
+  const int64_t B = 4, T = 2 * config.window_size;
+  auto ids = torch::randint(0, config.vocab_size, {B, T}, torch::kLong);
+  train ? model->train() : model->eval();
+  const auto flops = flops_per_token(config);
+  for (auto _ : state) {
+    if (train) {
+      model->zero_grad();
+      next_token_loss(model(ids).logits, ids).backward();
+    } else {
+      torch::NoGradGuard no_grad;
+      benchmark::DoNotOptimize(model(ids).logits);
+    }
+  }
+  state.SetItemsProcessed(state.iterations() * B * T);
+  state.counters["FLOP/s"] = benchmark::Counter(
+      (train ? flops.training_per_token : flops.forward_per_token) * B * T, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(train ? "train step" : "forward");
+}
+BENCHMARK(BM_TinyModel)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->Iterations(3);
+
+}  // namespace
+}  // namespace bakallm
+
+BENCHMARK_MAIN();

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what bakallm needs from Debian (only what is missing) and builds it
+# into build/. Idempotent: a second run installs nothing and rebuilds only
+# what changed. Usage: scripts/setup.sh [Release|Debug]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  build-essential cmake pkg-config
+  libtorch-dev libopenblas0-openmp        # libtorch; OpenBLAS keeps matmuls off the reference BLAS
+  nlohmann-json3-dev libcli11-dev libzstd-dev zlib1g-dev
+  libsentencepiece-dev libsqlite3-dev
+  libgtest-dev libbenchmark-dev
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+BUILD_TYPE="${1:-Release}"
+cmake -S . -B build -DCMAKE_BUILD_TYPE="$BUILD_TYPE" >/dev/null
+cmake --build build -j"$(nproc)"
+echo "setup: built build/src/bakallm"
