@@ -13,7 +13,7 @@ namespace bakallm {
 namespace {
 
 struct Value;
-using Ptr = std::shared_ptr<Value>;
+using Ptr = Value*;  // owned by the Unpickler's arena: pickles may hold cycles
 
 struct StorageRef {
   std::string key;
@@ -32,12 +32,6 @@ struct Value {
   StorageRef storage;
   torch::Tensor tensor;
 };
-
-Ptr make(Value::Kind k) {
-  auto v = std::make_shared<Value>();
-  v->kind = k;
-  return v;
-}
 
 torch::ScalarType storage_dtype(const std::string& global) {
   static const std::map<std::string, torch::ScalarType> table = {
@@ -59,6 +53,12 @@ class Unpickler {
  public:
   Unpickler(const uint8_t* p, size_t n, const StorageLoader& load, std::string source)
       : p_(p), n_(n), load_(load), source_(std::move(source)) {}
+
+  Ptr make(Value::Kind k) {
+    arena_.push_back(std::make_unique<Value>());
+    arena_.back()->kind = k;
+    return arena_.back().get();
+  }
 
   Ptr run() {
     while (true) {
@@ -212,7 +212,7 @@ class Unpickler {
     push_global(module->s + "." + name->s);
   }
 
-  static Ptr tuple_of(std::vector<Ptr> items) {
+  Ptr tuple_of(std::vector<Ptr> items) {
     auto t = make(Value::Kind::Tuple);
     t->items = std::move(items);
     return t;
@@ -335,6 +335,7 @@ class Unpickler {
   size_t pos_ = 0;
   const StorageLoader& load_;
   std::string source_;
+  std::vector<std::unique_ptr<Value>> arena_;
   std::vector<Ptr> stack_;
   std::unordered_map<uint64_t, Ptr> memo_;
   std::map<std::string, torch::Tensor> storages_;
@@ -342,7 +343,7 @@ class Unpickler {
 
 const Value* find_key(const Value& dict, const std::string& key) {
   for (const auto& [k, v] : dict.dict)
-    if (k->kind == Value::Kind::Str && k->s == key) return v.get();
+    if (k->kind == Value::Kind::Str && k->s == key) return v;
   return nullptr;
 }
 
@@ -351,8 +352,8 @@ const Value* find_key(const Value& dict, const std::string& key) {
 std::map<std::string, torch::Tensor> unpickle_state_dict(const uint8_t* bytes, size_t size,
                                                          const StorageLoader& load,
                                                          const std::string& source) {
-  Ptr root = Unpickler(bytes, size, load, source).run();
-  const Value* dict = root.get();
+  Unpickler unpickler(bytes, size, load, source);
+  const Value* dict = unpickler.run();
   if (dict->kind != Value::Kind::Dict) throw file_error(source, "does not hold a dict of tensors");
   for (const char* wrapper : {"state_dict", "model"}) {
     const Value* inner = find_key(*dict, wrapper);
