@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake pkg-config
   libtorch-dev libopenblas0-openmp        # libtorch; OpenBLAS keeps matmuls off the reference BLAS
-  nlohmann-json3-dev libcli11-dev libzstd-dev zlib1g-dev
+  nlohmann-json3-dev libcli11-dev libzstd-dev zlib1g-dev libzip-dev
   libsentencepiece-dev libsqlite3-dev
   libgtest-dev libbenchmark-dev
+  gnuplot-nox                             # loss curves
 )
 
 missing=()

@@ -8,5 +8,7 @@ void add_init(CLI::App& app);
 void add_info(CLI::App& app);
 void add_convert(CLI::App& app);
 void add_eval(CLI::App& app);
+void add_tokenizer(CLI::App& app);
+void add_tokenize(CLI::App& app);
 
 }  // namespace bakallm::cli

@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   bakallm::cli::add_info(app);
   bakallm::cli::add_convert(app);
   bakallm::cli::add_eval(app);
+  bakallm::cli::add_tokenizer(app);
+  bakallm::cli::add_tokenize(app);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,46 @@
+// SentencePiece, through libsentencepiece: load any .model, encode, decode,
+// and train a llama-style BPE model (byte fallback, split digits).
+// libsentencepiece is reached through a small shim module loaded privately
+// (see data/spm/spm_shim.h for why).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace bakallm {
+
+class Tokenizer {
+ public:
+  explicit Tokenizer(const std::string& model_path);  // throws Error naming the file
+  ~Tokenizer();
+  Tokenizer(const Tokenizer&) = delete;
+  Tokenizer& operator=(const Tokenizer&) = delete;
+  Tokenizer(Tokenizer&& other) noexcept;
+
+  std::vector<uint32_t> encode(std::string_view text) const;  // no BOS
+  std::string decode(const std::vector<uint32_t>& ids) const;
+  // The text of one piece as it reads inside a stream (for incremental output):
+  // "▁" becomes a space, byte pieces their byte, control pieces nothing.
+  std::string piece_text(uint32_t id) const;
+  uint32_t bos_id() const;
+  uint32_t eos_id() const;
+  int64_t vocab_size() const;
+  const std::string& path() const { return path_; }
+
+ private:
+  void* handle_ = nullptr;  // bakallm_spm*
+  std::string path_;
+};
+
+struct TokenizerTrainOptions {
+  std::vector<std::string> inputs;  // plain-text files, one sentence per line
+  int vocab_size = 32000;
+  std::string out;                  // writes OUT (the .model) and OUT's .vocab beside it
+  int threads = 2;
+  int64_t max_sentences = 2000000;  // input_sentence_size
+};
+// BPE, byte fallback, split digits, unk/bos/eos = 0/1/2 (llama-style).
+void train_tokenizer(const TokenizerTrainOptions& options);
+
+}  // namespace bakallm
