@@ -9,7 +9,7 @@ PACKAGES=(
   build-essential cmake pkg-config
   libtorch-dev libopenblas0-openmp        # libtorch; OpenBLAS keeps matmuls off the reference BLAS
   nlohmann-json3-dev libcli11-dev libzstd-dev zlib1g-dev libzip-dev
-  libsentencepiece-dev libsqlite3-dev
+  libsentencepiece-dev sentencepiece libsqlite3-dev   # sentencepiece: spm_train
   libgtest-dev libbenchmark-dev
   gnuplot-nox                             # loss curves
 )

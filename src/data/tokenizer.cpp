@@ -1,7 +1,14 @@
 #include "data/tokenizer.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 
 #include <filesystem>
 
@@ -13,6 +20,26 @@ namespace fs = std::filesystem;
 namespace bakallm {
 
 namespace {
+
+// Runs ARGS[0] (found on PATH) with stdout and stderr into LOG; returns its exit status.
+int run_process(const std::vector<std::string>& args, const std::string& log) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  pid_t pid = 0;
+  const int rc = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0)
+    throw Error(std::string("cannot run ") + args[0] + " (Debian package 'sentencepiece'): " + std::strerror(rc));
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
 
 // The shim's entry points, resolved once per process.
 struct SpmApi {
@@ -26,7 +53,6 @@ struct SpmApi {
   decltype(&bakallm_spm_eos_id) eos_id;
   decltype(&bakallm_spm_piece_kind) piece_kind;
   decltype(&bakallm_spm_id_to_piece) id_to_piece;
-  decltype(&bakallm_spm_train) train;
 };
 
 std::vector<std::string> shim_candidates() {
@@ -70,7 +96,6 @@ const SpmApi& api() {
     resolve(lib, "bakallm_spm_eos_id", a.eos_id);
     resolve(lib, "bakallm_spm_piece_kind", a.piece_kind);
     resolve(lib, "bakallm_spm_id_to_piece", a.id_to_piece);
-    resolve(lib, "bakallm_spm_train", a.train);
     return a;
   }();
   return instance;
@@ -144,6 +169,8 @@ uint32_t Tokenizer::bos_id() const { return static_cast<uint32_t>(api().bos_id(s
 uint32_t Tokenizer::eos_id() const { return static_cast<uint32_t>(api().eos_id(spm(handle_))); }
 int64_t Tokenizer::vocab_size() const { return api().piece_size(spm(handle_)); }
 
+// Training runs Debian's spm_train in a child process: SentencePieceTrainer
+// writes to std::cerr, which a deep-bound module cannot reach safely.
 void train_tokenizer(const TokenizerTrainOptions& o) {
   if (o.inputs.empty()) throw Error("tokenizer train: no input files");
   std::string inputs;
@@ -154,18 +181,39 @@ void train_tokenizer(const TokenizerTrainOptions& o) {
   std::string prefix = o.out;
   if (prefix.size() > 6 && prefix.compare(prefix.size() - 6, 6, ".model") == 0) prefix.resize(prefix.size() - 6);
   const std::string tmp_prefix = prefix + ".tmp" + std::to_string(::getpid());
-  const std::string args = "--input=" + inputs + " --model_prefix=" + tmp_prefix +
-                           " --vocab_size=" + std::to_string(o.vocab_size) +
-                           " --model_type=bpe --byte_fallback=true --split_digits=true"
-                           " --character_coverage=0.99995 --max_sentencepiece_length=16"
-                           " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1"
-                           " --normalization_rule_name=identity --remove_extra_whitespaces=false"
-                           " --allow_whitespace_only_pieces=true --shuffle_input_sentence=true"
-                           " --minloglevel=2 --hard_vocab_limit=false"
-                           " --input_sentence_size=" + std::to_string(o.max_sentences) +
-                           " --num_threads=" + std::to_string(o.threads);
-  char err[1024] = "";
-  if (api().train(args.c_str(), err, sizeof err) != 0) throw Error(std::string("tokenizer train: ") + err);
+  const std::string log = tmp_prefix + ".log";
+  std::vector<std::string> args = {"spm_train",
+                                   "--input=" + inputs,
+                                   "--model_prefix=" + tmp_prefix,
+                                   "--vocab_size=" + std::to_string(o.vocab_size),
+                                   "--model_type=bpe",
+                                   "--byte_fallback=true",
+                                   "--split_digits=true",
+                                   "--character_coverage=0.99995",
+                                   "--max_sentencepiece_length=16",
+                                   "--unk_id=0",
+                                   "--bos_id=1",
+                                   "--eos_id=2",
+                                   "--pad_id=-1",
+                                   "--normalization_rule_name=identity",
+                                   "--remove_extra_whitespaces=false",
+                                   "--allow_whitespace_only_pieces=true",
+                                   "--shuffle_input_sentence=true",
+                                   "--hard_vocab_limit=false",
+                                   "--input_sentence_size=" + std::to_string(o.max_sentences),
+                                   "--num_threads=" + std::to_string(o.threads)};
+  const int status = run_process(args, log);
+  std::string tail;
+  {
+    std::ifstream in(log);
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty()) tail = line;
+  }
+  fs::remove(log);
+  if (status != 0) {
+    for (const char* ext : {".model", ".vocab"}) fs::remove(tmp_prefix + ext);
+    throw Error("tokenizer train: spm_train failed" + (tail.empty() ? std::string() : ": " + tail));
+  }
   fs::rename(tmp_prefix + ".model", prefix + ".model");
   fs::rename(tmp_prefix + ".vocab", prefix + ".vocab");
 }

@@ -1,7 +1,6 @@
 #include "spm_shim.h"
 
 #include <sentencepiece_processor.h>
-#include <sentencepiece_trainer.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -77,14 +76,5 @@ long bakallm_spm_id_to_piece(const bakallm_spm* spm, int id, char* out, size_t o
   const std::string& piece = spm->sp.IdToPiece(id);
   set_error(out, outlen, piece);
   return static_cast<long>(piece.size());
-}
-
-int bakallm_spm_train(const char* args, char* err, size_t errlen) {
-  const auto status = sentencepiece::SentencePieceTrainer::Train(args);
-  if (!status.ok()) {
-    set_error(err, errlen, status.ToString());
-    return -1;
-  }
-  return 0;
 }
 }

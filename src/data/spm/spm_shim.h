@@ -31,7 +31,4 @@ int bakallm_spm_eos_id(const bakallm_spm* spm);
 int bakallm_spm_piece_kind(const bakallm_spm* spm, int id);
 // The piece string of id (NUL-terminated into out[outlen]); returns its length.
 long bakallm_spm_id_to_piece(const bakallm_spm* spm, int id, char* out, size_t outlen);
-
-// SentencePieceTrainer::Train(args). Returns 0 on success.
-int bakallm_spm_train(const char* args, char* err, size_t errlen);
 }
