@@ -50,16 +50,18 @@ BENCHMARK(BM_EmaScan)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 void BM_TinyModel(benchmark::State& state) {
   set_threads(threads());
   const bool train = state.range(0);
+  const bool bf16 = state.range(1);
   auto config = preset("tiny");
   auto model = make_model(config, 0);
   const int64_t B = 4, T = 2 * config.window_size;
   auto ids = torch::randint(0, config.vocab_size, {B, T}, torch::kLong);
   train ? model->train() : model->eval();
+  if (bf16) model->set_compute_dtype(torch::kBFloat16);
   const auto flops = flops_per_token(config);
   for (auto _ : state) {
     if (train) {
       model->zero_grad();
-      next_token_loss(model(ids).logits, ids).backward();
+      model->forward_loss(ids, shifted_targets(ids)).loss.backward();
     } else {
       torch::NoGradGuard no_grad;
       benchmark::DoNotOptimize(model(ids).logits);
@@ -68,9 +70,9 @@ void BM_TinyModel(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * B * T);
   state.counters["FLOP/s"] = benchmark::Counter(
       (train ? flops.training_per_token : flops.forward_per_token) * B * T, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(train ? "train step" : "forward");
+  state.SetLabel(std::string(train ? "train step" : "forward") + (bf16 ? " bfloat16" : " float32"));
 }
-BENCHMARK(BM_TinyModel)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_TinyModel)->Args({0, 0})->Args({1, 0})->Args({0, 1})->Args({1, 1})->Unit(benchmark::kMillisecond)->Iterations(3);
 
 }  // namespace
 }  // namespace bakallm

@@ -83,3 +83,21 @@ TEST_F(GoldenParity, ParameterNamesAreTheSpecs) {
 
 }  // namespace
 }  // namespace bakallm
+
+namespace bakallm {
+namespace {
+
+// The fused head + loss used in training gives the golden loss and gradients too.
+TEST_F(GoldenParity, FusedLossGradients) {
+  model->train();
+  auto out = model->forward_loss(ids, shifted_targets(ids));
+  EXPECT_TRUE(test::all_close(out.loss.reshape({1}), cases.at("loss")));
+  out.loss.backward();
+  for (const auto& p : model->named_parameters()) {
+    auto it = cases.find("grad." + p.key());
+    if (it != cases.end()) EXPECT_TRUE(test::all_close(p.value().grad(), it->second)) << p.key();
+  }
+}
+
+}  // namespace
+}  // namespace bakallm

@@ -2,12 +2,12 @@
 
 #include <cmath>
 
+#include "model/matmul.h"
+
 namespace bakallm {
 
 namespace {
-torch::nn::Linear square(int64_t dim) {
-  return torch::nn::Linear(torch::nn::LinearOptions(dim, dim).bias(false));
-}
+Linear square(int64_t dim) { return Linear(dim, dim); }
 torch::nn::LayerNorm norm(int64_t dim) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-5));
 }
@@ -51,12 +51,12 @@ torch::Tensor AttentionImpl::past_keys(const torch::Tensor& k) {
 torch::Tensor AttentionImpl::attend(const torch::Tensor& q, const torch::Tensor& K,
                                     const torch::Tensor& V, const torch::Tensor& mask) {
   const double scale = 1.0 / std::sqrt(2.0 * static_cast<double>(dim_));
-  auto scores = torch::matmul(q, K.transpose(1, 2)) * scale;     // [B, Tq, Tk]
+  auto scores = matmul_nt(q, K, compute_) * scale;               // [B, Tq, Tk]
   if (mask.defined())
     scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());
-  auto weights = torch::softmax(scores, -1);                     // [B, Tq, Tk]
+  auto weights = torch::softmax(scores, -1, torch::kFloat);      // [B, Tq, Tk]
   weights = torch::dropout(weights, dropout_, is_training());
-  return output_gate(torch::matmul(weights, V));                 // [B, Tq, D]
+  return output_gate(matmul_nt(weights, V.transpose(1, 2), compute_));  // [B, Tq, D]
 }
 
 AttentionOutput AttentionImpl::forward(const torch::Tensor& qk_in, const torch::Tensor& v_in,

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "model/gate.h"
+#include "model/linear.h"
 #include "model/rotary.h"
 #include "model/state.h"
 
@@ -19,7 +20,7 @@ class QkvImpl : public torch::nn::Module {
   torch::Tensor key(const torch::Tensor& h, int64_t start);
   torch::Tensor value(const torch::Tensor& m) { return v(m); }  // [B, T, D]
 
-  torch::nn::Linear q, k, v;
+  Linear q, k, v;
   torch::nn::LayerNorm q_norm, k_norm;
   torch::Tensor negator;  // scalar, init 1
   Rotary pos_emb;
@@ -60,7 +61,10 @@ class AttentionImpl : public torch::nn::Module {
   Qkv qkv;
   Gate past_k_gate, past_v_gate, output_gate;
 
+  void set_compute_dtype(torch::ScalarType dtype) { compute_ = dtype; }
+
  private:
+  torch::ScalarType compute_ = torch::kFloat;
   int64_t dim_;
   double dropout_;
 };

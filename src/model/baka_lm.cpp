@@ -1,5 +1,7 @@
 #include "model/baka_lm.h"
 
+#include "model/head_loss.h"
+
 namespace bakallm {
 
 BakaNetImpl::BakaNetImpl(const Config& c)
@@ -45,10 +47,31 @@ BakaLMImpl::BakaLMImpl(const Config& c)
     : model(register_module("model", BakaNet(c))),
       lm_norm(register_module("lm_norm",
                               torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_dim}).eps(1e-5)))),
-      embed_out(register_module(
-          "embed_out",
-          torch::nn::Linear(torch::nn::LinearOptions(c.hidden_dim, c.vocab_size).bias(false)))),
+      embed_out(register_module("embed_out", Linear(c.hidden_dim, c.vocab_size))),
       config_(c) {}
+
+BakaLMImpl::LossOutput BakaLMImpl::forward_loss(const torch::Tensor& ids, const torch::Tensor& targets,
+                                                State state) {
+  auto net = model(ids, std::move(state));
+  auto h = lm_norm(net.hidden).reshape({-1, config_.hidden_dim});  // [B·T, D]
+  auto loss = fused_head_loss(h, embed_out->weight, targets.reshape({-1}), compute_);
+  return {loss, std::move(net.state)};
+}
+
+torch::Tensor shifted_targets(const torch::Tensor& ids) {
+  auto targets = torch::full_like(ids, kIgnoreIndex);
+  const int64_t T = ids.size(1);
+  if (T > 1) targets.narrow(1, 0, T - 1).copy_(ids.narrow(1, 1, T - 1));
+  return targets;
+}
+
+void BakaLMImpl::set_compute_dtype(torch::ScalarType dtype) {
+  compute_ = dtype;
+  for (const auto& m : modules()) {
+    if (auto linear = std::dynamic_pointer_cast<LinearImpl>(m)) linear->set_compute_dtype(dtype);
+    if (auto attention = std::dynamic_pointer_cast<AttentionImpl>(m)) attention->set_compute_dtype(dtype);
+  }
+}
 
 LMOutput BakaLMImpl::forward(const torch::Tensor& ids, State state) {
   auto net = model(ids, std::move(state));

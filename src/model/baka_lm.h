@@ -16,6 +16,8 @@
 
 #include "model/block.h"
 #include "model/config.h"
+#include "model/head_loss.h"
+#include "model/linear.h"
 #include "model/memory_injector.h"
 #include "model/state.h"
 
@@ -57,18 +59,36 @@ class BakaLMImpl : public torch::nn::Module {
   explicit BakaLMImpl(const Config& config);
 
   LMOutput forward(const torch::Tensor& ids, State state = {});
+
+  // Mean cross-entropy of the next-token predictions against TARGETS [B, T]
+  // (kIgnoreIndex skips a position), with the head fused into the loss so the
+  // [B, T, V] logits are never stored (training and evaluation).
+  struct LossOutput {
+    torch::Tensor loss;  // scalar
+    State state;
+  };
+  LossOutput forward_loss(const torch::Tensor& ids, const torch::Tensor& targets, State state = {});
   torch::Tensor head(const torch::Tensor& hidden) { return embed_out(lm_norm(hidden)); }
 
   const Config& config() const { return config_; }
 
   BakaNet model;
   torch::nn::LayerNorm lm_norm;
-  torch::nn::Linear embed_out;  // weight [V, D]
+  Linear embed_out;  // weight [V, D]
+
+  // FLOAT or BFLOAT16 for every matrix product (mixed precision: parameters,
+  // norms, EMA and softmax stay float32).
+  void set_compute_dtype(torch::ScalarType dtype);
 
  private:
   Config config_;
+  torch::ScalarType compute_ = torch::kFloat;
 };
 TORCH_MODULE(BakaLM);
+
+// TARGETS for next-token prediction on IDS [B, T]: ids shifted left, the last
+// position ignored.                                                    -> [B, T]
+torch::Tensor shifted_targets(const torch::Tensor& ids);
 
 // Mean cross-entropy of logits[:, :-1] against ids[:, 1:].   logits [B, T, V], ids [B, T]
 torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& ids);

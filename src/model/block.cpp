@@ -15,11 +15,8 @@ BlockImpl::BlockImpl(const Config& c)
       mlp_attn_norm(register_module("mlp_attn_norm", norm(c.hidden_dim))),
       attn(register_module("attn", Attention(c.hidden_dim, c.rope_base, c.attn_dropout))),
       mlp(register_module("mlp", Mlp(c.hidden_dim, c.intermediate_dim))),
-      mlp_attn_gate(register_module(
-          "mlp_attn_gate",
-          torch::nn::Linear(torch::nn::LinearOptions(c.hidden_dim, c.hidden_dim).bias(false)))),
-      mega_gate(register_module("mega_gate",
-                                torch::nn::Linear(torch::nn::LinearOptions(c.hidden_dim, c.hidden_dim)))),
+      mlp_attn_gate(register_module("mlp_attn_gate", Linear(c.hidden_dim, c.hidden_dim))),
+      mega_gate(register_module("mega_gate", Linear(c.hidden_dim, c.hidden_dim, /*bias=*/true))),
       mega_cache_(c.mega_cache) {}
 
 torch::Tensor BlockImpl::combine(const torch::Tensor& x, const torch::Tensor& h,

@@ -10,6 +10,7 @@
 
 #include "model/attention.h"
 #include "model/config.h"
+#include "model/linear.h"
 #include "model/mega.h"
 #include "model/mlp.h"
 #include "model/state.h"
@@ -36,7 +37,7 @@ class BlockImpl : public torch::nn::Module {
   torch::nn::LayerNorm norm_mega, norm_input, mlp_attn_norm;
   Attention attn;
   Mlp mlp;
-  torch::nn::Linear mlp_attn_gate, mega_gate;
+  Linear mlp_attn_gate, mega_gate;
 
  private:
   // x + a + mlp(h) ⊙ sigmoid(mlp_attn_gate(mlp_attn_norm(a))) + m ⊙ sigmoid(mega_gate(m))

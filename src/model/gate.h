@@ -2,15 +2,17 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "model/linear.h"
+
 namespace bakallm {
 
 class GateImpl : public torch::nn::Module {
  public:
   explicit GateImpl(int64_t dim)
-      : fc(register_module("fc", torch::nn::Linear(torch::nn::LinearOptions(dim, dim).bias(false)))) {}
+      : fc(register_module("fc", Linear(dim, dim))) {}
   torch::Tensor forward(const torch::Tensor& x) { return x * torch::sigmoid(fc(x)); }
 
-  torch::nn::Linear fc;
+  Linear fc;
 };
 TORCH_MODULE(Gate);
 

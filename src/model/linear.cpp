@@ -1,0 +1,23 @@
+#include "model/linear.h"
+
+#include <cmath>
+
+#include "model/matmul.h"
+
+namespace bakallm {
+
+LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
+  weight = register_parameter("weight", torch::empty({out, in}));
+  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));  // = U(±1/sqrt(in))
+  if (with_bias) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+    bias = register_parameter("bias", torch::empty({out}).uniform_(-bound, bound));
+  }
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  auto y = matmul_nt(x, weight, compute_);  // [..., out]
+  return bias.defined() ? y + bias : y;
+}
+
+}  // namespace bakallm
