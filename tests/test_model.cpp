@@ -152,3 +152,32 @@ TEST(Model, LossIsMeanNextTokenCrossEntropy) {
 
 }  // namespace
 }  // namespace bakallm
+
+namespace bakallm {
+namespace {
+
+// A batch row that starts a new document mid-call gives exactly what that
+// document gives alone from a fresh state; the other row is untouched.
+TEST(Model, RowResetEqualsAFreshStream) {
+  auto model = make_model(small_config(), 9);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  auto a = random_ids(1, 12, 40, 10);  // row 0: one document over 3 windows
+  auto b = random_ids(1, 4, 40, 11);   // row 1: a document of one window ...
+  auto c = random_ids(1, 8, 40, 12);   // ... then a new one over 2 windows
+  auto ids = torch::cat({a, torch::cat({b, c}, 1)}, 0);  // [2, 12]
+  auto resets = torch::zeros({2, 3}, torch::kBool);
+  resets[1][1] = true;
+  // In two calls, to cross a call boundary with per-row positions too.
+  auto first = model->model(ids.narrow(1, 0, 8), State{}, resets.narrow(1, 0, 2));
+  auto second = model->model(ids.narrow(1, 8, 4), first.state, resets.narrow(1, 2, 1));
+  auto hidden = torch::cat({first.hidden, second.hidden}, 1);
+  EXPECT_TRUE(test::all_close(hidden[0], model->model(a).hidden[0]));
+  EXPECT_TRUE(test::all_close(hidden[1].narrow(0, 0, 4), model->model(b).hidden[0]));
+  EXPECT_TRUE(test::all_close(hidden[1].narrow(0, 4, 8), model->model(c).hidden[0]));
+  EXPECT_EQ(second.state.row_seen[1].item<int64_t>(), 8);
+  EXPECT_EQ(second.state.row_seen[0].item<int64_t>(), 12);
+}
+
+}  // namespace
+}  // namespace bakallm

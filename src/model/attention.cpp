@@ -22,13 +22,15 @@ QkvImpl::QkvImpl(int64_t dim, double rope_base)
       negator(register_parameter("negator", torch::ones({}))),
       pos_emb(register_module("pos_emb", Rotary(dim, rope_base))) {}
 
-torch::Tensor QkvImpl::shape(const torch::Tensor& x, torch::nn::LayerNorm& n, int64_t start) {
-  auto doubled = torch::cat({x, negator - x}, -1);  // [B, T, 2D]
-  return pos_emb(n(doubled), start);                // [B, T, 2D]
+torch::Tensor QkvImpl::shape(const torch::Tensor& x, torch::nn::LayerNorm& n, const WindowOffsets& o) {
+  auto doubled = n(torch::cat({x, negator - x}, -1));                       // [B, T, 2D]
+  return o.rows.defined() ? pos_emb->forward(doubled, o.rows) : pos_emb->forward(doubled, o.start);
 }
 
-torch::Tensor QkvImpl::query(const torch::Tensor& h, int64_t start) { return shape(q(h), q_norm, start); }
-torch::Tensor QkvImpl::key(const torch::Tensor& h, int64_t start) { return shape(k(h), k_norm, start); }
+torch::Tensor QkvImpl::query(const torch::Tensor& h, const WindowOffsets& o) { return shape(q(h), q_norm, o); }
+torch::Tensor QkvImpl::key(const torch::Tensor& h, const WindowOffsets& o) { return shape(k(h), k_norm, o); }
+torch::Tensor QkvImpl::query(const torch::Tensor& h, int64_t start) { return query(h, WindowOffsets{start}); }
+torch::Tensor QkvImpl::key(const torch::Tensor& h, int64_t start) { return key(h, WindowOffsets{start}); }
 
 AttentionImpl::AttentionImpl(int64_t dim, double rope_base, double dropout)
     : qkv(register_module("qkv", Qkv(dim, rope_base))),
@@ -41,6 +43,13 @@ AttentionImpl::AttentionImpl(int64_t dim, double rope_base, double dropout)
 torch::Tensor causal_mask(int64_t T, int64_t past, torch::Device device) {
   return torch::ones({T, past + T}, torch::TensorOptions().dtype(torch::kBool).device(device))
       .tril(past);
+}
+
+torch::Tensor causal_mask(int64_t T, int64_t past, const torch::Tensor& keep_past) {
+  auto mask = causal_mask(T, past, keep_past.device()).clone();                    // [T, past+T]
+  auto is_past = torch::arange(past + T, keep_past.device()).lt(past);              // [past+T]
+  auto hidden = is_past.unsqueeze(0).logical_and(keep_past.logical_not().unsqueeze(1));  // [B, past+T]
+  return mask.unsqueeze(0).logical_and(hidden.logical_not().unsqueeze(1));         // [B, T, past+T]
 }
 
 torch::Tensor AttentionImpl::past_keys(const torch::Tensor& k) {
@@ -60,10 +69,10 @@ torch::Tensor AttentionImpl::attend(const torch::Tensor& q, const torch::Tensor&
 }
 
 AttentionOutput AttentionImpl::forward(const torch::Tensor& qk_in, const torch::Tensor& v_in,
-                                       const LayerCache* cache, int64_t offset) {
+                                       const LayerCache* cache, const WindowOffsets& offsets) {
   const int64_t T = qk_in.size(1);
-  auto q = qkv->query(qk_in, offset);  // [B, T, 2D]
-  auto k = qkv->key(qk_in, offset);    // [B, T, 2D]
+  auto q = qkv->query(qk_in, offsets);  // [B, T, 2D]
+  auto k = qkv->key(qk_in, offsets);    // [B, T, 2D]
   auto v = qkv->value(v_in);           // [B, T, D]
   torch::Tensor K = k, V = v;
   int64_t past = 0;
@@ -72,7 +81,9 @@ AttentionOutput AttentionImpl::forward(const torch::Tensor& qk_in, const torch::
     K = torch::cat({past_keys(cache->k), k}, 1);  // [B, Tp+T, 2D]
     V = torch::cat({past_values(cache->v), v}, 1);  // [B, Tp+T, D]
   }
-  auto a = attend(q, K, V, causal_mask(T, past, q.device()));
+  auto mask = past && offsets.keep_past.defined() ? causal_mask(T, past, offsets.keep_past)
+                                                  : causal_mask(T, past, q.device());
+  auto a = attend(q, K, V, mask);
   return {a, k, v};
 }
 

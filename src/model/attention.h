@@ -18,6 +18,8 @@ class QkvImpl : public torch::nn::Module {
   // h: [B, T, D] -> LayerNorm([W h ; negator − W h]) rotated from position start: [B, T, 2D]
   torch::Tensor query(const torch::Tensor& h, int64_t start);
   torch::Tensor key(const torch::Tensor& h, int64_t start);
+  torch::Tensor query(const torch::Tensor& h, const WindowOffsets& o);
+  torch::Tensor key(const torch::Tensor& h, const WindowOffsets& o);
   torch::Tensor value(const torch::Tensor& m) { return v(m); }  // [B, T, D]
 
   Linear q, k, v;
@@ -26,7 +28,7 @@ class QkvImpl : public torch::nn::Module {
   Rotary pos_emb;
 
  private:
-  torch::Tensor shape(const torch::Tensor& x, torch::nn::LayerNorm& norm, int64_t start);
+  torch::Tensor shape(const torch::Tensor& x, torch::nn::LayerNorm& norm, const WindowOffsets& o);
 };
 TORCH_MODULE(Qkv);
 
@@ -43,7 +45,7 @@ class AttentionImpl : public torch::nn::Module {
   // Causal attention over one extended window at positions offset..offset+T−1,
   // preceded by the gated keys/values of the previous window when cache is set.
   AttentionOutput forward(const torch::Tensor& qk_in, const torch::Tensor& v_in,
-                          const LayerCache* cache, int64_t offset);
+                          const LayerCache* cache, const WindowOffsets& offsets);
 
   // The solidifier's attention: the last n rows query (positions 0..n−1)
   // every row (positions 0..T−1), no mask.                          -> [B, n, D]
@@ -72,5 +74,7 @@ TORCH_MODULE(Attention);
 
 // Query row t of T sees the first `past` keys and keys past..past+t.  [T, past+T] bool
 torch::Tensor causal_mask(int64_t T, int64_t past, torch::Device device);
+// The same per row, hiding the past keys of rows whose keep_past is false. [B, T, past+T]
+torch::Tensor causal_mask(int64_t T, int64_t past, const torch::Tensor& keep_past);
 
 }  // namespace bakallm

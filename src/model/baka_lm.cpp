@@ -18,27 +18,32 @@ BakaNetImpl::BakaNetImpl(const Config& c)
 torch::Tensor BakaNetImpl::window(const torch::Tensor& x, State& state) {
   const bool first = state.layers.empty();
   if (first) state.layers.resize(blocks.size());
-  const int64_t offset = state.seen;
-  auto s = memory_injector->inject(x, state.memory);  // [B, n+2M+2, D]
+  const auto offsets = state.offsets();
+  auto memory = state.memory;
+  if (memory.defined() && state.fresh_rows.defined())  // restarted rows take the initial memory
+    memory = torch::where(state.fresh_rows.view({-1, 1, 1}),
+                          memory_injector->memory_tokens[0].unsqueeze(0).to(memory.scalar_type()), memory);
+  auto s = memory_injector->inject(x, memory);        // [B, n+2M+2, D]
   for (size_t i = 0; i < blocks.size(); ++i) {
-    auto r = blocks[i]->forward(s, first ? nullptr : &state.layers[i], offset);
+    auto r = blocks[i]->forward(s, first ? nullptr : &state.layers[i], offsets);
     s = r.out;
     state.layers[i] = r.cache;
   }
   state.memory = memory_injector->solidify(s);        // [B, M, D]
-  state.seen += x.size(1);
-  state.windows += 1;
+  state.advance(x.size(1));
   if (is_training() && state.windows % config_.detach_every == 0) state.detach_();
   return memory_injector->text_rows(s);               // [B, n, D]
 }
 
-NetOutput BakaNetImpl::forward(const torch::Tensor& ids, State state) {
+NetOutput BakaNetImpl::forward(const torch::Tensor& ids, State state, const torch::Tensor& resets) {
   TORCH_CHECK(ids.dim() == 2, "BakaNet: ids must be [B, T], got ", ids.sizes());
   auto x = embed_in(ids);  // [B, T, D]
   const int64_t T = ids.size(1), W = config_.window_size;
   std::vector<torch::Tensor> outs;
-  for (int64_t p = 0; p < T; p += W)
+  for (int64_t p = 0, c = 0; p < T; p += W, ++c) {
+    if (resets.defined()) state.reset_rows(resets.select(1, c));
     outs.push_back(window(x.narrow(1, p, std::min(W, T - p)), state));
+  }
   auto hidden = outs.empty() ? x : torch::cat(outs, 1);  // [B, T, D]
   return {hidden, std::move(state)};
 }
@@ -51,8 +56,8 @@ BakaLMImpl::BakaLMImpl(const Config& c)
       config_(c) {}
 
 BakaLMImpl::LossOutput BakaLMImpl::forward_loss(const torch::Tensor& ids, const torch::Tensor& targets,
-                                                State state) {
-  auto net = model(ids, std::move(state));
+                                                State state, const torch::Tensor& resets) {
+  auto net = model(ids, std::move(state), resets);
   auto h = lm_norm(net.hidden).reshape({-1, config_.hidden_dim});  // [B·T, D]
   auto loss = fused_head_loss(h, embed_out->weight, targets.reshape({-1}), compute_);
   return {loss, std::move(net.state)};

@@ -33,7 +33,8 @@ class BakaNetImpl : public torch::nn::Module {
   explicit BakaNetImpl(const Config& config);
 
   // ids: [B, T] int64. STATE from an earlier call of the same stream, or {}.
-  NetOutput forward(const torch::Tensor& ids, State state = {});
+  // RESETS [B, windows of this call] bool: row b starts a new document at window c.
+  NetOutput forward(const torch::Tensor& ids, State state = {}, const torch::Tensor& resets = {});
 
   // One window of embedded tokens x [B, n, D] (n <= W) through every layer and
   // the solidifier; updates state (memory, caches, seen, windows).  -> [B, n, D]
@@ -67,7 +68,8 @@ class BakaLMImpl : public torch::nn::Module {
     torch::Tensor loss;  // scalar
     State state;
   };
-  LossOutput forward_loss(const torch::Tensor& ids, const torch::Tensor& targets, State state = {});
+  LossOutput forward_loss(const torch::Tensor& ids, const torch::Tensor& targets, State state = {},
+                          const torch::Tensor& resets = {});
   torch::Tensor head(const torch::Tensor& hidden) { return embed_out(lm_norm(hidden)); }
 
   const Config& config() const { return config_; }

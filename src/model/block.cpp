@@ -26,11 +26,15 @@ torch::Tensor BlockImpl::combine(const torch::Tensor& x, const torch::Tensor& h,
   return x + a + gated_mlp + g;
 }
 
-BlockOutput BlockImpl::forward(const torch::Tensor& x, const LayerCache* cache, int64_t offset) {
+BlockOutput BlockImpl::forward(const torch::Tensor& x, const LayerCache* cache, const WindowOffsets& offsets) {
   const bool cached = cache && cache->defined();
-  auto m = norm_mega(mega(x, cached ? cache->output : torch::Tensor()));  // [B, T, D]
+  torch::Tensor prev;  // [B, Tp, D]; zero rows restart the EMA exactly (y_{-1} = 0)
+  if (cached)
+    prev = offsets.keep_past.defined() ? cache->output * offsets.keep_past.view({-1, 1, 1}).to(x.scalar_type())
+                                       : cache->output;
+  auto m = norm_mega(mega(x, prev));                                      // [B, T, D]
   auto h = norm_input(x);                                                 // [B, T, D]
-  auto att = attn(h, m, cache, offset);
+  auto att = attn(h, m, cache, offsets);
   auto out = combine(x, h, m, att.a);
   const auto& ema_source = mega_cache_ == MegaCache::kPreviousLayerOutput ? out : x;
   return {out, LayerCache{ema_source, att.k, att.v}};

@@ -27,7 +27,7 @@ class BlockImpl : public torch::nn::Module {
   explicit BlockImpl(const Config& config);
 
   // One extended window x [B, T, D], causal, after the previous window's cache.
-  BlockOutput forward(const torch::Tensor& x, const LayerCache* cache, int64_t offset);
+  BlockOutput forward(const torch::Tensor& x, const LayerCache* cache, const WindowOffsets& offsets);
 
   // The memory solidifier's pass: no cache, not causal; attention and MLP for
   // the last n rows only, whose output [B, n, D] is returned.

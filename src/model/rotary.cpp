@@ -14,7 +14,16 @@ torch::Tensor RotaryImpl::make_freqs(int64_t dim, double base) {
 torch::Tensor RotaryImpl::forward(const torch::Tensor& x, int64_t start) const {
   const int64_t T = x.size(-2);
   auto pos = torch::arange(start, start + T, freqs.options());           // [T]
-  auto angle = pos.unsqueeze(1) * freqs.unsqueeze(0);                    // [T, D/2]
+  return rotate(x, pos.unsqueeze(1) * freqs.unsqueeze(0));               // angle [T, D/2]
+}
+
+torch::Tensor RotaryImpl::forward(const torch::Tensor& x, const torch::Tensor& starts) const {
+  const int64_t T = x.size(-2);
+  auto pos = starts.to(freqs.dtype()).unsqueeze(1) + torch::arange(T, freqs.options());  // [B, T]
+  return rotate(x, pos.unsqueeze(2) * freqs);                            // angle [B, T, D/2]
+}
+
+torch::Tensor RotaryImpl::rotate(const torch::Tensor& x, const torch::Tensor& angle) const {
   auto cos = angle.cos().to(x.scalar_type());
   auto sin = angle.sin().to(x.scalar_type());
   auto rotated = x.narrow(-1, 0, dim_);                                  // [B, T, D]

@@ -14,12 +14,16 @@ class RotaryImpl : public torch::nn::Module {
 
   // x: [B, T, 2D]; row t gets position start + t.                 -> [B, T, 2D]
   torch::Tensor forward(const torch::Tensor& x, int64_t start) const;
+  // Per-row starts: row b, step t gets position starts[b] + t.    starts [B]
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& starts) const;
 
   // Expected value of `freqs`, to check an imported buffer against.
   static torch::Tensor make_freqs(int64_t dim, double base);
 
   torch::Tensor freqs;  // [D/2]
  private:
+  // angle [T, D/2] or [B, T, D/2] (broadcast against x's rows)
+  torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& angle) const;
   int64_t dim_;
 };
 TORCH_MODULE(Rotary);

@@ -11,10 +11,36 @@ void State::detach_() {
   }
 }
 
+void State::reset_rows(const torch::Tensor& mask) {
+  if (fresh()) return;  // a fresh stream starts every row anyway
+  const auto B = memory.size(0);
+  if (!row_seen.defined()) row_seen = torch::full({B}, seen, torch::TensorOptions().dtype(torch::kLong).device(memory.device()));
+  row_seen = torch::where(mask.to(row_seen.device()), torch::zeros_like(row_seen), row_seen);
+  const auto m = mask.to(memory.device());
+  fresh_rows = fresh_rows.defined() ? fresh_rows.logical_or(m) : m.clone();
+}
+
+WindowOffsets State::offsets() const {
+  WindowOffsets o;
+  o.start = seen;
+  o.rows = row_seen;
+  if (fresh_rows.defined()) o.keep_past = fresh_rows.logical_not();
+  return o;
+}
+
+void State::advance(int64_t tokens) {
+  seen += tokens;
+  if (row_seen.defined()) row_seen = row_seen + tokens;
+  fresh_rows = torch::Tensor();
+  windows += 1;
+}
+
 State State::to(torch::Device device) const {
   auto move = [&](const torch::Tensor& t) { return t.defined() ? t.to(device) : t; };
   State s = *this;
   s.memory = move(memory);
+  s.row_seen = move(row_seen);
+  s.fresh_rows = move(fresh_rows);
   for (auto& c : s.layers) {
     c.output = move(c.output);
     c.k = move(c.k);
