@@ -10,5 +10,6 @@ void add_convert(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_tokenizer(CLI::App& app);
 void add_tokenize(CLI::App& app);
+void add_train(CLI::App& app);
 
 }  // namespace bakallm::cli

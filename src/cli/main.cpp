@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   bakallm::cli::add_eval(app);
   bakallm::cli::add_tokenizer(app);
   bakallm::cli::add_tokenize(app);
+  bakallm::cli::add_train(app);
 
   try {
     app.parse(argc, argv);

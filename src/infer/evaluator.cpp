@@ -45,20 +45,24 @@ EvalStats evaluate_document(BakaLM& model, const torch::Tensor& doc, int64_t win
 }
 
 EvalStats evaluate_shards(BakaLM& model, const std::vector<std::string>& shards, uint32_t bos_id,
-                          int64_t windows_per_call, const std::function<void(const EvalStats&)>& progress) {
+                          int64_t windows_per_call, const std::function<void(const EvalStats&)>& progress,
+                          int64_t max_tokens) {
   std::vector<ShardReader> readers;
   for (const auto& path : shards) readers.emplace_back(path);  // validate all before any work
   const int64_t vocab = model->config().vocab_size;
   EvalStats total;
   for (const auto& shard : readers) {
     for (const auto& span : shard.documents(bos_id)) {
-      auto doc = shard.tokens(span.begin, span.length);
-      const int64_t max_id = span.length ? doc.max().item<int64_t>() : 0;
+      int64_t length = span.length;
+      if (max_tokens > 0) length = std::min(length, max_tokens - total.tokens + 1);
+      auto doc = shard.tokens(span.begin, length);
+      const int64_t max_id = length ? doc.max().item<int64_t>() : 0;
       if (max_id >= vocab)
         throw file_error(shard.path(), "token id " + std::to_string(max_id) + " is outside the model's vocabulary of " +
                                            std::to_string(vocab));
       total.add(evaluate_document(model, doc, windows_per_call));
       if (progress) progress(total);
+      if (max_tokens > 0 && total.tokens >= max_tokens) return total;
     }
   }
   return total;

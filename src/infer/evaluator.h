@@ -31,8 +31,9 @@ EvalStats evaluate_document(BakaLM& model, const torch::Tensor& doc, int64_t win
 
 // Every document of every shard (split at BOS). PROGRESS, if set, is called
 // after each document with the running totals.
+// MAX_TOKENS > 0 stops after the document that reaches it.
 EvalStats evaluate_shards(BakaLM& model, const std::vector<std::string>& shards, uint32_t bos_id,
                           int64_t windows_per_call = 4,
-                          const std::function<void(const EvalStats&)>& progress = {});
+                          const std::function<void(const EvalStats&)>& progress = {}, int64_t max_tokens = 0);
 
 }  // namespace bakallm

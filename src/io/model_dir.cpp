@@ -85,19 +85,25 @@ std::vector<std::pair<std::string, torch::Tensor>> model_tensors(BakaLM& model) 
   return out;
 }
 
-void save_model_dir(const std::string& dir, BakaLM& model, const std::string& tokenizer_path,
-                    torch::ScalarType dtype) {
+void write_model_files(const std::string& dir, BakaLM& model, const std::string& tokenizer_path,
+                       torch::ScalarType dtype) {
   auto tensors = model_tensors(model);
   for (auto& [name, t] : tensors) t = t.detach().to(torch::kCPU, dtype);
+  save_config(model->config(), dir + "/config.json");
+  write_safetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
+  if (!tokenizer_path.empty()) {
+    fs::copy_file(tokenizer_path, dir + "/tokenizer.model", fs::copy_options::overwrite_existing);
+    fs::permissions(dir + "/tokenizer.model", fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add);
+  }
+}
+
+void save_model_dir(const std::string& dir, BakaLM& model, const std::string& tokenizer_path,
+                    torch::ScalarType dtype) {
   if (!tokenizer_path.empty() && !fs::exists(tokenizer_path))
     throw file_error(tokenizer_path, "tokenizer not found");
   fs::path parent = fs::path(dir).parent_path();
   if (!parent.empty()) fs::create_directories(parent);
-  write_dir_atomically(dir, [&](const std::string& tmp) {
-    save_config(model->config(), tmp + "/config.json");
-    write_safetensors(tmp + "/model.safetensors", tensors, {{"format", "pt"}});
-    if (!tokenizer_path.empty()) fs::copy_file(tokenizer_path, tmp + "/tokenizer.model");
-  });
+  write_dir_atomically(dir, [&](const std::string& tmp) { write_model_files(tmp, model, tokenizer_path, dtype); });
 }
 
 LoadedModel load_model_dir(const std::string& dir, const Runtime& runtime) {

@@ -22,6 +22,11 @@ void load_weights(BakaLM& model, const std::map<std::string, torch::Tensor>& ten
 // Parameters (and the rotary buffers) as name -> tensor, for writing.
 std::vector<std::pair<std::string, torch::Tensor>> model_tensors(BakaLM& model);
 
+// Writes config.json, model.safetensors (in DTYPE) and tokenizer.model (if
+// given) into the existing directory DIR, e.g. a temporary one.
+void write_model_files(const std::string& dir, BakaLM& model, const std::string& tokenizer_path = "",
+                       torch::ScalarType dtype = torch::kFloat);
+
 // Writes DIR atomically: config, weights in DTYPE, and the tokenizer if given.
 void save_model_dir(const std::string& dir, BakaLM& model, const std::string& tokenizer_path = "",
                     torch::ScalarType dtype = torch::kFloat);

@@ -1,0 +1,67 @@
+// Training batches the way the author trained: each of B rows reads its
+// document window after window, so the model's state (memory, caches,
+// position) can be carried from step to step; a row that finishes its
+// document starts the next one at the following window, with a reset flag.
+// Padding happens only after the last tokens of a document.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+#include <torch/torch.h>
+
+#include "data/shard.h"
+
+namespace bakallm {
+
+struct LoaderOptions {
+  std::vector<std::string> shards;
+  int64_t rows = 8;              // B
+  int64_t window = 512;          // W
+  int64_t windows_per_step = 2;  // k: each batch is k·W tokens per row
+  uint32_t bos_id = 1;
+  uint64_t seed = 0;             // document order, reshuffled each epoch
+};
+
+struct Batch {
+  torch::Tensor ids;      // [B, k·W] int64
+  torch::Tensor targets;  // [B, k·W] int64, kIgnoreIndex where nothing is predicted
+  torch::Tensor resets;   // [B, k] bool: row b starts a new document at window c
+  int64_t tokens = 0;     // predicted tokens in this batch
+};
+
+class Loader {
+ public:
+  explicit Loader(LoaderOptions options);
+
+  Batch next();
+  int64_t epoch() const { return epoch_; }
+  int64_t documents() const { return static_cast<int64_t>(docs_.size()); }
+  int64_t total_tokens() const { return total_tokens_; }
+
+  // Position in the data, for checkpoints: restore(state()) continues exactly.
+  nlohmann::json state() const;
+  void restore(const nlohmann::json& state);
+
+ private:
+  struct Doc {
+    size_t shard;
+    int64_t begin, length;
+  };
+  struct Row {
+    int64_t doc = -1;  // index into docs_, -1 before the first
+    int64_t pos = 0;   // next token of that document
+  };
+  int64_t take_document();
+  void shuffle();
+
+  LoaderOptions o_;
+  std::vector<ShardReader> shards_;
+  std::vector<Doc> docs_;
+  std::vector<int64_t> order_;
+  int64_t cursor_ = 0, epoch_ = 0, total_tokens_ = 0;
+  std::vector<Row> rows_;
+};
+
+}  // namespace bakallm

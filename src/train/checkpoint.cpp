@@ -1,0 +1,133 @@
+#include "train/checkpoint.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+
+#include "io/model_dir.h"
+#include "io/safetensors.h"
+#include "util/atomic_file.h"
+#include "util/error.h"
+
+namespace fs = std::filesystem;
+
+namespace bakallm {
+
+namespace {
+
+std::vector<std::pair<std::string, torch::Tensor>> stream_tensors(const State& s) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  if (s.memory.defined()) out.emplace_back("memory", s.memory);
+  if (s.row_seen.defined()) out.emplace_back("row_seen", s.row_seen);
+  for (size_t i = 0; i < s.layers.size(); ++i) {
+    const auto p = "layers." + std::to_string(i) + ".";
+    out.emplace_back(p + "output", s.layers[i].output);
+    out.emplace_back(p + "k", s.layers[i].k);
+    out.emplace_back(p + "v", s.layers[i].v);
+  }
+  return out;
+}
+
+State stream_from(const std::map<std::string, torch::Tensor>& t, int64_t layers, const std::string& source) {
+  State s;
+  if (!t.count("memory")) return s;  // saved before the first step
+  s.memory = t.at("memory");
+  if (t.count("row_seen")) s.row_seen = t.at("row_seen");
+  for (int64_t i = 0; i < layers; ++i) {
+    const auto p = "layers." + std::to_string(i) + ".";
+    if (!t.count(p + "k")) throw file_error(source, "missing " + p + "k");
+    s.layers.push_back({t.at(p + "output"), t.at(p + "k"), t.at(p + "v")});
+  }
+  return s;
+}
+
+int64_t step_of(const fs::path& p) {
+  const auto name = p.filename().string();
+  if (name.rfind("step_", 0) != 0) return -1;
+  try {
+    return std::stoll(name.substr(5));
+  } catch (...) {
+    return -1;
+  }
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& dir, BakaLM& model, torch::optim::Optimizer& optimizer,
+                     const TrainProgress& progress, const State& stream, const std::string& tokenizer) {
+  fs::create_directories(fs::path(dir).parent_path());
+  write_dir_atomically(dir, [&](const std::string& tmp) {
+    write_model_files(tmp, model, tokenizer);
+    torch::save(optimizer, tmp + "/optimizer.pt");
+    write_safetensors(tmp + "/stream.safetensors", stream_tensors(stream));
+    torch::Tensor rng;
+    {
+      auto gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      rng = gen.get_state();
+    }
+    write_safetensors(tmp + "/rng.safetensors", {{"cpu", rng}});
+    nlohmann::json j = {{"step", progress.step},
+                        {"tokens", progress.tokens},
+                        {"seconds", progress.seconds},
+                        {"loader", progress.loader},
+                        {"stream_seen", stream.seen},
+                        {"stream_windows", stream.windows}};
+    write_file_atomically(tmp + "/train_state.json", [&](std::ostream& out) { out << j.dump(2) << "\n"; });
+  });
+}
+
+TrainProgress load_checkpoint(const std::string& dir, BakaLM& model, torch::optim::Optimizer& optimizer,
+                              State& stream) {
+  const std::string weights = dir + "/model.safetensors";
+  load_weights(model, read_safetensors(weights).tensors, weights);
+  try {
+    torch::load(optimizer, dir + "/optimizer.pt");
+  } catch (const c10::Error& e) {
+    throw file_error(dir + "/optimizer.pt", "cannot load optimizer state");
+  }
+  std::ifstream in(dir + "/train_state.json");
+  if (!in) throw file_error(dir + "/train_state.json", "missing");
+  nlohmann::json j;
+  in >> j;
+  stream = stream_from(read_safetensors(dir + "/stream.safetensors").tensors, model->config().num_layers,
+                       dir + "/stream.safetensors");
+  stream.seen = j.value("stream_seen", int64_t{0});
+  stream.windows = j.value("stream_windows", int64_t{0});
+  auto rng = read_safetensors(dir + "/rng.safetensors").tensors.at("cpu");
+  {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(rng);
+  }
+  TrainProgress p;
+  p.step = j.at("step").get<int64_t>();
+  p.tokens = j.at("tokens").get<int64_t>();
+  p.seconds = j.at("seconds").get<double>();
+  p.loader = j.at("loader");
+  return p;
+}
+
+std::vector<std::string> list_checkpoints(const std::string& run_dir) {
+  std::vector<std::pair<int64_t, std::string>> found;
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  if (!fs::is_directory(root)) return {};
+  for (const auto& e : fs::directory_iterator(root)) {
+    const int64_t step = step_of(e.path());
+    if (step >= 0 && e.is_directory() && fs::exists(e.path() / "train_state.json")) found.emplace_back(step, e.path().string());
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> out;
+  for (auto& f : found) out.push_back(f.second);
+  return out;
+}
+
+void prune_checkpoints(const std::string& run_dir, int keep) {
+  auto all = list_checkpoints(run_dir);
+  for (size_t i = 0; i + keep < all.size(); ++i) fs::remove_all(all[i]);
+}
+
+}  // namespace bakallm

@@ -1,0 +1,56 @@
+// The training loop: streamed batches with the state carried from step to
+// step, AdamW, warmup + cosine, clipping, accumulation, float32 or bfloat16
+// products, validation, samples, metrics, plots, checkpoints, and a clean stop
+// on SIGINT/SIGTERM (finish the step, checkpoint, return).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "model/config.h"
+#include "train/optimizer.h"
+
+namespace bakallm {
+
+struct TrainOptions {
+  // What to train: a model directory to continue from, else a config.
+  std::string init_model;      // --model DIR (weights + config)
+  Config config;               // used when init_model is empty
+  std::string data_dir;        // output of `bakallm tokenize` (manifest.json)
+  std::string run_dir;         // RUN
+  bool resume = false;         // continue from RUN's newest checkpoint
+
+  int64_t steps = 1000;
+  int64_t batch_rows = 8;             // B
+  int64_t windows_per_step = 0;       // k; 0: the config's detach_every
+  int64_t grad_accum = 1;
+  OptimizerOptions optimizer;
+  double min_lr_ratio = 0.1;
+  int64_t warmup = 100;
+  double clip = 1.0;
+  std::string dtype = "float32";      // or "bfloat16": products in bf16, master weights float32
+  uint64_t seed = 0;
+
+  int64_t eval_every = 100;
+  int64_t eval_tokens = 32768;        // validation tokens per evaluation
+  int64_t checkpoint_every = 200;
+  int keep_checkpoints = 3;
+  std::string prompt = "Once upon a time";
+  int64_t sample_tokens = 48;
+  double max_minutes = 0;             // stop (with a checkpoint) after this long; 0: no limit
+  bool progress = true;
+};
+
+struct TrainResult {
+  int64_t steps = 0;
+  double last_loss = 0, first_loss = 0, val_loss = 0;
+  bool interrupted = false;
+  std::string last_checkpoint;
+  std::string sample;
+};
+
+TrainResult train(const TrainOptions& options);
+
+// Set by SIGINT/SIGTERM once train() has installed its handlers.
+bool stop_requested();
+
+}  // namespace bakallm
