@@ -1,0 +1,275 @@
+// Training: loader streaming, optimizer groups, schedule, resume exactness,
+// SIGINT, NaN, and a short run whose loss falls.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "data/loader.h"
+#include "data/shard.h"
+#include "model/head_loss.h"
+#include "paths.h"
+#include "train/checkpoint.h"
+#include "train/optimizer.h"
+#include "train/schedule.h"
+#include "train/trainer.h"
+#include "util/error.h"
+
+namespace bakallm {
+namespace {
+
+// Documents 1,10..(10+n-1) etc: BOS then increasing ids, so positions are checkable.
+std::vector<uint32_t> doc(uint32_t first, int64_t n) {
+  std::vector<uint32_t> d = {1};
+  for (int64_t i = 0; i + 1 < n; ++i) d.push_back(first + static_cast<uint32_t>(i));
+  return d;
+}
+
+TEST(Loader, RowsWalkDocumentsAndResetAtNewOnes) {
+  test::TempDir dir;
+  std::vector<uint32_t> tokens;
+  for (auto& d : {doc(100, 10), doc(200, 3), doc(300, 7)}) tokens.insert(tokens.end(), d.begin(), d.end());
+  write_shard(dir / "s.bin", tokens);
+  LoaderOptions o;
+  o.shards = {dir / "s.bin"};
+  o.rows = 1;
+  o.window = 4;
+  o.windows_per_step = 2;
+  Loader loader(o);
+  std::vector<int64_t> starts;  // the first id of each window that resets
+  int64_t predicted = 0;
+  for (int step = 0; step < 6; ++step) {
+    auto b = loader.next();
+    predicted += b.tokens;
+    for (int c = 0; c < 2; ++c) {
+      auto ids = b.ids[0].narrow(0, 4 * c, 4);
+      auto targets = b.targets[0].narrow(0, 4 * c, 4);
+      if (b.resets[0][c].item<bool>()) {
+        EXPECT_EQ(ids[0].item<int64_t>(), 1);  // a document starts at its BOS
+        starts.push_back(ids[1].item<int64_t>());
+      }
+      for (int i = 0; i < 4; ++i) {  // every target is the next token of the same document
+        const auto t = targets[i].item<int64_t>();
+        if (t == kIgnoreIndex) continue;
+        const auto x = ids[i].item<int64_t>();
+        EXPECT_TRUE(t == x + 1 || (x == 1 && t % 100 == 0)) << x << " -> " << t;
+      }
+    }
+  }
+  ASSERT_GE(starts.size(), 4u);  // 3 documents, then the next epoch
+  std::set<int64_t> first_epoch(starts.begin(), starts.begin() + 3);
+  EXPECT_EQ(first_epoch, (std::set<int64_t>{100, 200, 300}));
+  EXPECT_GT(predicted, 0);
+}
+
+TEST(Loader, PaddingOnlyAfterADocumentsLastTokens) {
+  test::TempDir dir;
+  write_shard(dir / "s.bin", doc(100, 6));  // 6 tokens: windows of 4 -> 4 + 2 (padded)
+  LoaderOptions o;
+  o.shards = {dir / "s.bin"};
+  o.rows = 1;
+  o.window = 4;
+  o.windows_per_step = 2;
+  Loader loader(o);
+  auto b = loader.next();
+  EXPECT_EQ(b.tokens, 5);  // 6 tokens predict 5
+  EXPECT_FALSE(b.resets[0][1].item<bool>());
+  auto t = b.targets[0];
+  EXPECT_EQ(t[4].item<int64_t>(), 104);
+  EXPECT_EQ(t[5].item<int64_t>(), kIgnoreIndex);  // the document's last token
+  EXPECT_EQ(t[6].item<int64_t>(), kIgnoreIndex);  // padding
+  auto next = loader.next();
+  EXPECT_TRUE(next.resets[0][0].item<bool>());  // the next document (next epoch) at once
+}
+
+TEST(Loader, RestoreContinuesExactly) {
+  test::TempDir dir;
+  std::vector<uint32_t> tokens;
+  for (uint32_t d = 0; d < 7; ++d) {
+    auto x = doc(100 * (d + 1), 5 + d);
+    tokens.insert(tokens.end(), x.begin(), x.end());
+  }
+  write_shard(dir / "s.bin", tokens);
+  LoaderOptions o;
+  o.shards = {dir / "s.bin"};
+  o.rows = 2;
+  o.window = 3;
+  o.seed = 5;
+  Loader a(o), b(o);
+  for (int i = 0; i < 5; ++i) a.next();
+  auto saved = a.state();
+  std::vector<torch::Tensor> expect;
+  for (int i = 0; i < 6; ++i) expect.push_back(a.next().ids);
+  for (int i = 0; i < 2; ++i) b.next();
+  b.restore(saved);
+  for (int i = 0; i < 6; ++i) EXPECT_TRUE(torch::equal(b.next().ids, expect[i])) << i;
+}
+
+TEST(Optimizer, ParameterGroups) {
+  Config c;
+  c.hidden_dim = 16;
+  c.num_layers = 1;
+  c.num_memory_tokens = 2;
+  c.intermediate_dim = 32;
+  c.window_size = 4;
+  c.vocab_size = 20;
+  auto model = make_model(c, 0);
+  for (const auto& p : model->named_parameters()) {
+    const auto& n = p.key();
+    const bool expect_decay = n.find("norm") == std::string::npos && n.find(".bias") == std::string::npos &&
+                              n.find("memory_tokens") == std::string::npos && n.find("sep_tokens") == std::string::npos &&
+                              n.find("dampeners") == std::string::npos && n.find("negator") == std::string::npos;
+    EXPECT_EQ(decays(n, p.value()), expect_decay) << n;
+  }
+  auto opt = make_optimizer(model, {});
+  ASSERT_EQ(opt->param_groups().size(), 2u);
+  EXPECT_EQ(static_cast<torch::optim::AdamWOptions&>(opt->param_groups()[0].options()).weight_decay(), 0.1);
+  EXPECT_EQ(static_cast<torch::optim::AdamWOptions&>(opt->param_groups()[1].options()).weight_decay(), 0.0);
+  set_learning_rate(*opt, 0.5);
+  EXPECT_EQ(static_cast<torch::optim::AdamWOptions&>(opt->param_groups()[1].options()).lr(), 0.5);
+}
+
+TEST(Schedule, WarmupThenCosine) {
+  LrSchedule s{1.0, 0.1, 10, 110};
+  EXPECT_NEAR(s.at(0), 0.1, 1e-12);
+  EXPECT_NEAR(s.at(9), 1.0, 1e-12);
+  EXPECT_NEAR(s.at(60), 0.55, 1e-9);  // halfway down the cosine
+  EXPECT_NEAR(s.at(110), 0.1, 1e-12);
+  EXPECT_NEAR(s.at(500), 0.1, 1e-12);
+}
+
+// A tokenized corpus of short "stories" over a 64-id vocabulary.
+class TrainRun : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    data = dir / "data";
+    std::filesystem::create_directories(data);
+    std::vector<uint32_t> train, val;
+    for (int d = 0; d < 60; ++d) {
+      auto& out = d % 10 == 9 ? val : train;
+      out.push_back(1);
+      for (int i = 0; i < 20 + d % 7; ++i) out.push_back(3 + static_cast<uint32_t>((d + i * 3) % 12));
+    }
+    write_shard(data + "/train_000000.bin", train);
+    write_shard(data + "/val_000000.bin", val);
+    std::ofstream(data + "/manifest.json") << R"({"train_shards": ["train_000000.bin"], "val_shards": ["val_000000.bin"], "bos_id": 1, "vocab_size": 64})";
+    o.config.hidden_dim = 32;
+    o.config.num_layers = 2;
+    o.config.num_memory_tokens = 2;
+    o.config.intermediate_dim = 64;
+    o.config.window_size = 8;
+    o.config.vocab_size = 64;
+    o.config.attn_dropout = 0.1;  // exercises the RNG in resume
+    o.data_dir = data;
+    o.batch_rows = 3;
+    o.optimizer.lr = 3e-3;
+    o.warmup = 3;
+    o.eval_every = 5;
+    o.checkpoint_every = 5;
+    o.sample_tokens = 0;
+    o.progress = false;
+  }
+  std::vector<double> losses(const std::string& run) {
+    std::vector<double> out;
+    std::ifstream in(run + "/metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      auto j = nlohmann::json::parse(line);
+      if (j.contains("loss")) out.push_back(j["loss"].get<double>());
+    }
+    return out;
+  }
+  test::TempDir dir;
+  std::string data;
+  TrainOptions o;
+};
+
+TEST_F(TrainRun, LossFallsWellBelowItsStart) {
+  o.steps = 60;
+  o.run_dir = dir / "run";
+  auto r = train(o);
+  EXPECT_EQ(r.steps, 60);
+  EXPECT_LT(r.last_loss, 0.6 * r.first_loss) << r.first_loss << " -> " << r.last_loss;
+  EXPECT_LT(r.val_loss, 0.6 * r.first_loss);
+  EXPECT_EQ(list_checkpoints(o.run_dir).size(), 3u);  // keep the last 3
+  EXPECT_TRUE(std::filesystem::exists(o.run_dir + "/checkpoints/step_60/model.safetensors"));
+}
+
+TEST_F(TrainRun, ResumeGivesTheSameLosses) {
+  o.steps = 12;
+  o.run_dir = dir / "whole";
+  train(o);
+  o.run_dir = dir / "split";
+  o.steps = 12;
+  o.checkpoint_every = 5;
+  o.max_minutes = 1e-9;  // stops (with a checkpoint) after its first step
+  auto first = train(o);
+  EXPECT_TRUE(first.interrupted);
+  EXPECT_EQ(first.steps, 1);
+  o.max_minutes = 0;
+  o.resume = true;
+  train(o);
+  auto a = losses(dir / "whole"), b = losses(dir / "split");
+  ASSERT_EQ(a.size(), 12u);
+  ASSERT_EQ(b.size(), 12u);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * a[i]) << "step " << i + 1;
+}
+
+TEST_F(TrainRun, NanLossStopsNamingTheStep) {
+  o.steps = 40;
+  o.optimizer.lr = 1e9;
+  o.warmup = 1;
+  o.clip = 1e30;
+  o.run_dir = dir / "nan";
+  try {
+    train(o);
+    FAIL() << "no NaN";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("step "), std::string::npos) << msg;
+    EXPECT_NE(msg.find("loss is"), std::string::npos) << msg;
+  }
+  for (const auto& c : list_checkpoints(o.run_dir))  // what was saved is intact
+    EXPECT_TRUE(std::filesystem::exists(c + "/model.safetensors"));
+}
+
+// SIGINT: the binary finishes its step, checkpoints, exits 0; --resume continues.
+TEST_F(TrainRun, SigintLeavesALoadableCheckpoint) {
+  std::ofstream(dir / "c.json") << R"({"hidden_dim": 32, "num_layers": 2, "num_memory_tokens": 2, "window_size": 8, "vocab_size": 64})";
+  const std::string run = dir / "sig";
+  const std::string cmd = test::binary() + " --threads 1 train --config " + dir / "c.json" + " --data " + data +
+                          " --out " + run + " --steps 100000 --batch 2 --checkpoint-every 100000 --sample-tokens 0 --eval-every 0";
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd + " >/dev/null 2>&1").c_str(), nullptr);
+    _exit(127);
+  }
+  // Wait until it has taken a few steps.
+  for (int i = 0; i < 600 && losses(run).size() < 3; ++i) usleep(100000);
+  ASSERT_GE(losses(run).size(), 3u);
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  auto ckpts = list_checkpoints(run);
+  ASSERT_EQ(ckpts.size(), 1u);
+  std::ifstream in(ckpts[0] + "/train_state.json");
+  auto state = nlohmann::json::parse(in);
+  EXPECT_GE(state["step"].get<int64_t>(), 3);
+  EXPECT_EQ(std::system((test::binary() + " --threads 1 train --config " + dir / "c.json" + " --data " + data + " --out " +
+                         run + " --steps " + std::to_string(state["step"].get<int64_t>() + 2) +
+                         " --batch 2 --sample-tokens 0 --resume >/dev/null 2>&1")
+                            .c_str()),
+            0);
+  EXPECT_EQ(losses(run).size(), static_cast<size_t>(state["step"].get<int64_t>() + 2));
+}
+
+}  // namespace
+}  // namespace bakallm
