@@ -54,6 +54,10 @@ TEST(Corpus, TextSeparators) {
   blank.separator = DocSeparator::kBlankLine;
   write(dir / "b.txt", "para one\nline two\n\n\npara two\n");
   EXPECT_EQ(docs_of(dir / "b.txt", blank), (std::vector<std::string>{"para one\nline two\n", "para two\n"}));
+  CorpusOptions percent;
+  percent.separator = DocSeparator::kPercent;
+  write(dir / "fortunes", "A fortune.\n%\nAnother\none.\n%\n");  // no extension: plain text
+  EXPECT_EQ(docs_of(dir / "fortunes", percent), (std::vector<std::string>{"A fortune.\n", "Another\none.\n"}));
   CorpusOptions file;
   file.separator = DocSeparator::kFile;
   EXPECT_EQ(docs_of(dir / "s.txt", file).size(), 1u);

@@ -21,7 +21,7 @@ void add_tokenize(CLI::App& app) {
   cmd->add_option("--out", args->o.out_dir, "output directory")->required();
   cmd->add_option("--val-fraction", args->o.val_fraction, "share of documents held out for validation");
   cmd->add_option("--shard-tokens", args->o.shard_tokens, "tokens per shard at most (documents are not split)");
-  cmd->add_option("--separator", args->separator, "document separator in .txt: eot (<|endoftext|> lines), blank, file");
+  cmd->add_option("--separator", args->separator, "document separator in .txt: eot (<|endoftext|> lines), blank, percent, file");
   cmd->add_option("--invalid-utf8", args->invalid_utf8, "a file that is not UTF-8: error, replace, latin1");
   cmd->add_option("--jsonl-field", args->o.corpus.jsonl_field, "field of each .jsonl object holding the text");
   cmd->add_option("--workers", args->o.threads, "encoding threads")->check(CLI::PositiveNumber);

@@ -24,7 +24,7 @@ void add_tokenizer(CLI::App& app) {
   cmd->add_option("--input", args->inputs, "corpus files (.txt, .jsonl, .zip, .zst, .gz)")->required();
   cmd->add_option("--vocab", args->vocab, "vocabulary size")->check(CLI::Range(260, 1 << 20));
   cmd->add_option("--out", args->out, "the .model to write")->required();
-  cmd->add_option("--separator", args->separator, "document separator in .txt: eot, blank, file");
+  cmd->add_option("--separator", args->separator, "document separator in .txt: eot, blank, percent, file");
   cmd->callback([args] {
     // SentencePiece reads plain lines: flatten every input format into one temporary file.
     CorpusOptions corpus;

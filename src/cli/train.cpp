@@ -51,9 +51,9 @@ void add_train(CLI::App& app) {
       else throw Error("train: give --model DIR, --preset NAME or --config FILE");
     }
     const auto r = train(o);
-    std::printf("%s at step %lld: train loss %.4f (first %.4f), validation loss %.4f\ncheckpoint %s\n",
-                r.interrupted ? "stopped" : "finished", (long long)r.steps, r.last_loss, r.first_loss, r.val_loss,
-                r.last_checkpoint.c_str());
+    std::printf("%s at step %lld: train loss %.4f (first %.4f), validation loss %s\ncheckpoint %s\n",
+                r.interrupted ? "stopped" : "finished", (long long)r.steps, r.last_loss, r.first_loss,
+                r.val_loss > 0 ? std::to_string(r.val_loss).c_str() : "n/a", r.last_checkpoint.c_str());
     if (!r.sample.empty()) std::printf("sample: %s\n", r.sample.c_str());
   });
 }

@@ -5,6 +5,7 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -106,7 +107,9 @@ void split_text(const std::string& text, DocSeparator sep, const std::function<v
     if (end == std::string::npos) end = text.size();
     std::string_view line(text.data() + pos, end - pos);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    const bool boundary = sep == DocSeparator::kEndOfText ? line == "<|endoftext|>" : line.empty();
+    const bool boundary = sep == DocSeparator::kEndOfText ? line == "<|endoftext|>"
+                          : sep == DocSeparator::kPercent ? line == "%"
+                                                          : line.empty();
     if (boundary) {
       emit(std::move(doc), on_document);
       doc.clear();
@@ -176,7 +179,8 @@ DocSeparator parse_separator(const std::string& name) {
   if (name == "eot") return DocSeparator::kEndOfText;
   if (name == "blank") return DocSeparator::kBlankLine;
   if (name == "file") return DocSeparator::kFile;
-  throw Error("unknown document separator '" + name + "' (eot, blank, file)");
+  if (name == "percent") return DocSeparator::kPercent;
+  throw Error("unknown document separator '" + name + "' (eot, blank, percent, file)");
 }
 
 std::string read_decompressed(const std::string& path) { return decompress(read_plain(path), path, path); }
@@ -187,7 +191,8 @@ void read_corpus(const std::string& path, const CorpusOptions& o,
   if (ends_with(path, ".zip")) {
     read_zip(path, o, on_document);
   } else if (ends_with(base, ".txt") || ends_with(base, ".jsonl") || ends_with(base, ".raw") ||
-             base.find('.') == std::string::npos || ends_with(base, ".md")) {
+             std::filesystem::path(base).filename().string().find('.') == std::string::npos ||
+             ends_with(base, ".md")) {
     read_text(read_decompressed(path), path, path, o, on_document);
   } else {
     throw file_error(path, "unknown corpus format (expected .txt, .jsonl, .zip, optionally .zst/.gz)");

@@ -15,9 +15,10 @@ namespace bakallm {
 enum class DocSeparator {
   kEndOfText,  // a line that is exactly "<|endoftext|>"
   kBlankLine,  // one or more empty lines
+  kPercent,    // a line that is exactly "%" (fortune files)
   kFile,       // the whole file (or zip member) is one document
 };
-DocSeparator parse_separator(const std::string& name);  // "eot", "blank", "file"
+DocSeparator parse_separator(const std::string& name);  // "eot", "blank", "percent", "file"
 
 // What to do with a file (or zip member) that is not valid UTF-8.
 enum class InvalidUtf8 {

@@ -176,7 +176,8 @@ TrainResult train(const TrainOptions& o) {
   const double seconds_before = progress.seconds;
   const int64_t first_step = progress.step;
   double smoothed = NAN;
-  while (progress.step < o.steps && !g_stop) {
+  bool timed_out = false;
+  while (progress.step < o.steps && !g_stop && !timed_out) {
     const auto t0 = std::chrono::steady_clock::now();
     const double lr = schedule.at(progress.step);
     set_learning_rate(*optimizer, lr);
@@ -218,8 +219,9 @@ TrainResult train(const TrainOptions& o) {
     const bool out_of_time =
         o.max_minutes > 0 &&
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > o.max_minutes * 60;
-    if (out_of_time) g_stop = true;
-    if (o.checkpoint_every > 0 && progress.step % o.checkpoint_every == 0 && progress.step < o.steps && !g_stop) {
+    if (out_of_time) timed_out = true;
+    if (o.checkpoint_every > 0 && progress.step % o.checkpoint_every == 0 && progress.step < o.steps && !g_stop &&
+        !timed_out) {
       checkpoint();
       result.sample = sample_text(model, tokenizer, o.prompt, o.sample_tokens, o.seed);
       if (!result.sample.empty()) {
@@ -229,8 +231,9 @@ TrainResult train(const TrainOptions& o) {
     }
   }
   bar.finish();
-  result.interrupted = g_stop && progress.step < o.steps;
-  if (!result.interrupted && (o.eval_every <= 0 || progress.step % o.eval_every != 0)) validate();
+  result.interrupted = (g_stop || timed_out) && progress.step < o.steps;
+  const bool validated_now = o.eval_every > 0 && progress.step % o.eval_every == 0;
+  if (!g_stop && !validated_now) validate();  // a signal asks for a quick exit: skip it
   checkpoint();
   result.sample = sample_text(model, tokenizer, o.prompt, o.sample_tokens, o.seed);
   result.steps = progress.step;
