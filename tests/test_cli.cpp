@@ -1,6 +1,7 @@
 // The bakallm binary end to end: init / info / convert / eval, and bad input.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -150,6 +151,51 @@ TEST(Cli, BadInput) {
   std::ofstream(dir / "m2/config.json") << R"({"hidden_dim": 32, "num_layers": 2, "num_memory_tokens": 2, "window_size": 8, "vocab_size": 50})";
   expect_one_line_error(run("info " + dir / "m2"), "model.safetensors: ");
   EXPECT_NE(run("bogus").status, 0);
+}
+
+}  // namespace
+}  // namespace bakallm
+
+namespace bakallm {
+namespace {
+
+TEST(CliGenerate, IdsInIdsOutAndBadInput) {
+  test::TempDir dir;
+  std::ofstream(dir / "c.json") << R"({"hidden_dim": 16, "num_layers": 2, "num_memory_tokens": 2, "window_size": 4, "vocab_size": 50})";
+  ASSERT_EQ(run("init --config " + dir / "c.json" + " --seed 1 --out " + dir / "m").status, 0);
+  auto r = run("generate --model " + dir / "m" + " --prompt-ids 1,5,7,9,11,13 --max-new 9 --temperature 0 --json");
+  ASSERT_EQ(r.status, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["ids"].size(), 9u);
+  EXPECT_EQ(j["prompt_tokens"], 6);
+  EXPECT_GT(j["decode_tokens_per_s"].get<double>(), 0);
+  // Same seed, same output; greedy ignores the seed.
+  auto again = run("generate --model " + dir / "m" + " --prompt-ids 1,5,7,9,11,13 --max-new 9 --temperature 0 --json --seed 9");
+  EXPECT_EQ(nlohmann::json::parse(again.out)["ids"], j["ids"]);
+  auto plain = run("generate --model " + dir / "m" + " --prompt-ids 1,2 --max-new 3 --seed 4");
+  EXPECT_EQ(plain.status, 0) << plain.out;
+  expect_one_line_error(run("generate --model " + dir / "m" + " --prompt-ids 1,50"), "outside the vocabulary of 50");
+  expect_one_line_error(run("generate --model " + dir / "m" + " --prompt-ids 1,x"), "'x' is not a token id");
+  expect_one_line_error(run("generate --model " + dir / "m" + " --prompt hello"), "no tokenizer.model");
+  expect_one_line_error(run("generate --model " + dir / "m" + " --prompt-ids 1 --top-p 0"), "--top-p must be in (0, 1]");
+  expect_one_line_error(run("generate --model " + dir / "m" + " --prompt-ids 1 --top-p 1.5"), "--top-p must be in (0, 1]");
+}
+
+TEST(CliGenerate, TextPromptsWithATokenizer) {
+  const auto tok = test::data("tokenizer/openllama_v1_tokenizer.RECONSTRUCTED.model");
+  if (!std::filesystem::exists(tok)) GTEST_SKIP() << "needs ../shared/data/tokenizer";
+  test::TempDir dir;
+  std::ofstream(dir / "c.json") << R"({"hidden_dim": 16, "num_layers": 1, "num_memory_tokens": 2, "window_size": 8, "vocab_size": 32000})";
+  ASSERT_EQ(run("init --config " + dir / "c.json" + " --seed 1 --out " + dir / "m --tokenizer " + tok).status, 0);
+  auto r = run("generate --model " + dir / "m" + " --prompt 'Once upon a time' --max-new 5 --json --seed 3");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["prompt_tokens"], 5);  // BOS + 4 pieces
+  std::ofstream(dir / "prompts.txt") << "one two\nthree four\n\n";
+  auto b = run("generate --model " + dir / "m" + " --prompt-file " + dir / "prompts.txt" + " --batch 2 --max-new 3 --json");
+  ASSERT_EQ(b.status, 0) << b.out;
+  EXPECT_EQ(std::count(b.out.begin(), b.out.end(), '\n'), 3);  // one object per prompt, the empty one from BOS
+  std::ofstream(dir / "bad.txt") << "caf\xe9\n";
+  expect_one_line_error(run("generate --model " + dir / "m" + " --prompt-file " + dir / "bad.txt"), "not valid UTF-8");
 }
 
 }  // namespace

@@ -11,5 +11,6 @@ void add_eval(CLI::App& app);
 void add_tokenizer(CLI::App& app);
 void add_tokenize(CLI::App& app);
 void add_train(CLI::App& app);
+void add_generate(CLI::App& app);
 
 }  // namespace bakallm::cli

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   bakallm::cli::add_tokenizer(app);
   bakallm::cli::add_tokenize(app);
   bakallm::cli::add_train(app);
+  bakallm::cli::add_generate(app);
 
   try {
     app.parse(argc, argv);

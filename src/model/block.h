@@ -33,6 +33,11 @@ class BlockImpl : public torch::nn::Module {
   // the last n rows only, whose output [B, n, D] is returned.
   torch::Tensor solidify(const torch::Tensor& x, int64_t n);
 
+  // x + a + mlp(h) ⊙ sigmoid(mlp_attn_gate(mlp_attn_norm(a))) + m ⊙ sigmoid(mega_gate(m))
+  torch::Tensor combine(const torch::Tensor& x, const torch::Tensor& h, const torch::Tensor& m,
+                        const torch::Tensor& a);
+  MegaCache mega_cache() const { return mega_cache_; }
+
   Mega mega;
   torch::nn::LayerNorm norm_mega, norm_input, mlp_attn_norm;
   Attention attn;
@@ -40,9 +45,6 @@ class BlockImpl : public torch::nn::Module {
   Linear mlp_attn_gate, mega_gate;
 
  private:
-  // x + a + mlp(h) ⊙ sigmoid(mlp_attn_gate(mlp_attn_norm(a))) + m ⊙ sigmoid(mega_gate(m))
-  torch::Tensor combine(const torch::Tensor& x, const torch::Tensor& h, const torch::Tensor& m,
-                        const torch::Tensor& a);
   MegaCache mega_cache_;
 };
 TORCH_MODULE(Block);

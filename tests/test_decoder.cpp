@@ -1,0 +1,64 @@
+// The incremental decoder against the batched forward, position by position.
+#include <gtest/gtest.h>
+
+#include "infer/decoder.h"
+#include "tensor_asserts.h"
+
+namespace bakallm {
+namespace {
+
+Config decode_config(MegaCache mega_cache = MegaCache::kPreviousLayerOutput) {
+  Config c;
+  c.hidden_dim = 32;
+  c.num_layers = 2;
+  c.num_memory_tokens = 3;
+  c.intermediate_dim = 48;
+  c.window_size = 5;
+  c.vocab_size = 50;
+  c.attn_dropout = 0.0;
+  c.mega_cache = mega_cache;
+  return c;
+}
+
+void check_against_forward(MegaCache mode, const std::vector<int64_t>& pieces) {
+  auto model = make_model(decode_config(mode), 21);
+  model->eval();
+  torch::manual_seed(22);
+  const int64_t B = 2, T = 23;  // 4 full windows of 5 and a partial one
+  auto ids = torch::randint(0, 50, {B, T}, torch::kLong);
+  torch::Tensor expect;
+  {
+    torch::NoGradGuard no_grad;
+    expect = model(ids).logits;  // [B, T, V]
+  }
+  Decoder dec(model, B);
+  int64_t p = 0;
+  size_t k = 0;
+  while (p < T) {
+    const int64_t n = std::min(k < pieces.size() ? pieces[k++] : int64_t{1}, T - p);
+    auto logits = dec.feed(ids.narrow(1, p, n));
+    p += n;
+    EXPECT_TRUE(test::all_close(logits, expect.select(1, p - 1), 1e-4, 1e-5)) << "after token " << p;
+  }
+  EXPECT_EQ(dec.tokens(), T);
+}
+
+TEST(Decoder, TokenByTokenEqualsTheForward) { check_against_forward(MegaCache::kPreviousLayerOutput, {}); }
+TEST(Decoder, PrefillThenTokens) { check_against_forward(MegaCache::kPreviousLayerOutput, {12, 1, 1, 3, 5}); }
+TEST(Decoder, PrefillOfWholeWindows) { check_against_forward(MegaCache::kPreviousLayerOutput, {10, 2, 5, 5}); }
+TEST(Decoder, LayerInputCache) { check_against_forward(MegaCache::kPreviousLayerInput, {7, 1, 1, 1}); }
+
+TEST(Decoder, StateAtBoundaryEqualsTheForwards) {
+  auto model = make_model(decode_config(), 23);
+  model->eval();
+  auto ids = torch::randint(0, 50, {1, 15}, torch::kLong);
+  Decoder dec(model, 1);
+  for (int64_t t = 0; t < 15; ++t) dec.feed(ids.narrow(1, t, 1));
+  torch::NoGradGuard no_grad;
+  auto full = model(ids);
+  EXPECT_TRUE(test::all_close(dec.boundary_state().memory, full.state.memory, 1e-4, 1e-5));
+  EXPECT_EQ(dec.boundary_state().seen, 15);
+}
+
+}  // namespace
+}  // namespace bakallm
