@@ -12,5 +12,6 @@ void add_tokenizer(CLI::App& app);
 void add_tokenize(CLI::App& app);
 void add_train(CLI::App& app);
 void add_generate(CLI::App& app);
+void add_bench(CLI::App& app);
 
 }  // namespace bakallm::cli

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   bakallm::cli::add_tokenize(app);
   bakallm::cli::add_train(app);
   bakallm::cli::add_generate(app);
+  bakallm::cli::add_bench(app);
 
   try {
     app.parse(argc, argv);

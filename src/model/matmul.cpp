@@ -14,6 +14,8 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 constexpr int64_t kMinOneDnnWork = 64 * 64 * 64;  // below this, call overhead dominates
+constexpr int64_t kMinOneDnnRows = 32;  // fewer rows (decoding): a memory-bound gemv, where
+                                        // converting the weight to oneDNN's layout costs more than it saves
 
 // [M, K] x [N, K]ᵀ on oneDNN, dense in, dense out.
 Tensor onednn_nt_2d(const Tensor& a, const Tensor& b) {
@@ -21,9 +23,11 @@ Tensor onednn_nt_2d(const Tensor& a, const Tensor& b) {
 }
 
 Tensor product_nt(const Tensor& a, const Tensor& b) {
+  const int64_t rows = a.numel() / std::max<int64_t>(1, a.size(-1));
   const int64_t work = a.size(-2) * a.size(-1) * b.size(-2);
   const bool onednn = onednn_enabled() && a.device().is_cpu() && a.scalar_type() == torch::kFloat &&
-                      b.scalar_type() == torch::kFloat && work >= kMinOneDnnWork && a.numel() > 0 && b.numel() > 0;
+                      b.scalar_type() == torch::kFloat && work >= kMinOneDnnWork && rows >= kMinOneDnnRows &&
+                      a.numel() > 0 && b.numel() > 0;
   if (!onednn) return torch::matmul(a, b.transpose(-1, -2));
   if (a.dim() == 2 && b.dim() == 2) return onednn_nt_2d(a, b);
   if (b.dim() == 2) {  // shared right factor: fold the batch into M

@@ -1,0 +1,51 @@
+// bakallm bench [--model DIR | --preset P] [--json]
+#include <cstdio>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "infer/benchmark.h"
+#include "io/model_dir.h"
+#include "util/error.h"
+
+namespace bakallm::cli {
+
+void add_bench(CLI::App& app) {
+  struct Args {
+    BenchOptions o;
+    std::string preset = "tiny";
+    bool json = false;
+  };
+  auto a = std::make_shared<Args>();
+  auto* cmd = app.add_subcommand("bench", "Measure matmul peak, training/forward tokens/s, MFU, decode time vs context");
+  auto* m = cmd->add_option("--model", a->o.model_dir, "model directory");
+  cmd->add_option("--preset", a->preset, "preset to measure with random weights (default tiny)")->excludes(m);
+  cmd->add_option("--train-rows", a->o.train_rows, "batch rows of the training measurement");
+  cmd->add_option("--train-steps", a->o.train_steps, "timed training steps");
+  cmd->add_option("--decode-windows", a->o.decode_windows, "context lengths for decoding, in windows");
+  cmd->add_option("--decode-tokens", a->o.decode_tokens, "timed tokens per context length");
+  cmd->add_flag("--json", a->json, "print one JSON object");
+  cmd->callback([a] {
+    if (a->o.model_dir.empty()) a->o.config = preset(a->preset);
+    const auto j = run_benchmarks(a->o);
+    if (a->json) {
+      std::cout << j.dump(2) << "\n";
+      return;
+    }
+    std::printf("threads %d, oneDNN float32 %s\n", j["threads"].get<int>(), j["onednn_float32"].get<bool>() ? "on" : "off");
+    std::printf("%-34s %12s\n", "measure", "value");
+    for (const auto& [k, v] : j["matmul_flops_per_s"].items())
+      std::printf("%-34s %9.1f GFLOP/s\n", ("matmul peak " + k).c_str(), v.get<double>() / 1e9);
+    for (const auto& [k, v] : j["train"].items())
+      std::printf("%-34s %9.1f tok/s  (MFU %.0f%%)\n", ("train " + k).c_str(), v["tokens_per_s"].get<double>(),
+                  100 * v["mfu"].get<double>());
+    std::printf("%-34s %9.1f tok/s\n", "forward float32", j["forward_tokens_per_s"].get<double>());
+    for (const auto& d : j["decode"])
+      std::printf("%-34s %9.2f ms/token  (prefill %.0f tok/s)\n",
+                  ("decode @" + std::to_string(d["context_windows"].get<int64_t>()) + " windows").c_str(),
+                  d["decode_ms_per_token"].get<double>(), d["prefill_tokens_per_s"].get<double>());
+    std::printf("%-34s %9.1f MB\n", "weights", j["weight_bytes"].get<double>() / 1e6);
+    std::printf("%-34s %9.1f MB\n", "peak resident memory", j["peak_rss_bytes"].get<double>() / 1e6);
+  });
+}
+
+}  // namespace bakallm::cli

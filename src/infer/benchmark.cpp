@@ -1,0 +1,129 @@
+#include "infer/benchmark.h"
+
+#include <sys/resource.h>
+
+#include <chrono>
+
+#include "infer/decoder.h"
+#include "io/model_dir.h"
+#include "model/baka_lm.h"
+#include "model/flops.h"
+#include "model/matmul.h"
+
+namespace bakallm {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+template <typename F>
+double seconds_of(F&& f) {
+  const auto t0 = Clock::now();
+  f();
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// FLOP/s of [n, n] x [n, n] in DTYPE through the engine's own product.
+double matmul_peak(torch::ScalarType dtype, int64_t n = 1024) {
+  torch::NoGradGuard no_grad;
+  auto a = torch::randn({n, n}), b = torch::randn({n, n});
+  matmul_nt(a, b, dtype);
+  int reps = 0;
+  const double t = seconds_of([&] {
+    for (; reps < 5; ++reps) matmul_nt(a, b, dtype);
+  });
+  return 2.0 * n * n * n * reps / t;
+}
+
+BakaLM make_bench_model(const BenchOptions& o) {
+  if (!o.model_dir.empty()) return load_model_dir(o.model_dir).model;
+  return make_model(o.config, 0);
+}
+
+nlohmann::json train_rate(BakaLM& model, const BenchOptions& o, bool bf16, double peak) {
+  const auto& c = model->config();
+  model->train();
+  model->set_compute_dtype(bf16 ? torch::kBFloat16 : torch::kFloat);
+  const int64_t B = o.train_rows, T = c.detach_every * c.window_size;
+  auto ids = torch::randint(0, c.vocab_size, {B, T}, torch::kLong);
+  auto targets = shifted_targets(ids);
+  auto step = [&] {
+    model->zero_grad();
+    model->forward_loss(ids, targets).loss.backward();
+  };
+  step();  // warm-up
+  const double t = seconds_of([&] {
+    for (int64_t i = 0; i < o.train_steps; ++i) step();
+  });
+  const double rate = B * T * o.train_steps / t;
+  const double flops = rate * flops_per_token(c).training_per_token;
+  model->set_compute_dtype(torch::kFloat);
+  return {{"tokens_per_s", rate}, {"flops_per_s", flops}, {"mfu", flops / peak}};
+}
+
+double forward_rate(BakaLM& model) {
+  const auto& c = model->config();
+  model->eval();
+  torch::NoGradGuard no_grad;
+  auto ids = torch::randint(0, c.vocab_size, {4, 2 * c.window_size}, torch::kLong);
+  auto targets = shifted_targets(ids);
+  model->forward_loss(ids, targets);
+  const double t = seconds_of([&] { model->forward_loss(ids, targets); });
+  return ids.numel() / t;
+}
+
+nlohmann::json decode_rates(BakaLM& model, const BenchOptions& o) {
+  const auto& c = model->config();
+  model->eval();
+  nlohmann::json out = nlohmann::json::array();
+  for (int64_t windows : o.decode_windows) {
+    Decoder dec(model, 1);
+    auto prompt = torch::randint(0, c.vocab_size, {1, windows * c.window_size}, torch::kLong);
+    const double prefill = seconds_of([&] { dec.feed(prompt); });
+    auto next = torch::randint(0, c.vocab_size, {1, 1}, torch::kLong);
+    const double t = seconds_of([&] {
+      for (int64_t i = 0; i < o.decode_tokens; ++i) dec.feed(next);
+    });
+    out.push_back({{"context_windows", windows},
+                   {"context_tokens", windows * c.window_size},
+                   {"prefill_tokens_per_s", prompt.numel() / prefill},
+                   {"decode_ms_per_token", 1000 * t / o.decode_tokens}});
+  }
+  return out;
+}
+
+}  // namespace
+
+int64_t peak_rss_bytes() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<int64_t>(ru.ru_maxrss) * 1024;
+}
+
+nlohmann::json run_benchmarks(const BenchOptions& o) {
+  auto model = make_bench_model(o);
+  const auto& c = model->config();
+  nlohmann::json j;
+  j["config"] = config_to_json(c);
+  j["threads"] = torch::get_num_threads();
+  j["onednn_float32"] = onednn_enabled();
+  const double peak32 = matmul_peak(torch::kFloat);
+  j["matmul_flops_per_s"]["float32"] = peak32;
+  int64_t weight_bytes = 0;
+  for (const auto& p : model->parameters()) weight_bytes += p.numel() * p.element_size();
+  j["weight_bytes"] = weight_bytes;
+  j["flops_per_token"] = {{"forward", flops_per_token(c).forward_per_token},
+                          {"training", flops_per_token(c).training_per_token}};
+  j["train"]["float32"] = train_rate(model, o, false, peak32);
+  if (o.bf16) {
+    const double peak16 = matmul_peak(torch::kBFloat16);
+    j["matmul_flops_per_s"]["bfloat16"] = peak16;
+    j["train"]["bfloat16"] = train_rate(model, o, true, peak16);
+  }
+  j["forward_tokens_per_s"] = forward_rate(model);
+  j["decode"] = decode_rates(model, o);
+  j["peak_rss_bytes"] = peak_rss_bytes();
+  return j;
+}
+
+}  // namespace bakallm

@@ -1,0 +1,29 @@
+// `bakallm bench`: what this machine does with a model. Every figure is
+// measured here, now; ratios within one run are what compare.
+#pragma once
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model/config.h"
+
+namespace bakallm {
+
+struct BenchOptions {
+  Config config;
+  std::string model_dir;             // weights to use (else random init of config)
+  int64_t train_rows = 4;            // batch rows of the training measurement
+  int64_t train_steps = 2;           // timed steps (after one warm-up)
+  std::vector<int64_t> decode_windows = {1, 8, 64};  // context lengths, in windows
+  int64_t decode_tokens = 32;        // timed tokens per context length
+  bool bf16 = true;                  // also measure bfloat16 products
+};
+
+// Runs every measurement and returns them as JSON (see README for the fields).
+nlohmann::json run_benchmarks(const BenchOptions& options);
+
+// Peak resident memory of this process so far, in bytes.
+int64_t peak_rss_bytes();
+
+}  // namespace bakallm
