@@ -13,5 +13,6 @@ void add_tokenize(CLI::App& app);
 void add_train(CLI::App& app);
 void add_generate(CLI::App& app);
 void add_bench(CLI::App& app);
+void add_results(CLI::App& app);
 
 }  // namespace bakallm::cli

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   bakallm::cli::add_train(app);
   bakallm::cli::add_generate(app);
   bakallm::cli::add_bench(app);
+  bakallm::cli::add_results(app);
 
   try {
     app.parse(argc, argv);

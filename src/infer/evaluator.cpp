@@ -7,65 +7,153 @@
 
 namespace bakallm {
 
-void EvalStats::add(const EvalStats& o) {
-  loss_sum += o.loss_sum;
-  tokens += o.tokens;
-  documents += o.documents;
-  nonfinite += o.nonfinite;
-  seconds += o.seconds;
+namespace {
+
+namespace F = torch::nn::functional;
+
+torch::Tensor losses_of(const torch::Tensor& logits, const torch::Tensor& targets) {  // [n, V], [n] -> [n]
+  return F::cross_entropy(logits.to(torch::kFloat), targets, F::CrossEntropyFuncOptions().reduction(torch::kNone));
 }
 
-EvalStats evaluate_document(BakaLM& model, const torch::Tensor& doc, int64_t windows_per_call) {
-  torch::NoGradGuard no_grad;
-  const auto start = std::chrono::steady_clock::now();
+torch::Tensor stream_losses(BakaLM& model, const torch::Tensor& doc, int64_t windows_per_call) {
   const auto device = model->embed_out->weight.device();
   const int64_t n = doc.size(0);
   const int64_t piece = model->config().window_size * std::max<int64_t>(1, windows_per_call);
-  EvalStats stats;
-  stats.documents = 1;
+  auto out = torch::empty({std::max<int64_t>(0, n - 1)}, torch::kFloat);
   State state;
   for (int64_t p = 0; p + 1 < n; p += piece) {
     // Inputs [p, p+len); targets [p+1, p+len+1) clipped to the document.
     const int64_t len = std::min(piece, n - p);
     const int64_t scored = std::min(len, n - 1 - p);
-    auto ids = doc.narrow(0, p, len).unsqueeze(0).to(device);             // [1, len]
-    auto out = model(ids, std::move(state));
-    state = std::move(out.state);
-    auto logits = out.logits[0].narrow(0, 0, scored).to(torch::kFloat);   // [scored, V]
-    auto target = doc.narrow(0, p + 1, scored).to(device);                // [scored]
-    auto losses = torch::nn::functional::cross_entropy(
-        logits, target, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
-    auto finite = torch::isfinite(losses);
-    stats.loss_sum += losses.masked_select(finite).sum().item<double>();
-    stats.nonfinite += scored - finite.sum().item<int64_t>();
-    stats.tokens += scored;
+    auto r = model(doc.narrow(0, p, len).unsqueeze(0).to(device), std::move(state));
+    state = std::move(r.state);
+    out.narrow(0, p, scored).copy_(losses_of(r.logits[0].narrow(0, 0, scored), doc.narrow(0, p + 1, scored).to(device)));
   }
-  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return stats;
+  return out;
+}
+
+torch::Tensor sliding_losses(BakaLM& model, const torch::Tensor& doc, int64_t context) {
+  if (context < 2) throw Error("--ctx must be at least 2 for the sliding protocol");
+  const auto device = model->embed_out->weight.device();
+  const int64_t n = doc.size(0), stride = std::max<int64_t>(1, context / 2);
+  auto out = torch::empty({std::max<int64_t>(0, n - 1)}, torch::kFloat);
+  int64_t scored_to = 1;  // targets [1, scored_to) are done
+  for (int64_t begin = 0; scored_to < n; begin += stride) {
+    const int64_t end = std::min(begin + context, n);
+    const int64_t first = std::max(scored_to, begin + 1);  // first target scored in this window
+    if (first < end) {
+      auto logits = model(doc.narrow(0, begin, end - begin).unsqueeze(0).to(device)).logits[0];  // fresh state
+      auto pred = logits.narrow(0, first - 1 - begin, end - first);
+      out.narrow(0, first - 1, end - first).copy_(losses_of(pred, doc.narrow(0, first, end - first).to(device)));
+      scored_to = end;
+    }
+  }
+  return out;
+}
+
+EvalStats stats_of(const torch::Tensor& losses, int64_t window) {
+  EvalStats s;
+  s.documents = 1;
+  s.tokens = losses.size(0);
+  auto finite = torch::isfinite(losses);
+  s.loss_sum = losses.masked_select(finite).sum().item<double>();
+  s.nonfinite = s.tokens - finite.sum().item<int64_t>();
+  for (int64_t p = 0; p < s.tokens; p += window) {
+    auto w = losses.narrow(0, p, std::min(window, s.tokens - p));
+    auto ok = w.masked_select(torch::isfinite(w));
+    if (ok.numel() == 0) continue;
+    s.window_loss_sum += ok.mean().item<double>();
+    ++s.windows;
+  }
+  return s;
+}
+
+}  // namespace
+
+EvalProtocol parse_protocol(const std::string& name) {
+  if (name == "stream") return EvalProtocol::kStream;
+  if (name == "sliding") return EvalProtocol::kSliding;
+  throw Error("unknown protocol '" + name + "' (stream, sliding)");
+}
+
+void EvalStats::add(const EvalStats& o) {
+  loss_sum += o.loss_sum;
+  tokens += o.tokens;
+  documents += o.documents;
+  nonfinite += o.nonfinite;
+  window_loss_sum += o.window_loss_sum;
+  windows += o.windows;
+  seconds += o.seconds;
+}
+
+torch::Tensor token_losses(BakaLM& model, const torch::Tensor& doc, const EvalOptions& o) {
+  torch::NoGradGuard no_grad;
+  return o.protocol == EvalProtocol::kStream ? stream_losses(model, doc, o.windows_per_call)
+                                             : sliding_losses(model, doc, o.context);
+}
+
+EvalStats evaluate_document(BakaLM& model, const torch::Tensor& doc, const EvalOptions& o) {
+  const auto start = std::chrono::steady_clock::now();
+  auto s = stats_of(token_losses(model, doc, o), model->config().window_size);
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return s;
+}
+
+EvalStats evaluate_document(BakaLM& model, const torch::Tensor& doc, int64_t windows_per_call) {
+  EvalOptions o;
+  o.windows_per_call = windows_per_call;
+  return evaluate_document(model, doc, o);
+}
+
+EvalStats evaluate_documents(BakaLM& model, const std::function<bool(torch::Tensor&)>& next_document,
+                             const EvalOptions& o, const std::function<void(const EvalStats&)>& progress) {
+  const int64_t vocab = model->config().vocab_size;
+  EvalStats total;
+  torch::Tensor doc;
+  while (next_document(doc)) {
+    if (o.max_tokens > 0 && doc.size(0) > o.max_tokens - total.tokens + 1)
+      doc = doc.narrow(0, 0, std::max<int64_t>(0, o.max_tokens - total.tokens + 1));
+    if (doc.size(0) > 0 && doc.max().item<int64_t>() >= vocab)
+      throw Error("token id " + std::to_string(doc.max().item<int64_t>()) + " is outside the model's vocabulary of " +
+                  std::to_string(vocab));
+    total.add(evaluate_document(model, doc, o));
+    if (progress) progress(total);
+    if (o.max_tokens > 0 && total.tokens >= o.max_tokens) break;
+  }
+  return total;
+}
+
+EvalStats evaluate_shards(BakaLM& model, const std::vector<std::string>& shards, uint32_t bos_id,
+                          const EvalOptions& o, const std::function<void(const EvalStats&)>& progress) {
+  std::vector<ShardReader> readers;
+  for (const auto& path : shards) readers.emplace_back(path);  // validate all before any work
+  size_t r = 0, d = 0;
+  std::vector<ShardReader::Span> docs = readers.empty() ? std::vector<ShardReader::Span>{} : readers[0].documents(bos_id);
+  auto next = [&](torch::Tensor& doc) {
+    while (r < readers.size() && d >= docs.size()) {
+      if (++r < readers.size()) docs = readers[r].documents(bos_id);
+      d = 0;
+    }
+    if (r >= readers.size()) return false;
+    doc = readers[r].tokens(docs[d].begin, docs[d].length);
+    ++d;
+    return true;
+  };
+  try {
+    return evaluate_documents(model, next, o, progress);
+  } catch (const Error& e) {
+    if (r < readers.size()) throw file_error(readers[r].path(), e.what());
+    throw;
+  }
 }
 
 EvalStats evaluate_shards(BakaLM& model, const std::vector<std::string>& shards, uint32_t bos_id,
                           int64_t windows_per_call, const std::function<void(const EvalStats&)>& progress,
                           int64_t max_tokens) {
-  std::vector<ShardReader> readers;
-  for (const auto& path : shards) readers.emplace_back(path);  // validate all before any work
-  const int64_t vocab = model->config().vocab_size;
-  EvalStats total;
-  for (const auto& shard : readers) {
-    for (const auto& span : shard.documents(bos_id)) {
-      int64_t length = span.length;
-      if (max_tokens > 0) length = std::min(length, max_tokens - total.tokens + 1);
-      auto doc = shard.tokens(span.begin, length);
-      const int64_t max_id = length ? doc.max().item<int64_t>() : 0;
-      if (max_id >= vocab)
-        throw file_error(shard.path(), "token id " + std::to_string(max_id) + " is outside the model's vocabulary of " +
-                                           std::to_string(vocab));
-      total.add(evaluate_document(model, doc, windows_per_call));
-      if (progress) progress(total);
-      if (max_tokens > 0 && total.tokens >= max_tokens) return total;
-    }
-  }
-  return total;
+  EvalOptions o;
+  o.windows_per_call = windows_per_call;
+  o.max_tokens = max_tokens;
+  return evaluate_shards(model, shards, bos_id, o, progress);
 }
 
 }  // namespace bakallm

@@ -1,0 +1,28 @@
+// The author's results table, in SQLite: one row per evaluation run, so that
+// variants and other models can be compared. Safe with several writers at
+// once (WAL, busy timeout, one IMMEDIATE transaction per row).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace bakallm {
+
+struct ResultRow {
+  std::string model_type = "bakallm";
+  int64_t n_params = 0, n_embed_params = 0;
+  std::string benchmark, split;
+  int64_t context = 0;
+  int64_t nans = 0;
+  double loss = 0, ppl = 0, window_loss = 0;
+  std::string arch;             // architecture text
+  std::string config_json, protocol, checkpoint_hash, tool_version;
+  int64_t tokens = 0, documents = 0;
+  std::string created_at;       // filled by the database (UTC) when empty
+};
+
+void record_result(const std::string& db_path, const ResultRow& row);
+// Rows sorted by loss; BENCHMARK filters when not empty.
+std::vector<ResultRow> read_results(const std::string& db_path, const std::string& benchmark = "");
+
+}  // namespace bakallm
