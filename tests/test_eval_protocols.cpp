@@ -1,0 +1,203 @@
+// Evaluation protocols against direct computations, the results database, and bench's JSON.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "infer/evaluator.h"
+#include "infer/results_db.h"
+#include "paths.h"
+#include "util/error.h"
+
+namespace bakallm {
+namespace {
+
+Config small() {
+  Config c;
+  c.hidden_dim = 16;
+  c.num_layers = 2;
+  c.num_memory_tokens = 2;
+  c.intermediate_dim = 32;
+  c.window_size = 4;
+  c.vocab_size = 30;
+  c.attn_dropout = 0.0;
+  return c;
+}
+
+// −log p(doc[t] | doc[begin..t−1]) from one fresh forward over doc[begin, end).
+double direct(BakaLM& model, const torch::Tensor& doc, int64_t begin, int64_t end, int64_t t) {
+  torch::NoGradGuard no_grad;
+  auto logits = model(doc.narrow(0, begin, end - begin).unsqueeze(0)).logits[0];
+  return -torch::log_softmax(logits[t - 1 - begin], 0)[doc[t].item<int64_t>()].item<double>();
+}
+
+TEST(EvalProtocols, SlidingScoresEachTokenOnceWithItsWindow) {
+  auto model = make_model(small(), 31);
+  model->eval();
+  torch::manual_seed(3);
+  auto doc = torch::randint(0, 30, {15}, torch::kLong);
+  EvalOptions o;
+  o.protocol = EvalProtocol::kSliding;
+  o.context = 6;  // windows [0,6) [3,9) [6,12) [9,15): targets 1-5, 6-8, 9-11, 12-14
+  auto losses = token_losses(model, doc, o);
+  ASSERT_EQ(losses.size(0), 14);
+  for (int64_t t = 1; t < 15; ++t) {
+    const int64_t begin = t < 6 ? 0 : 3 * ((t - 6) / 3 + 1);
+    const double expect = direct(model, doc, begin, std::min<int64_t>(begin + 6, 15), t);
+    EXPECT_NEAR(losses[t - 1].item<double>(), expect, 1e-5 * std::abs(expect) + 1e-6) << "token " << t;
+  }
+}
+
+TEST(EvalProtocols, StreamMatchesOneForwardAndWindowAverage) {
+  auto model = make_model(small(), 32);
+  model->eval();
+  torch::manual_seed(4);
+  auto doc = torch::randint(0, 30, {11}, torch::kLong);
+  EvalOptions o;
+  auto losses = token_losses(model, doc, o);
+  for (int64_t t = 1; t < 11; ++t)
+    EXPECT_NEAR(losses[t - 1].item<double>(), direct(model, doc, 0, 11, t), 1e-5) << t;
+  auto s = evaluate_document(model, doc, o);
+  // Windows of W=4 targets: [1-4], [5-8], [9-10].
+  const double w = (losses.narrow(0, 0, 4).mean().item<double>() + losses.narrow(0, 4, 4).mean().item<double>() +
+                    losses.narrow(0, 8, 2).mean().item<double>()) / 3;
+  EXPECT_EQ(s.windows, 3);
+  EXPECT_NEAR(s.window_loss(), w, 1e-6);
+  EXPECT_NEAR(s.loss(), losses.mean().item<double>(), 1e-6);
+}
+
+ResultRow row(double loss, const std::string& bench) {
+  ResultRow r;
+  r.n_params = 1000;
+  r.n_embed_params = 100;
+  r.benchmark = bench;
+  r.split = "valid";
+  r.loss = loss;
+  r.ppl = std::exp(loss);
+  r.arch = "test";
+  r.config_json = "{}";
+  r.protocol = "stream";
+  r.checkpoint_hash = "x";
+  r.tool_version = "t";
+  return r;
+}
+
+TEST(ResultsDb, SchemaSortingAndFilter) {
+  test::TempDir dir;
+  record_result(dir / "r.db", row(4.5, "wiki"));
+  record_result(dir / "r.db", row(3.5, "wiki"));
+  record_result(dir / "r.db", row(2.0, "stories"));
+  auto all = read_results(dir / "r.db");
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].loss, 2.0);
+  EXPECT_EQ(all[2].loss, 4.5);
+  EXPECT_FALSE(all[0].created_at.empty());
+  auto wiki = read_results(dir / "r.db", "wiki");
+  ASSERT_EQ(wiki.size(), 2u);
+  EXPECT_EQ(wiki[0].loss, 3.5);
+  EXPECT_THROW(read_results(dir / "absent.db"), Error);
+  std::ofstream(dir / "junk.db") << "not sqlite";
+  EXPECT_THROW(record_result(dir / "junk.db", row(1, "x")), Error);
+}
+
+TEST(ResultsDb, ConcurrentWritersFromTwoProcesses) {
+  test::TempDir dir;
+  const std::string db = dir / "r.db";
+  std::array<pid_t, 2> kids{};
+  for (int k = 0; k < 2; ++k) {
+    kids[k] = fork();
+    if (kids[k] == 0) {
+      try {
+        for (int i = 0; i < 25; ++i) record_result(db, row(k + i / 100.0, "p" + std::to_string(k)));
+      } catch (...) {
+        _exit(1);
+      }
+      _exit(0);
+    }
+  }
+  for (pid_t pid : kids) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  EXPECT_EQ(read_results(db).size(), 50u);
+  EXPECT_EQ(read_results(db, "p1").size(), 25u);
+}
+
+std::string run(const std::string& args, int* status) {
+  FILE* pipe = ::popen((test::binary() + " --threads 2 " + args + " 2>&1").c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
+  *status = ::pclose(pipe);
+  return out;
+}
+
+TEST(EvalCli, TextSlidingRecordAndResults) {
+  const auto tok = test::data("tokenizer/openllama_v1_tokenizer.RECONSTRUCTED.model");
+  if (!std::filesystem::exists(tok)) GTEST_SKIP() << "needs ../shared/data/tokenizer";
+  test::TempDir dir;
+  std::ofstream(dir / "c.json") << R"({"hidden_dim": 16, "num_layers": 1, "num_memory_tokens": 2, "window_size": 8, "vocab_size": 32000})";
+  int status = 0;
+  run("init --config " + dir / "c.json" + " --seed 1 --out " + dir / "m --tokenizer " + tok, &status);
+  ASSERT_EQ(status, 0);
+  std::ofstream(dir / "wiki.valid.jsonl") << "{\"text\": \"The first article is about lobsters and the sea.\"}\n"
+                                             "{\"text\": \"A second article, on Norway, the country of fjords.\"}\n";
+  auto out = run("eval --model " + dir / "m" + " --text " + dir / "wiki.valid.jsonl" + " --json --record " + dir / "r.db", &status);
+  ASSERT_EQ(status, 0) << out;
+  auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["documents"], 2);
+  EXPECT_EQ(j["protocol"], "stream");
+  out = run("eval --model " + dir / "m" + " --text " + dir / "wiki.valid.jsonl" + " --protocol sliding --ctx 6 --json --record " +
+                dir / "r.db",
+            &status);
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_EQ(nlohmann::json::parse(out)["tokens"], j["tokens"]);  // same tokens scored once each
+  auto rows = read_results(dir / "r.db");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].benchmark, "wiki.valid.jsonl");
+  EXPECT_EQ(rows[0].split, "valid");
+  EXPECT_EQ(rows[0].checkpoint_hash.rfind("fnv1a64:", 0), 0u);
+  auto table = run("results " + dir / "r.db", &status);
+  EXPECT_EQ(status, 0);
+  EXPECT_NE(table.find("sliding"), std::string::npos) << table;
+  EXPECT_NE(table.find("wiki.valid.jsonl"), std::string::npos) << table;
+  // Bad input: sliding without --ctx, a .zst that is not zstd, a read-only database.
+  EXPECT_NE(run("eval --model " + dir / "m" + " --text " + dir / "wiki.valid.jsonl --protocol sliding", &status).find("--ctx"),
+            std::string::npos);
+  std::ofstream(dir / "fake.jsonl.zst") << "plain text";
+  EXPECT_NE(run("eval --model " + dir / "m" + " --text " + dir / "fake.jsonl.zst", &status).find("fake.jsonl.zst: bad zstd data"),
+            std::string::npos);
+  EXPECT_NE(status, 0);
+  std::filesystem::permissions(dir / "r.db", std::filesystem::perms::owner_read, std::filesystem::perm_options::replace);
+  if (::geteuid() != 0) {  // root writes read-only files anyway
+    run("eval --model " + dir / "m" + " --text " + dir / "wiki.valid.jsonl --record " + dir / "r.db", &status);
+    EXPECT_NE(status, 0);
+  }
+}
+
+TEST(BenchCli, JsonShape) {
+  test::TempDir dir;
+  std::ofstream(dir / "c.json") << R"({"hidden_dim": 32, "num_layers": 1, "num_memory_tokens": 2, "window_size": 16, "vocab_size": 64})";
+  int status = 0;
+  run("init --config " + dir / "c.json" + " --seed 1 --out " + dir / "m", &status);
+  auto out = run("bench --model " + dir / "m" + " --json --decode-windows 1 2 --decode-tokens 4 --train-steps 1", &status);
+  ASSERT_EQ(status, 0) << out;
+  auto j = nlohmann::json::parse(out);
+  for (const char* key : {"matmul_flops_per_s", "train", "forward_tokens_per_s", "decode", "peak_rss_bytes", "weight_bytes"})
+    EXPECT_TRUE(j.contains(key)) << key;
+  EXPECT_GT(j["train"]["float32"]["tokens_per_s"].get<double>(), 0);
+  EXPECT_GT(j["train"]["bfloat16"]["mfu"].get<double>(), 0);
+  ASSERT_EQ(j["decode"].size(), 2u);
+  EXPECT_EQ(j["decode"][1]["context_tokens"], 32);
+  EXPECT_GT(j["decode"][0]["decode_ms_per_token"].get<double>(), 0);
+}
+
+}  // namespace
+}  // namespace bakallm
