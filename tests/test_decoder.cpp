@@ -2,20 +2,14 @@
 #include <gtest/gtest.h>
 
 #include "infer/decoder.h"
+#include "small_config.h"
 #include "tensor_asserts.h"
 
 namespace bakallm {
 namespace {
 
 Config decode_config(MegaCache mega_cache = MegaCache::kPreviousLayerOutput) {
-  Config c;
-  c.hidden_dim = 32;
-  c.num_layers = 2;
-  c.num_memory_tokens = 3;
-  c.intermediate_dim = 48;
-  c.window_size = 5;
-  c.vocab_size = 50;
-  c.attn_dropout = 0.0;
+  auto c = test::small_config(32, 2, 3, 48, 5, 50);
   c.mega_cache = mega_cache;
   return c;
 }

@@ -12,22 +12,13 @@
 #include "infer/evaluator.h"
 #include "infer/results_db.h"
 #include "paths.h"
+#include "small_config.h"
 #include "util/error.h"
 
 namespace bakallm {
 namespace {
 
-Config small() {
-  Config c;
-  c.hidden_dim = 16;
-  c.num_layers = 2;
-  c.num_memory_tokens = 2;
-  c.intermediate_dim = 32;
-  c.window_size = 4;
-  c.vocab_size = 30;
-  c.attn_dropout = 0.0;
-  return c;
-}
+Config small() { return test::small_config(16, 2, 2, 32, 4, 30); }
 
 // −log p(doc[t] | doc[begin..t−1]) from one fresh forward over doc[begin, end).
 double direct(BakaLM& model, const torch::Tensor& doc, int64_t begin, int64_t end, int64_t t) {

@@ -3,22 +3,13 @@
 #include "data/shard.h"
 #include "infer/evaluator.h"
 #include "paths.h"
+#include "small_config.h"
 #include "util/error.h"
 
 namespace bakallm {
 namespace {
 
-Config eval_config() {
-  Config c;
-  c.hidden_dim = 16;
-  c.num_layers = 2;
-  c.num_memory_tokens = 2;
-  c.intermediate_dim = 32;
-  c.window_size = 4;
-  c.vocab_size = 30;
-  c.attn_dropout = 0.0;
-  return c;
-}
+Config eval_config() { return test::small_config(16, 2, 2, 32, 4, 30); }
 
 // Direct computation: one forward over the whole document, mean next-token loss.
 double direct_loss(BakaLM& model, const torch::Tensor& doc) {

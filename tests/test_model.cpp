@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "model/baka_lm.h"
+#include "small_config.h"
 #include "tensor_asserts.h"
 
 namespace bakallm {
@@ -10,18 +11,7 @@ namespace {
 
 using test::all_close;
 
-Config small_config() {
-  Config c;
-  c.hidden_dim = 16;
-  c.num_layers = 2;
-  c.num_memory_tokens = 3;
-  c.intermediate_dim = 24;
-  c.window_size = 4;
-  c.vocab_size = 40;
-  c.attn_dropout = 0.0;
-  c.detach_every = 2;
-  return c;
-}
+Config small_config() { return test::small_config(16, 2, 3, 24, 4, 40); }
 
 torch::Tensor random_ids(int64_t B, int64_t T, int64_t V, uint64_t seed) {
   torch::manual_seed(seed);

@@ -16,6 +16,7 @@
 #include "data/shard.h"
 #include "model/head_loss.h"
 #include "paths.h"
+#include "small_config.h"
 #include "train/checkpoint.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
@@ -113,14 +114,7 @@ TEST(Loader, RestoreContinuesExactly) {
 }
 
 TEST(Optimizer, ParameterGroups) {
-  Config c;
-  c.hidden_dim = 16;
-  c.num_layers = 1;
-  c.num_memory_tokens = 2;
-  c.intermediate_dim = 32;
-  c.window_size = 4;
-  c.vocab_size = 20;
-  auto model = make_model(c, 0);
+  auto model = make_model(test::small_config(16, 1, 2, 32, 4, 20), 0);
   for (const auto& p : model->named_parameters()) {
     const auto& n = p.key();
     const bool expect_decay = n.find("norm") == std::string::npos && n.find(".bias") == std::string::npos &&
@@ -160,12 +154,7 @@ class TrainRun : public ::testing::Test {
     write_shard(data + "/train_000000.bin", train);
     write_shard(data + "/val_000000.bin", val);
     std::ofstream(data + "/manifest.json") << R"({"train_shards": ["train_000000.bin"], "val_shards": ["val_000000.bin"], "bos_id": 1, "vocab_size": 64})";
-    o.config.hidden_dim = 32;
-    o.config.num_layers = 2;
-    o.config.num_memory_tokens = 2;
-    o.config.intermediate_dim = 64;
-    o.config.window_size = 8;
-    o.config.vocab_size = 64;
+    o.config = test::small_config(32, 2, 2, 64, 8, 64);
     o.config.attn_dropout = 0.1;  // exercises the RNG in resume
     o.data_dir = data;
     o.batch_rows = 3;
