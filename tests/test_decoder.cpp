@@ -3,6 +3,7 @@
 
 #include "infer/decoder.h"
 #include "small_config.h"
+#include "util/error.h"
 #include "tensor_asserts.h"
 
 namespace bakallm {
@@ -52,6 +53,53 @@ TEST(Decoder, StateAtBoundaryEqualsTheForwards) {
   auto full = model(ids);
   EXPECT_TRUE(test::all_close(dec.boundary_state().memory, full.state.memory, 1e-4, 1e-5));
   EXPECT_EQ(dec.boundary_state().seen, 15);
+}
+
+}  // namespace
+}  // namespace bakallm
+
+#include "infer/generate.h"
+
+namespace bakallm {
+namespace {
+
+// Greedy generation picks, at each step, the argmax of a full forward over the context.
+TEST(Generate, GreedyEqualsArgmaxOfTheForward) {
+  auto model = make_model(decode_config(), 24);
+  model->eval();
+  SamplingOptions so;
+  so.temperature = 0;
+  Sampler sampler(so);
+  std::vector<int64_t> prompt = {1, 7, 9};
+  auto out = generate(model, prompt, 9, sampler);
+  ASSERT_EQ(out.size(), 9u);
+  std::vector<int64_t> context = prompt;
+  torch::NoGradGuard no_grad;
+  for (auto id : out) {
+    auto logits = model(torch::tensor(context, torch::kLong).unsqueeze(0)).logits[0][-1];
+    EXPECT_EQ(id, logits.argmax().item<int64_t>());
+    context.push_back(id);
+  }
+}
+
+TEST(Sampler, OptionsAndDeterminism) {
+  auto logits = torch::tensor({1.0f, 3.0f, 2.0f, 0.5f});
+  SamplingOptions so;
+  so.top_k = 1;
+  EXPECT_EQ(Sampler(so).sample(logits), 1);  // top-k 1 is greedy
+  so = {};
+  so.top_p = 0.01;
+  EXPECT_EQ(Sampler(so).sample(logits), 1);
+  so = {};
+  so.temperature = 0;
+  so.repeat_penalty = 100;
+  EXPECT_EQ(Sampler(so).sample(logits, {1}), 2);  // the repeated best is pushed down
+  so = {};
+  so.seed = 5;
+  Sampler a(so), b(so);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(a.sample(logits), b.sample(logits));
+  so.top_p = 0;
+  EXPECT_THROW(Sampler{so}, Error);
 }
 
 }  // namespace

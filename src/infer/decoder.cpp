@@ -81,7 +81,7 @@ void Decoder::close_window() {
   for (auto& L : layers_) {
     auto out = L.outputs.narrow(1, 0, T);
     caches.push_back({L.inputs.defined() ? L.inputs.narrow(1, 0, T) : out, L.keys.narrow(1, L.past, T),
-                      L.values.narrow(1, 0 + L.past, T)});
+                      L.values.narrow(1, L.past, T)});
   }
   state_.memory = inj->solidify(layers_.back().outputs.narrow(1, 0, T));
   state_.layers = std::move(caches);

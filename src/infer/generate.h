@@ -1,4 +1,4 @@
-// Text generation from a prompt.
+// Text generation from a prompt with the incremental Decoder.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -11,9 +11,7 @@ namespace bakallm {
 
 // Generates up to MAX_NEW tokens after PROMPT (token ids, BOS included by the
 // caller), calling ON_TOKEN for each; stops early when ON_TOKEN returns false.
-// Simple and exact: it re-runs the context for each token, which costs
-// O(context) per token; the trainer uses it for short samples.
-std::vector<int64_t> generate_rerun(BakaLM& model, const std::vector<int64_t>& prompt, int64_t max_new,
-                                    Sampler& sampler, const std::function<bool(int64_t)>& on_token = {});
+std::vector<int64_t> generate(BakaLM& model, const std::vector<int64_t>& prompt, int64_t max_new, Sampler& sampler,
+                              const std::function<bool(int64_t)>& on_token = {});
 
 }  // namespace bakallm

@@ -75,7 +75,7 @@ std::string sample_text(BakaLM& model, const std::string& tokenizer, const std::
   Sampler sampler(so);
   const bool was_training = model->is_training();
   model->eval();
-  auto out = generate_rerun(model, ids, n, sampler, [&](int64_t id) { return id != tok.eos_id(); });
+  auto out = generate(model, ids, n, sampler, [&](int64_t id) { return id != tok.eos_id(); });
   if (was_training) model->train();
   std::vector<uint32_t> all(ids.begin() + 1, ids.end());
   for (auto t : out) all.push_back(static_cast<uint32_t>(t));
