@@ -2,7 +2,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -12,25 +11,13 @@
 #include "data/shard.h"
 #include "io/safetensors.h"
 #include "paths.h"
+#include "run_cli.h"
 
 namespace bakallm {
 namespace {
 
-struct Run {
-  int status;
-  std::string out;  // stdout and stderr together
-};
-
-Run run(const std::string& args) {
-  const std::string cmd = test::binary() + " --threads 2 " + args + " 2>&1";
-  Run r{0, ""};
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
-  r.status = ::pclose(pipe);
-  return r;
-}
+using Run = test::CliRun;
+Run run(const std::string& args) { return test::run_cli(args); }
 
 void expect_one_line_error(const Run& r, const std::string& needle) {
   EXPECT_NE(r.status, 0) << r.out;

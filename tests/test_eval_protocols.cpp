@@ -12,6 +12,7 @@
 #include "infer/evaluator.h"
 #include "infer/results_db.h"
 #include "paths.h"
+#include "run_cli.h"
 #include "small_config.h"
 #include "util/error.h"
 
@@ -121,13 +122,9 @@ TEST(ResultsDb, ConcurrentWritersFromTwoProcesses) {
 }
 
 std::string run(const std::string& args, int* status) {
-  FILE* pipe = ::popen((test::binary() + " --threads 2 " + args + " 2>&1").c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  *status = ::pclose(pipe);
-  return out;
+  auto r = test::run_cli(args);
+  *status = r.status;
+  return r.out;
 }
 
 TEST(EvalCli, TextSlidingRecordAndResults) {

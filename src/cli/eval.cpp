@@ -39,9 +39,8 @@ std::function<bool(torch::Tensor&)> text_documents(const Args& a, const Tokenize
   co.invalid_utf8 = parse_invalid_utf8(a.invalid_utf8);
   for (const auto& f : a.text) {
     read_corpus(f, co, [&](std::string&& d) {
-      std::vector<int64_t> ids = {static_cast<int64_t>(tok.bos_id())};
-      for (auto id : tok.encode(d)) ids.push_back(id);
-      docs->push_back(torch::tensor(ids, torch::kLong));
+      const auto ids = tok.encode_document(d);
+      docs->push_back(torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kLong));
     });
   }
   if (docs->empty()) throw Error(a.text[0] + ": no documents (empty or whitespace only)");
@@ -97,9 +96,7 @@ void add_eval(CLI::App& app) {
     if (!a->text.empty()) {
       if (loaded.tokenizer_path.empty()) throw Error(a->model + ": no tokenizer.model, needed for --text");
       Tokenizer tok(loaded.tokenizer_path);
-      if (tok.vocab_size() > loaded.config.vocab_size)
-        throw Error(loaded.tokenizer_path + ": tokenizer has " + std::to_string(tok.vocab_size()) +
-                    " pieces but the model's vocab_size is " + std::to_string(loaded.config.vocab_size));
+      require_vocab_fits(tok.vocab_size(), loaded.config.vocab_size, loaded.tokenizer_path);
       stats = evaluate_documents(loaded.model, text_documents(*a, tok), a->o, progress);
     } else {
       stats = evaluate_shards(loaded.model, a->data, a->bos, a->o, progress);

@@ -150,9 +150,7 @@ void add_generate(CLI::App& app) {
     std::unique_ptr<Tokenizer> tok;
     if (!loaded.tokenizer_path.empty()) {
       tok = std::make_unique<Tokenizer>(loaded.tokenizer_path);
-      if (tok->vocab_size() > vocab)
-        throw Error(loaded.tokenizer_path + ": tokenizer has " + std::to_string(tok->vocab_size()) +
-                    " pieces, the model " + std::to_string(vocab));
+      require_vocab_fits(tok->vocab_size(), vocab, loaded.tokenizer_path);
     }
     std::vector<std::vector<int64_t>> prompts;
     if (!a->prompt_ids.empty()) {
@@ -173,9 +171,8 @@ void add_generate(CLI::App& app) {
       if (!tok) throw Error(a->model + ": no tokenizer.model in the model directory: use --prompt-ids");
       for (const auto& t : texts) {
         if (invalid_utf8_offset(t) >= 0) throw Error("prompt is not valid UTF-8");
-        std::vector<int64_t> ids = {static_cast<int64_t>(tok->bos_id())};  // an empty prompt starts from BOS
-        for (auto id : tok->encode(t)) ids.push_back(id);
-        prompts.push_back(ids);
+        const auto ids = tok->encode_document(t);  // an empty prompt starts from BOS
+        prompts.emplace_back(ids.begin(), ids.end());
       }
     }
     if (prompts.size() == 1 && prompts[0].empty()) throw Error("--prompt-ids: no ids");

@@ -32,8 +32,7 @@ std::vector<std::vector<uint32_t>> encode_parallel(const Tokenizer& tok, const s
     workers.emplace_back([&, w] {
       try {
         for (size_t i = w; i < docs.size(); i += n) {
-          out[i] = tok.encode(docs[i]);
-          out[i].insert(out[i].begin(), tok.bos_id());
+          out[i] = tok.encode_document(docs[i]);
         }
       } catch (...) {
         std::lock_guard<std::mutex> lock(failure_mutex);

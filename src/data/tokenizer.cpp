@@ -130,6 +130,18 @@ std::vector<uint32_t> Tokenizer::encode(std::string_view text) const {
   return out;
 }
 
+std::vector<uint32_t> Tokenizer::encode_document(std::string_view text) const {
+  std::vector<uint32_t> ids = encode(text);
+  ids.insert(ids.begin(), bos_id());
+  return ids;
+}
+
+void require_vocab_fits(int64_t tokenizer_vocab, int64_t model_vocab, const std::string& source) {
+  if (tokenizer_vocab > model_vocab)
+    throw Error(source + ": tokenizer has " + std::to_string(tokenizer_vocab) + " pieces but the model's vocab_size is " +
+                std::to_string(model_vocab));
+}
+
 std::string Tokenizer::decode(const std::vector<uint32_t>& ids) const {
   std::vector<int> v(ids.begin(), ids.end());
   for (int id : v)

@@ -19,6 +19,8 @@ class Tokenizer {
   Tokenizer(Tokenizer&& other) noexcept;
 
   std::vector<uint32_t> encode(std::string_view text) const;  // no BOS
+  // A document as the model reads it: BOS, then the pieces of TEXT.
+  std::vector<uint32_t> encode_document(std::string_view text) const;
   std::string decode(const std::vector<uint32_t>& ids) const;
   // The text of one piece as it reads inside a stream (for incremental output):
   // "▁" becomes a space, byte pieces their byte, control pieces nothing.
@@ -32,6 +34,10 @@ class Tokenizer {
   void* handle_ = nullptr;  // bakallm_spm*
   std::string path_;
 };
+
+// Throws "SOURCE: tokenizer has N pieces but the model's vocab_size is V"
+// when a tokenizer could produce ids the model has no embedding for.
+void require_vocab_fits(int64_t tokenizer_vocab, int64_t model_vocab, const std::string& source);
 
 struct TokenizerTrainOptions {
   std::vector<std::string> inputs;  // plain-text files, one sentence per line

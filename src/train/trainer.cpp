@@ -66,8 +66,8 @@ std::string sample_text(BakaLM& model, const std::string& tokenizer, const std::
                         uint64_t seed) {
   if (tokenizer.empty() || n <= 0) return "";
   Tokenizer tok(tokenizer);
-  std::vector<int64_t> ids = {static_cast<int64_t>(tok.bos_id())};
-  for (auto t : tok.encode(prompt)) ids.push_back(t);
+  const auto doc = tok.encode_document(prompt);
+  const std::vector<int64_t> ids(doc.begin(), doc.end());
   SamplingOptions so;
   so.temperature = 0.8;
   so.top_k = 40;
@@ -101,9 +101,7 @@ TrainResult train(const TrainOptions& o) {
     model = make_model(o.config, o.seed);
   }
   const Config& config = model->config();
-  if (data.vocab > config.vocab_size)
-    throw Error(o.data_dir + ": tokenizer has " + std::to_string(data.vocab) + " pieces but the model's vocab_size is " +
-                std::to_string(config.vocab_size));
+  require_vocab_fits(data.vocab, config.vocab_size, o.data_dir);
   const bool bf16 = o.dtype == "bfloat16";
   if (!bf16 && o.dtype != "float32") throw Error("--dtype must be float32 or bfloat16");
   model->set_compute_dtype(bf16 ? torch::kBFloat16 : torch::kFloat);
