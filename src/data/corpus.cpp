@@ -13,14 +13,11 @@
 #include <nlohmann/json.hpp>
 
 #include "util/error.h"
+#include "util/strings.h"
 
 namespace bakallm {
 
 namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 std::string strip_compression(const std::string& name) {
   for (const char* ext : {".zstd", ".zst", ".gz"})

@@ -14,6 +14,7 @@
 
 #include "data/spm/spm_shim.h"
 #include "util/error.h"
+#include "util/strings.h"
 
 namespace fs = std::filesystem;
 
@@ -191,7 +192,7 @@ void train_tokenizer(const TokenizerTrainOptions& o) {
     inputs += (inputs.empty() ? "" : ",") + f;
   }
   std::string prefix = o.out;
-  if (prefix.size() > 6 && prefix.compare(prefix.size() - 6, 6, ".model") == 0) prefix.resize(prefix.size() - 6);
+  if (prefix.size() > 6 && ends_with(prefix, ".model")) prefix.resize(prefix.size() - 6);
   const std::string tmp_prefix = prefix + ".tmp" + std::to_string(::getpid());
   const std::string log = tmp_prefix + ".log";
   std::vector<std::string> args = {"spm_train",

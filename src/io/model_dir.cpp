@@ -8,6 +8,7 @@
 #include "model/rotary.h"
 #include "util/atomic_file.h"
 #include "util/error.h"
+#include "util/strings.h"
 
 namespace fs = std::filesystem;
 
@@ -15,10 +16,7 @@ namespace bakallm {
 
 namespace {
 
-bool is_rotary_buffer(const std::string& name) {
-  const std::string suffix = "pos_emb.freqs";
-  return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
+bool is_rotary_buffer(const std::string& name) { return ends_with(name, "pos_emb.freqs"); }
 
 std::string shape_str(const torch::Tensor& t) {
   std::ostringstream s;

@@ -1,12 +1,8 @@
 #include "train/optimizer.h"
 
-namespace bakallm {
+#include "util/strings.h"
 
-namespace {
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-}  // namespace
+namespace bakallm {
 
 bool decays(const std::string& name, const torch::Tensor& p) {
   if (p.dim() < 2) return false;  // biases, norm weights, negators
