@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake pkg-config
   libtorch-dev libopenblas0-openmp        # libtorch; OpenBLAS keeps matmuls off the reference BLAS
+  libdnnl-dev                             # oneDNN: the CPU matrix products (model/onednn.h)
   nlohmann-json3-dev libcli11-dev libzstd-dev zlib1g-dev libzip-dev
   libsentencepiece-dev sentencepiece libsqlite3-dev   # sentencepiece: spm_train
   libgtest-dev libbenchmark-dev

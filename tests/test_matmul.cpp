@@ -1,4 +1,4 @@
-// matmul_nt: the oneDNN float32 path against torch::matmul, values and gradients.
+// matmul_nt: the oneDNN path against torch::matmul, values and gradients.
 #include <gtest/gtest.h>
 
 #include "model/linear.h"
@@ -41,6 +41,15 @@ TEST(MatmulNT, Bfloat16ComputeStaysClose) {
   auto y = matmul_nt(a, b, torch::kBFloat16);
   EXPECT_EQ(y.scalar_type(), torch::kFloat);
   EXPECT_TRUE(all_close(y, torch::matmul(a, b.t()), 2e-2, 0.5));
+}
+TEST(MatmulNT, Bfloat16GradientsStayClose) {
+  torch::manual_seed(4);
+  auto a = torch::randn({2, 40, 64}, torch::requires_grad()), b = torch::randn({48, 64}, torch::requires_grad());
+  auto w = torch::randn({2, 40, 48});
+  (matmul_nt(a, b, torch::kBFloat16) * w).sum().backward();
+  EXPECT_EQ(a.grad().scalar_type(), torch::kFloat);
+  EXPECT_TRUE(all_close(a.grad(), torch::matmul(w, b.detach()), 2e-2, 0.5));
+  EXPECT_TRUE(all_close(b.grad(), torch::matmul(w.reshape({-1, 48}).t(), a.detach().reshape({-1, 64})), 2e-2, 1.0));
 }
 
 TEST(Linear, InitAndForward) {

@@ -1,8 +1,9 @@
 // The engine's one matrix product, y = a · bᵀ, with the kernel choice in one
-// place. On CPU in float32 it runs oneDNN (libtorch's mkldnn_linear), measured
-// 3-5x faster than the OpenBLAS sgemm libtorch uses by default on the AVX-512
-// machines here (BENCHMARKS.md); elsewhere it is torch::matmul. Its autograd
-// backward uses the same product: da = dy · b, db = dyᵀ · a.
+// place. On CPU it runs oneDNN directly (model/onednn.h), measured 7x faster
+// than the OpenBLAS sgemm libtorch uses by default here (OpenBLAS does not
+// recognise this CPU and runs its generic Prescott kernels; BENCHMARKS.md);
+// elsewhere it is torch::matmul. Its autograd backward uses the same product:
+// da = dy · b, db = dyᵀ · a, in the same compute dtype.
 #pragma once
 #include <torch/torch.h>
 
@@ -14,7 +15,7 @@ namespace bakallm {
 torch::Tensor matmul_nt(const torch::Tensor& a, const torch::Tensor& b,
                         torch::ScalarType compute = torch::kFloat);
 
-// Whether the oneDNN float32 path is available and enabled (BAKALLM_ONEDNN=0 disables it).
+// Whether the oneDNN path is built and enabled (environment BAKALLM_ONEDNN=0 disables it).
 bool onednn_enabled();
 
 }  // namespace bakallm

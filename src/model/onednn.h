@@ -1,0 +1,28 @@
+// Matrix products on oneDNN (Debian's libdnnl, the library libtorch itself
+// links), called directly: the primitive reads libtorch's buffers in place,
+// transposed or not, so no layout conversion and no weight reorder happens
+// per call (libtorch's mkldnn_linear converts both operands and the result).
+// Measured on this project's CPU (BENCHMARKS.md): 243-285 GFLOP/s float32
+// against 117-231 through mkldnn_linear and 36 through OpenBLAS, and gemv at
+// 37-45 GB/s for decoding. Built only where libdnnl is found; CUDA tensors
+// never come here.
+#pragma once
+#include <torch/torch.h>
+
+namespace bakallm::onednn {
+
+// Whether this build has oneDNN.
+bool available();
+
+// C = A · B on the CPU.
+// a: [M, K] or [G, M, K]; b: [K, N] or [G, K, N] (same G when both are 3-D).
+// Each 2-D slice may be row- or column-major (a transposed view is free);
+// other layouts are made contiguous first. A and B share one dtype, float32 or
+// bfloat16; the result is a new contiguous tensor of dtype OUT (float32 or
+// a's dtype): [M, N] or [G, M, N].
+torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, torch::ScalarType out);
+
+// Primitives kept for reuse (one per shape/layout/dtype; bounded).
+size_t cached_primitives();
+
+}  // namespace bakallm::onednn

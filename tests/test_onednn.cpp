@@ -1,0 +1,85 @@
+// onednn::matmul: every operand layout it accepts, against torch::matmul in double.
+#include <gtest/gtest.h>
+
+#include "model/matmul.h"
+#include "model/onednn.h"
+#include "tensor_asserts.h"
+
+namespace bakallm {
+namespace {
+
+using test::all_close;
+
+torch::Tensor reference(const torch::Tensor& a, const torch::Tensor& b) {
+  return torch::matmul(a.to(torch::kDouble), b.to(torch::kDouble)).to(torch::kFloat);
+}
+
+class OneDnn : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!onednn::available()) GTEST_SKIP() << "this build has no oneDNN (libdnnl-dev not found at configure time)";
+    torch::manual_seed(0);
+  }
+};
+
+TEST_F(OneDnn, RowAndColumnMajorOperands) {
+  auto a = torch::randn({37, 53}), b = torch::randn({53, 29});
+  auto at = torch::randn({53, 37}).t(), bt = torch::randn({29, 53}).t();  // column-major views
+  for (auto& [x, y] : std::vector<std::pair<torch::Tensor, torch::Tensor>>{{a, b}, {at, b}, {a, bt}, {at, bt}}) {
+    auto c = onednn::matmul(x, y, torch::kFloat);
+    EXPECT_TRUE(c.is_contiguous());
+    EXPECT_EQ(c.sizes(), (std::vector<int64_t>{37, 29}));
+    EXPECT_TRUE(all_close(c, reference(x, y), 1e-5, 1e-5));
+  }
+}
+
+TEST_F(OneDnn, BatchedStridedAndBroadcast) {
+  auto buffer = torch::randn({3, 50, 24});
+  auto a = buffer.narrow(1, 5, 40);                  // rows padded apart in the batch: [3, 40, 24]
+  auto b = torch::randn({3, 31, 24}).transpose(1, 2);  // [3, 24, 31], column-major slices
+  EXPECT_TRUE(all_close(onednn::matmul(a, b, torch::kFloat), reference(a, b), 1e-5, 1e-5));
+  auto w = torch::randn({24, 17});                   // shared right factor
+  EXPECT_TRUE(all_close(onednn::matmul(a, w, torch::kFloat), reference(a, w), 1e-5, 1e-5));
+  auto v = torch::randn({40, 24});                   // shared left factor
+  EXPECT_TRUE(all_close(onednn::matmul(v, b, torch::kFloat), reference(v, b), 1e-5, 1e-5));
+}
+
+TEST_F(OneDnn, NonPlainViewsAreCopiedFirst) {
+  auto a = torch::randn({30, 40}).slice(1, 0, 40, 2);  // column stride 2: neither layout
+  auto b = torch::randn({20, 9});
+  EXPECT_TRUE(all_close(onednn::matmul(a, b, torch::kFloat), reference(a, b), 1e-5, 1e-5));
+}
+
+TEST_F(OneDnn, SingleRowAndEmptyInner) {
+  auto a = torch::randn({1, 320}), b = torch::randn({1280, 320});
+  EXPECT_TRUE(all_close(onednn::matmul(a, b.t(), torch::kFloat), reference(a, b.t()), 1e-5, 1e-5));
+  auto c = onednn::matmul(torch::randn({4, 0}), torch::randn({0, 6}), torch::kFloat);
+  EXPECT_TRUE(torch::equal(c, torch::zeros({4, 6})));
+}
+
+TEST_F(OneDnn, Bfloat16InFloat32Out) {
+  auto a = torch::randn({64, 128}), b = torch::randn({128, 96});
+  auto c = onednn::matmul(a.to(torch::kBFloat16), b.to(torch::kBFloat16), torch::kFloat);
+  EXPECT_EQ(c.scalar_type(), torch::kFloat);
+  // Exact products of the rounded inputs, accumulated in float32.
+  auto exact = reference(a.to(torch::kBFloat16).to(torch::kFloat), b.to(torch::kBFloat16).to(torch::kFloat));
+  EXPECT_TRUE(all_close(c, exact, 1e-4, 1e-4));
+}
+
+TEST_F(OneDnn, PrimitivesAreReusedAndBounded) {
+  auto a = torch::randn({8, 16}), b = torch::randn({16, 8});
+  onednn::matmul(a, b, torch::kFloat);
+  const auto before = onednn::cached_primitives();
+  onednn::matmul(a, b, torch::kFloat);
+  EXPECT_EQ(onednn::cached_primitives(), before);
+  for (int64_t n = 1; n <= 300; ++n) onednn::matmul(torch::randn({1, 4}), torch::randn({4, n}), torch::kFloat);
+  EXPECT_LE(onednn::cached_primitives(), 256u);
+}
+
+TEST_F(OneDnn, RejectsMismatchedOperands) {
+  EXPECT_THROW(onednn::matmul(torch::randn({3, 4}), torch::randn({5, 6}), torch::kFloat), c10::Error);
+  EXPECT_THROW(onednn::matmul(torch::randn({3, 4}), torch::randn({4, 6}, torch::kDouble), torch::kFloat), c10::Error);
+}
+
+}  // namespace
+}  // namespace bakallm
