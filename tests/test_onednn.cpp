@@ -57,6 +57,22 @@ TEST_F(OneDnn, SingleRowAndEmptyInner) {
   EXPECT_TRUE(torch::equal(c, torch::zeros({4, 6})));
 }
 
+TEST_F(OneDnn, FewRowsAnyKeyCount) {  // decoding: one query row against a growing window
+  auto keys = torch::randn({3, 60, 24}), values = torch::randn({3, 60, 16});
+  auto q = torch::randn({3, 1, 24});
+  for (int64_t seen : {1, 7, 33, 60}) {
+    auto K = keys.narrow(1, 0, seen), V = values.narrow(1, 0, seen);  // batches lie apart
+    auto scores = onednn::matmul(q, K.transpose(1, 2), torch::kFloat);  // [3, 1, seen]
+    EXPECT_TRUE(all_close(scores, reference(q, K.transpose(1, 2)), 1e-5, 1e-5));
+    EXPECT_TRUE(all_close(onednn::matmul(scores, V, torch::kFloat), reference(scores, V), 1e-5, 1e-5));
+  }
+  auto w = torch::randn({24, 9});
+  EXPECT_TRUE(all_close(onednn::matmul(q, w, torch::kFloat), reference(q, w), 1e-5, 1e-5));
+  auto row = torch::randn({2, 24});  // shared left factor, few rows
+  EXPECT_TRUE(all_close(onednn::matmul(row, keys.transpose(1, 2), torch::kFloat),
+                        reference(row, keys.transpose(1, 2)), 1e-5, 1e-5));
+}
+
 TEST_F(OneDnn, Bfloat16InFloat32Out) {
   auto a = torch::randn({64, 128}), b = torch::randn({128, 96});
   auto c = onednn::matmul(a.to(torch::kBFloat16), b.to(torch::kBFloat16), torch::kFloat);
@@ -72,7 +88,7 @@ TEST_F(OneDnn, PrimitivesAreReusedAndBounded) {
   const auto before = onednn::cached_primitives();
   onednn::matmul(a, b, torch::kFloat);
   EXPECT_EQ(onednn::cached_primitives(), before);
-  for (int64_t n = 1; n <= 300; ++n) onednn::matmul(torch::randn({1, 4}), torch::randn({4, n}), torch::kFloat);
+  for (int64_t n = 1; n <= 300; ++n) onednn::matmul(torch::randn({40, 4}), torch::randn({4, n}), torch::kFloat);
   EXPECT_LE(onednn::cached_primitives(), 256u);
 }
 

@@ -13,14 +13,9 @@ using torch::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// One-row products against a per-call key count (decoding's attention) would
-// build a oneDNN primitive per length: leave those to libtorch.
-constexpr int64_t kMinBatchedRows = 32;
-
 bool use_onednn(const Tensor& a, const Tensor& b, torch::ScalarType compute) {
   if (!onednn_enabled() || !a.device().is_cpu() || a.numel() == 0 || b.numel() == 0) return false;
-  if (compute != torch::kFloat && compute != torch::kBFloat16) return false;
-  return b.dim() == 2 || a.size(-2) >= kMinBatchedRows;
+  return compute == torch::kFloat || compute == torch::kBFloat16;
 }
 
 // a · b for a [..., M, K] and b [K, N] or [..., K, N] -> [..., M, N] in OUT,

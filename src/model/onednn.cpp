@@ -1,6 +1,7 @@
 #include "model/onednn.h"
 
 #include <array>
+#include <functional>
 #include <memory>
 #include <unordered_map>
 
@@ -16,10 +17,23 @@ namespace {
 
 using torch::Tensor;
 
-// A 2-D slice as oneDNN sees it: sizes and strides of [G, R, C].
+// An operand as oneDNN sees it: [G, R, C] with strides, each slice row- or
+// column-major.
 struct Operand {
-  Tensor tensor;  // keeps the buffer alive (contiguous copy when the view was not plain)
+  Tensor tensor;  // keeps the buffer alive (a contiguous copy when the view was not plain)
   dnnl::memory::dims dims, strides;
+  bool row_major;
+
+  // Slices stored back to back without gaps: what a runtime-shaped primitive
+  // (fixed format tag, sizes known only at execution) can read.
+  bool dense() const {
+    const int64_t R = dims[1], C = dims[2];
+    const bool slice = row_major ? strides[1] == C : strides[2] == R;
+    return slice && (dims[0] == 1 || strides[0] == R * C);
+  }
+  dnnl::memory::format_tag tag() const {
+    return row_major ? dnnl::memory::format_tag::abc : dnnl::memory::format_tag::acb;
+  }
 };
 
 bool is_plain(int64_t rows, int64_t cols, int64_t s_row, int64_t s_col) {
@@ -33,8 +47,7 @@ bool is_plain(int64_t rows, int64_t cols, int64_t s_row, int64_t s_col) {
 Operand describe(Tensor t) {
   if (t.dim() == 2) t = t.unsqueeze(0);
   const int64_t G = t.size(0), R = t.size(1), C = t.size(2);
-  if (!is_plain(R, C, t.stride(1), t.stride(2)) || (G > 1 && t.stride(0) < R * C && t.stride(0) != 0))
-    t = t.contiguous();
+  if (!is_plain(R, C, t.stride(1), t.stride(2)) || (G > 1 && t.stride(0) < R * C)) t = t.contiguous();
   int64_t s_row = t.stride(1), s_col = t.stride(2);
   const bool row_major = (C == 1 || s_col == 1) && (R == 1 || s_row >= C);
   if (row_major) {
@@ -45,7 +58,12 @@ Operand describe(Tensor t) {
     if (C == 1) s_col = R;
   }
   const int64_t s_batch = G == 1 ? R * C : t.stride(0);
-  return {t, {G, R, C}, {s_batch, s_row, s_col}};
+  return {t, {G, R, C}, {s_batch, s_row, s_col}, row_major};
+}
+
+Operand densify(const Operand& op) {
+  if (op.dense()) return op;
+  return describe(op.row_major ? op.tensor.contiguous() : op.tensor.transpose(-1, -2).contiguous().transpose(-1, -2));
 }
 
 dnnl::memory::data_type dnnl_type(torch::ScalarType t) {
@@ -54,7 +72,7 @@ dnnl::memory::data_type dnnl_type(torch::ScalarType t) {
   TORCH_CHECK(false, "onednn::matmul: unsupported dtype ", c10::toString(t));
 }
 
-using Key = std::array<int64_t, 17>;
+using Key = std::array<int64_t, 14>;
 
 struct KeyHash {
   size_t operator()(const Key& k) const {
@@ -71,25 +89,76 @@ dnnl::engine& cpu_engine() {
 
 constexpr size_t kMaxCached = 256;  // each primitive holds JIT code (~140 kB)
 
-// Primitives per thread: creating one costs ~0.4 ms, running a small one ~10 µs.
+// Fewer rows than this (decoding): one primitive with sizes given at run time
+// (oneDNN's jit gemm; measured 2x faster than the per-shape brgemm on gemv,
+// and decoding's key count changes with every token). Otherwise a primitive
+// per shape (brgemm: creating one costs ~0.4 ms, so shapes must repeat).
+constexpr int64_t kRuntimeShapeRows = 32;
+
+// Primitives per thread.
 std::unordered_map<Key, dnnl::matmul, KeyHash>& cache() {
   thread_local std::unordered_map<Key, dnnl::matmul, KeyHash> primitives;
   return primitives;
 }
 
-dnnl::matmul& primitive(const Operand& a, const Operand& b, const dnnl::memory::dims& c_dims,
-                        dnnl::memory::data_type in, dnnl::memory::data_type out) {
-  Key key{a.dims[0], a.dims[1], a.dims[2], b.dims[0], b.dims[2],
-          a.strides[0], a.strides[1], a.strides[2], b.strides[0], b.strides[1], b.strides[2],
-          static_cast<int64_t>(in), static_cast<int64_t>(out), 0, 0, 0, 0};
+dnnl::matmul& cached(const Key& key, const std::function<dnnl::matmul::desc()>& make) {
   auto& primitives = cache();
   auto found = primitives.find(key);
   if (found != primitives.end()) return found->second;
   if (primitives.size() >= kMaxCached) primitives.clear();
-  dnnl::memory::desc a_md(a.dims, in, a.strides), b_md(b.dims, in, b.strides),
-      c_md(c_dims, out, dnnl::memory::format_tag::abc);
-  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), cpu_engine());
+  dnnl::matmul::primitive_desc pd(make(), cpu_engine());
   return primitives.emplace(key, dnnl::matmul(pd)).first->second;
+}
+
+dnnl::matmul& shaped_primitive(const Operand& a, const Operand& b, const dnnl::memory::dims& c_dims,
+                               dnnl::memory::data_type in, dnnl::memory::data_type out) {
+  const Key key{a.dims[0], a.dims[1], a.dims[2], b.dims[0], b.dims[2], a.strides[0], a.strides[1],
+                a.strides[2], b.strides[0], b.strides[1], b.strides[2], static_cast<int64_t>(in),
+                static_cast<int64_t>(out), 0};
+  return cached(key, [&] {
+    return dnnl::matmul::desc({a.dims, in, a.strides}, {b.dims, in, b.strides},
+                              {c_dims, out, dnnl::memory::format_tag::abc});
+  });
+}
+
+dnnl::matmul& runtime_primitive(const Operand& a, const Operand& b, dnnl::memory::data_type in,
+                                dnnl::memory::data_type out) {
+  const Key key{-1, a.row_major, b.row_major, static_cast<int64_t>(in), static_cast<int64_t>(out), 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  return cached(key, [&] {
+    const dnnl::memory::dims any(3, DNNL_RUNTIME_DIM_VAL);
+    return dnnl::matmul::desc({any, in, a.tag()}, {any, in, b.tag()}, {any, out, dnnl::memory::format_tag::abc});
+  });
+}
+
+void execute(dnnl::matmul& matmul, const Operand& a, const Operand& b, const Tensor& c) {
+  auto& engine = cpu_engine();
+  thread_local dnnl::stream stream(engine);
+  const auto in = dnnl_type(a.tensor.scalar_type()), out = dnnl_type(c.scalar_type());
+  const dnnl::memory::dims c_dims{c.size(0), c.size(1), c.size(2)};
+  dnnl::memory a_mem({a.dims, in, a.strides}, engine, a.tensor.data_ptr());
+  dnnl::memory b_mem({b.dims, in, b.strides}, engine, b.tensor.data_ptr());
+  dnnl::memory c_mem({c_dims, out, dnnl::memory::format_tag::abc}, engine, c.data_ptr());
+  matmul.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+  stream.wait();
+}
+
+// C [G, M, N] = A · B, for few rows: a runtime-shaped primitive over dense
+// operands (batches whose slices lie apart run one by one).
+void small_product(Operand a, Operand b, const Tensor& c) {
+  a = densify(a);
+  b = densify(b);
+  const auto in = dnnl_type(a.tensor.scalar_type());
+  auto& matmul = runtime_primitive(a, b, in, dnnl_type(c.scalar_type()));
+  if (a.dims[0] == b.dims[0] || c.size(0) == 1) {
+    execute(matmul, a, b, c);
+    return;
+  }
+  for (int64_t g = 0; g < c.size(0); ++g) {  // one side broadcast over the other's batch
+    auto slice = [g](const Operand& op) {
+      return op.dims[0] == 1 ? op : describe(op.tensor.select(0, g));
+    };
+    execute(matmul, slice(a), slice(b), c.narrow(0, g, 1));
+  }
 }
 
 }  // namespace
@@ -110,17 +179,13 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, torch::ScalarType out) {
   auto c = torch::empty({Gc, M, N}, a_in.options().dtype(out));
   if (c.numel() > 0 && a_in.size(-1) == 0) c.zero_();
   if (c.numel() > 0 && a_in.size(-1) > 0) {
-    auto a = describe(a_in);
-    auto b = describe(b_in);
-    const auto in = dnnl_type(a_in.scalar_type());
-    auto& matmul = primitive(a, b, {Gc, M, N}, in, dnnl_type(out));
-    auto& engine = cpu_engine();
-    thread_local dnnl::stream stream(engine);
-    dnnl::memory a_mem({a.dims, in, a.strides}, engine, a.tensor.data_ptr());
-    dnnl::memory b_mem({b.dims, in, b.strides}, engine, b.tensor.data_ptr());
-    dnnl::memory c_mem({{Gc, M, N}, dnnl_type(out), dnnl::memory::format_tag::abc}, engine, c.data_ptr());
-    matmul.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
-    stream.wait();
+    const auto a = describe(a_in), b = describe(b_in);
+    if (M < kRuntimeShapeRows) {
+      small_product(a, b, c);
+    } else {
+      const auto in = dnnl_type(a_in.scalar_type());
+      execute(shaped_primitive(a, b, {Gc, M, N}, in, dnnl_type(out)), a, b, c);
+    }
   }
   return batched ? c : c.squeeze(0);
 }
