@@ -1,7 +1,8 @@
 // The LM head and cross-entropy fused, chunk by chunk over rows, so that the
 // [N, V] logits (and their softmax and gradient: 0.5 GB each for 4k tokens
-// of a 32k vocabulary) never exist at once. The backward recomputes each
-// chunk's logits (one extra head matmul) instead of storing them.
+// of a 32k vocabulary) never exist at once. When autograd will want
+// gradients, the forward also makes dh and dW for each chunk while its
+// logits are at hand (kept: [N, D] + [V, D]); the backward only scales them.
 #pragma once
 #include <torch/torch.h>
 

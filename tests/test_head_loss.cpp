@@ -1,0 +1,53 @@
+// fused_head_loss against libtorch's own logits + cross_entropy: value and
+// gradients, chunked, with ignored targets and a non-unit upstream gradient.
+#include <gtest/gtest.h>
+
+#include "model/head_loss.h"
+#include "tensor_asserts.h"
+
+namespace bakallm {
+namespace {
+
+using test::all_close;
+
+TEST(FusedHeadLoss, MatchesCrossEntropyChunkedWithIgnoredRows) {
+  torch::manual_seed(0);
+  const int64_t N = 37, D = 24, V = 101;
+  auto h = torch::randn({N, D}, torch::requires_grad());
+  auto W = torch::randn({V, D}, torch::requires_grad());
+  auto targets = torch::randint(V, {N}, torch::kLong);
+  targets.narrow(0, 3, 5).fill_(kIgnoreIndex);
+  auto h2 = h.detach().clone().requires_grad_(), W2 = W.detach().clone().requires_grad_();
+
+  auto loss = fused_head_loss(h, W, targets, torch::kFloat, /*rows_per_chunk=*/10);
+  auto ref = torch::nn::functional::cross_entropy(
+      torch::matmul(h2, W2.t()), targets, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex));
+  EXPECT_TRUE(all_close(loss, ref, 1e-5, 1e-6));
+  (2.5 * loss).backward();
+  (2.5 * ref).backward();
+  EXPECT_TRUE(all_close(h.grad(), h2.grad(), 1e-5, 1e-6));
+  EXPECT_TRUE(all_close(W.grad(), W2.grad(), 1e-5, 1e-6));
+}
+
+TEST(FusedHeadLoss, NoGradModeGivesTheSameValue) {
+  torch::manual_seed(1);
+  auto h = torch::randn({9, 8}), W = torch::randn({13, 8}, torch::requires_grad());
+  auto targets = torch::randint(13, {9}, torch::kLong);
+  auto with_graph = fused_head_loss(h, W, targets, torch::kFloat, 4);
+  torch::NoGradGuard no_grad;
+  auto without = fused_head_loss(h, W, targets, torch::kFloat, 4);
+  EXPECT_FALSE(without.requires_grad());
+  EXPECT_TRUE(all_close(with_graph.detach(), without, 1e-6, 1e-7));
+}
+
+TEST(FusedHeadLoss, AllTargetsIgnoredIsZeroWithZeroGradients) {
+  auto h = torch::randn({4, 8}, torch::requires_grad()), W = torch::randn({13, 8}, torch::requires_grad());
+  auto loss = fused_head_loss(h, W, torch::full({4}, kIgnoreIndex, torch::kLong));
+  EXPECT_EQ(loss.item<float>(), 0.0f);
+  loss.backward();
+  EXPECT_EQ(h.grad().abs().sum().item<float>(), 0.0f);
+  EXPECT_EQ(W.grad().abs().sum().item<float>(), 0.0f);
+}
+
+}  // namespace
+}  // namespace bakallm
