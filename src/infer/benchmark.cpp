@@ -4,6 +4,8 @@
 
 #include <chrono>
 
+#include <torch/csrc/autograd/profiler_legacy.h>
+
 #include "infer/decoder.h"
 #include "io/model_dir.h"
 #include "model/baka_lm.h"
@@ -55,6 +57,10 @@ nlohmann::json train_rate(BakaLM& model, const BenchOptions& o, bool bf16, doubl
   const double t = seconds_of([&] {
     for (int64_t i = 0; i < o.train_steps; ++i) step();
   });
+  if (!bf16 && !o.profile_path.empty()) {  // one more step, traced op by op (untimed)
+    torch::autograd::profiler::RecordProfile trace(o.profile_path);
+    step();
+  }
   const double rate = B * T * o.train_steps / t;
   const double flops = rate * flops_per_token(c).training_per_token;
   model->set_compute_dtype(torch::kFloat);

@@ -18,6 +18,7 @@ struct BenchOptions {
   std::vector<int64_t> decode_windows = {1, 8, 64};  // context lengths, in windows
   int64_t decode_tokens = 32;        // timed tokens per context length
   bool bf16 = true;                  // also measure bfloat16 products
+  std::string profile_path;          // non-empty: a Chrome trace of one float32 training step
 };
 
 // Runs every measurement and returns them as JSON (see README for the fields).
