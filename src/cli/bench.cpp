@@ -23,8 +23,9 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--train-steps", a->o.train_steps, "timed training steps");
   cmd->add_option("--decode-windows", a->o.decode_windows, "context lengths for decoding, in windows");
   cmd->add_option("--decode-tokens", a->o.decode_tokens, "timed tokens per context length");
-  cmd->add_option("--profile", a->o.profile_path,
-                  "write a Chrome trace (chrome://tracing, Perfetto) of one float32 training step");
+  cmd->add_option("--profile", a->o.profile_dir,
+                  "directory for Chrome traces (chrome://tracing, Perfetto) of one float32 training step "
+                  "and 16 decoded tokens");
   cmd->add_flag("--json", a->json, "print one JSON object");
   cmd->callback([a] {
     if (a->o.model_dir.empty()) a->o.config = preset(a->preset);

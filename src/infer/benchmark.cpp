@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <filesystem>
 
 #include <torch/csrc/autograd/profiler_legacy.h>
 
@@ -57,8 +58,8 @@ nlohmann::json train_rate(BakaLM& model, const BenchOptions& o, bool bf16, doubl
   const double t = seconds_of([&] {
     for (int64_t i = 0; i < o.train_steps; ++i) step();
   });
-  if (!bf16 && !o.profile_path.empty()) {  // one more step, traced op by op (untimed)
-    torch::autograd::profiler::RecordProfile trace(o.profile_path);
+  if (!bf16 && !o.profile_dir.empty()) {  // one more step, traced op by op (untimed)
+    torch::autograd::profiler::RecordProfile trace(o.profile_dir + "/train_step.json");
     step();
   }
   const double rate = B * T * o.train_steps / t;
@@ -90,6 +91,10 @@ nlohmann::json decode_rates(BakaLM& model, const BenchOptions& o) {
     const double t = seconds_of([&] {
       for (int64_t i = 0; i < o.decode_tokens; ++i) dec.feed(next);
     });
+    if (!o.profile_dir.empty() && out.empty()) {  // 16 more tokens, traced (untimed)
+      torch::autograd::profiler::RecordProfile trace(o.profile_dir + "/decode.json");
+      for (int i = 0; i < 16; ++i) dec.feed(next);
+    }
     out.push_back({{"context_windows", windows},
                    {"context_tokens", windows * c.window_size},
                    {"prefill_tokens_per_s", prompt.numel() / prefill},
@@ -107,6 +112,7 @@ int64_t peak_rss_bytes() {
 }
 
 nlohmann::json run_benchmarks(const BenchOptions& o) {
+  if (!o.profile_dir.empty()) std::filesystem::create_directories(o.profile_dir);
   auto model = make_bench_model(o);
   const auto& c = model->config();
   nlohmann::json j;

@@ -18,7 +18,8 @@ struct BenchOptions {
   std::vector<int64_t> decode_windows = {1, 8, 64};  // context lengths, in windows
   int64_t decode_tokens = 32;        // timed tokens per context length
   bool bf16 = true;                  // also measure bfloat16 products
-  std::string profile_path;          // non-empty: a Chrome trace of one float32 training step
+  std::string profile_dir;           // non-empty: Chrome traces of one float32 training step
+                                     // (train_step.json) and 16 decoded tokens (decode.json)
 };
 
 // Runs every measurement and returns them as JSON (see README for the fields).

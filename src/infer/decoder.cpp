@@ -21,11 +21,11 @@ void Decoder::open_window() {
     L.values = torch::empty({B, L.past + T, D}, opts);
     L.outputs = torch::empty({B, T, D}, opts);
     if (block->mega_cache() == MegaCache::kPreviousLayerInput) L.inputs = torch::empty({B, T, D}, opts);
+    std::tie(L.alpha, L.q) = block->mega->coefficients();
     if (cache) {
       L.keys.narrow(1, 0, L.past).copy_(block->attn->past_keys(cache->k));
       L.values.narrow(1, 0, L.past).copy_(block->attn->past_values(cache->v));
-      auto [alpha, q] = block->mega->coefficients();
-      L.ema = ema_scan(cache->output, alpha, q).select(1, cache->output.size(1) - 1);  // [B, D]
+      L.ema = ema_scan(cache->output, L.alpha, L.q).select(1, cache->output.size(1) - 1);  // [B, D]
     } else {
       L.ema = torch::zeros({B, D}, opts);
     }
@@ -45,9 +45,13 @@ torch::Tensor Decoder::extend_layer(size_t i, const torch::Tensor& x, int64_t po
   auto& block = model_->model->blocks[i];
   const int64_t n = x.size(1);
   // EMA continued from the last row: y_t = q^(t+1)·y0 + scan(x)_t.
-  auto [alpha, q] = block->mega->coefficients();
-  auto powers = torch::pow(q.unsqueeze(0), torch::arange(1, n + 1, q.options()).unsqueeze(1));  // [n, D]
-  auto y = ema_scan(x, alpha, q) + powers.unsqueeze(0) * L.ema.unsqueeze(1);                     // [B, n, D]
+  torch::Tensor y;  // [B, n, D]
+  if (n == 1) {     // the same arithmetic in three ops: scan(x)_0 = alpha·x
+    y = x * L.alpha + L.ema.unsqueeze(1) * L.q;
+  } else {
+    auto powers = torch::pow(L.q.unsqueeze(0), torch::arange(1, n + 1, L.q.options()).unsqueeze(1));  // [n, D]
+    y = ema_scan(x, L.alpha, L.q) + powers.unsqueeze(0) * L.ema.unsqueeze(1);
+  }
   L.ema = y.select(1, n - 1);
   auto m = block->norm_mega(y);
   auto h = block->norm_input(x);
@@ -56,7 +60,8 @@ torch::Tensor Decoder::extend_layer(size_t i, const torch::Tensor& x, int64_t po
   const int64_t seen = L.past + rows_;                             // keys before these rows
   L.keys.narrow(1, seen, n).copy_(qkv->key(h, position));
   L.values.narrow(1, seen, n).copy_(qkv->value(m));
-  auto mask = causal_mask(n, seen, x.device());                    // [n, seen + n]
+  // [n, seen + n]; one row sees every key so far
+  auto mask = n == 1 ? torch::Tensor() : causal_mask(n, seen, x.device());
   auto a = block->attn->attend(queries, L.keys.narrow(1, 0, seen + n), L.values.narrow(1, 0, seen + n), mask);
   auto out = block->combine(x, h, m, a);                           // [B, n, D]
   L.outputs.narrow(1, rows_, n).copy_(out);
@@ -98,7 +103,7 @@ torch::Tensor Decoder::prefill_window(const torch::Tensor& ids) {
 }
 
 torch::Tensor Decoder::feed(const torch::Tensor& ids_in) {
-  torch::NoGradGuard no_grad;
+  c10::InferenceMode inference;  // no autograd bookkeeping at all: cheaper than NoGradGuard per op
   TORCH_CHECK(ids_in.dim() == 2 && ids_in.size(0) == batch_ && ids_in.size(1) > 0, "Decoder::feed: ids must be [B, n>0]");
   const int64_t W = model_->config().window_size;
   const auto ids = ids_in.to(model_->embed_out->weight.device());

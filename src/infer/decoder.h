@@ -36,6 +36,7 @@ class Decoder {
     torch::Tensor outputs;  // [B, T, D] this window's layer outputs
     torch::Tensor inputs;   // [B, T, D] this window's layer inputs (mega_cache = input)
     torch::Tensor ema;      // [B, D] EMA value after the last row
+    torch::Tensor alpha, q; // [D] the layer's EMA coefficients (fixed while decoding)
     int64_t past = 0;       // Tp
   };
 

@@ -13,6 +13,8 @@ using torch::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+Tensor as(const Tensor& t, torch::ScalarType dtype) { return t.scalar_type() == dtype ? t : t.to(dtype); }
+
 bool use_onednn(const Tensor& a, const Tensor& b, torch::ScalarType compute) {
   if (!onednn_enabled() || !a.device().is_cpu() || a.numel() == 0 || b.numel() == 0) return false;
   return compute == torch::kFloat || compute == torch::kBFloat16;
@@ -21,8 +23,8 @@ bool use_onednn(const Tensor& a, const Tensor& b, torch::ScalarType compute) {
 // a · b for a [..., M, K] and b [K, N] or [..., K, N] -> [..., M, N] in OUT,
 // computed in COMPUTE.
 Tensor product(const Tensor& a, const Tensor& b, torch::ScalarType compute, torch::ScalarType out) {
-  const auto ac = a.to(compute), bc = b.to(compute);
-  if (!use_onednn(a, b, compute)) return torch::matmul(ac, bc).to(out);
+  const auto ac = as(a, compute), bc = as(b, compute);
+  if (!use_onednn(a, b, compute)) return as(torch::matmul(ac, bc), out);
   const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
   auto sizes = a.sizes().vec();
   sizes.back() = N;
@@ -38,7 +40,7 @@ class MatmulNT : public torch::autograd::Function<MatmulNT> {
   // a [..., M, K], b [..., N, K] or [N, K] -> [..., M, N]
   static Tensor forward(AutogradContext* ctx, const Tensor& a, const Tensor& b, int64_t compute_dtype) {
     const auto compute = static_cast<torch::ScalarType>(compute_dtype);
-    const auto ac = a.to(compute), bc = b.to(compute);  // saved as computed: no second cast
+    const auto ac = as(a, compute), bc = as(b, compute);  // saved as computed: no second cast
     ctx->save_for_backward({ac, bc});
     ctx->saved_data["compute"] = compute_dtype;
     ctx->saved_data["a_dtype"] = static_cast<int64_t>(a.scalar_type());
@@ -52,7 +54,7 @@ class MatmulNT : public torch::autograd::Function<MatmulNT> {
     const auto compute = static_cast<torch::ScalarType>(ctx->saved_data["compute"].toInt());
     const auto a_dtype = static_cast<torch::ScalarType>(ctx->saved_data["a_dtype"].toInt());
     const auto b_dtype = static_cast<torch::ScalarType>(ctx->saved_data["b_dtype"].toInt());
-    const auto dy = grads[0].to(compute);  // [..., M, N]
+    const auto dy = as(grads[0], compute);  // [..., M, N]
     Tensor da, db;
     if (ctx->needs_input_grad(0)) da = product(dy, b, compute, a_dtype);  // dy · b: [..., M, K]
     if (ctx->needs_input_grad(1)) {
@@ -78,7 +80,7 @@ bool onednn_enabled() {
 
 Tensor matmul_nt(const Tensor& a, const Tensor& b, torch::ScalarType compute) {
   if (!a.device().is_cpu() || !onednn_enabled())
-    return torch::matmul(a.to(compute), b.to(compute).transpose(-1, -2)).to(a.scalar_type());
+    return as(torch::matmul(as(a, compute), as(b, compute).transpose(-1, -2)), a.scalar_type());
   if (!a.requires_grad() && !b.requires_grad())  // inference: no autograd node
     return product(a, b.transpose(-1, -2), compute, a.scalar_type());
   return MatmulNT::apply(a, b, static_cast<int64_t>(compute));
