@@ -55,6 +55,26 @@ TEST(Decoder, StateAtBoundaryEqualsTheForwards) {
   EXPECT_EQ(dec.boundary_state().seen, 15);
 }
 
+// bfloat16 weights: every product's weight rounded to 8 mantissa bits, so the
+// logits move by about that much relative to their scale, and no further.
+TEST(Decoder, Bfloat16WeightsStayClose) {
+  auto exact = make_model(decode_config(), 25);
+  auto rounded = make_model(decode_config(), 25);
+  exact->eval();
+  rounded->eval();
+  rounded->store_linear_weights(torch::kBFloat16);
+  EXPECT_EQ(rounded->embed_out->weight.scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(rounded->lm_norm->weight.scalar_type(), torch::kFloat);
+  auto ids = torch::randint(0, 50, {2, 13}, torch::kLong);
+  Decoder a(exact, 2), b(rounded, 2);
+  for (int64_t t = 0; t < 13; ++t) {
+    auto la = a.feed(ids.narrow(1, t, 1)), lb = b.feed(ids.narrow(1, t, 1));
+    EXPECT_EQ(lb.scalar_type(), torch::kFloat);
+    const double scale = la.abs().max().item<double>();
+    EXPECT_LT((la - lb).abs().max().item<double>(), 0.03 * scale) << "after token " << t + 1;
+  }
+}
+
 }  // namespace
 }  // namespace bakallm
 

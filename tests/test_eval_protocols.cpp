@@ -185,6 +185,9 @@ TEST(BenchCli, JsonShape) {
   ASSERT_EQ(j["decode"].size(), 2u);
   EXPECT_EQ(j["decode"][1]["context_tokens"], 32);
   EXPECT_GT(j["decode"][0]["decode_ms_per_token"].get<double>(), 0);
+  EXPECT_GT(j["read_bytes_per_s"].get<double>(), 0);
+  ASSERT_EQ(j["decode_bfloat16_weights"].size(), 2u);
+  EXPECT_EQ(2 * j["decode_weight_bytes"]["bfloat16"].get<int64_t>(), j["decode_weight_bytes"]["float32"].get<int64_t>());
 }
 
 }  // namespace

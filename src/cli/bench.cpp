@@ -42,10 +42,18 @@ void add_bench(CLI::App& app) {
       std::printf("%-34s %9.1f tok/s  (MFU %.0f%%)\n", ("train " + k).c_str(), v["tokens_per_s"].get<double>(),
                   100 * v["mfu"].get<double>());
     std::printf("%-34s %9.1f tok/s\n", "forward float32", j["forward_tokens_per_s"].get<double>());
-    for (const auto& d : j["decode"])
-      std::printf("%-34s %9.2f ms/token  (prefill %.0f tok/s)\n",
-                  ("decode @" + std::to_string(d["context_windows"].get<int64_t>()) + " windows").c_str(),
-                  d["decode_ms_per_token"].get<double>(), d["prefill_tokens_per_s"].get<double>());
+    const double bandwidth = j["read_bytes_per_s"].get<double>();
+    std::printf("%-34s %9.1f GB/s\n", "memory read bandwidth", bandwidth / 1e9);
+    for (const auto& [key, weights] : {std::pair{"decode", "float32"}, std::pair{"decode_bfloat16_weights", "bfloat16"}}) {
+      if (!j.contains(key)) continue;
+      const double bytes = j["decode_weight_bytes"][weights].get<double>();
+      std::printf("%-34s %9.2f ms/token  (%.0f MB of weights / bandwidth)\n",
+                  (std::string("decode floor, ") + weights + " weights").c_str(), 1000 * bytes / bandwidth, bytes / 1e6);
+      for (const auto& d : j[key])
+        std::printf("%-34s %9.2f ms/token  (prefill %.0f tok/s)\n",
+                    ("decode @" + std::to_string(d["context_windows"].get<int64_t>()) + " windows, " + weights).c_str(),
+                    d["decode_ms_per_token"].get<double>(), d["prefill_tokens_per_s"].get<double>());
+    }
     std::printf("%-34s %9.1f MB\n", "weights", j["weight_bytes"].get<double>() / 1e6);
     std::printf("%-34s %9.1f MB\n", "peak resident memory", j["peak_rss_bytes"].get<double>() / 1e6);
   });

@@ -23,6 +23,7 @@ namespace {
 
 struct Args {
   std::string model, prompt, prompt_file, prompt_ids;
+  std::string weights = "float32";
   bool has_prompt = false, json = false;
   int64_t max_new = 128, batch = 1;
   SamplingOptions sampling;
@@ -141,12 +142,16 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--seed", a->sampling.seed, "sampling seed");
   cmd->add_option("--stop", a->stops, "stop at this string (repeatable)");
   cmd->add_option("--batch", a->batch, "prompts decoded together (of equal token length)")->check(CLI::PositiveNumber);
+  cmd->add_option("--weights", a->weights,
+                  "dtype of the products' weights: float32 (exact) or bfloat16 (half the bytes per token)")
+      ->check(CLI::IsMember({"float32", "bfloat16"}));
   cmd->add_flag("--json", a->json, "print one JSON object per prompt");
   cmd->callback([a, p] {
     a->has_prompt = p->count() > 0;
     a->sampling.validate();
     auto loaded = load_model_dir(a->model);
     const int64_t vocab = loaded.config.vocab_size;
+    if (a->weights == "bfloat16") loaded.model->store_linear_weights(torch::kBFloat16);
     std::unique_ptr<Tokenizer> tok;
     if (!loaded.tokenizer_path.empty()) {
       tok = std::make_unique<Tokenizer>(loaded.tokenizer_path);

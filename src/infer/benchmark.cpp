@@ -11,6 +11,7 @@
 #include "io/model_dir.h"
 #include "model/baka_lm.h"
 #include "model/flops.h"
+#include "model/linear.h"
 #include "model/matmul.h"
 
 namespace bakallm {
@@ -36,6 +37,27 @@ double matmul_peak(torch::ScalarType dtype, int64_t n = 1024) {
     for (; reps < 5; ++reps) matmul_nt(a, b, dtype);
   });
   return 2.0 * n * n * n * reps / t;
+}
+
+// Bytes/s this machine reads: a sum over a tensor far larger than any cache.
+double read_bandwidth(int64_t bytes = int64_t{1} << 29) {
+  auto big = torch::ones({bytes / 4});
+  big.sum();
+  int reps = 0;
+  const double t = seconds_of([&] {
+    for (; reps < 3; ++reps) big.sum();
+  });
+  return static_cast<double>(bytes) * reps / t;
+}
+
+// Bytes of weights one decoded token reads: every Linear weight (the head's
+// included), not the input embedding (one row of it).
+int64_t decode_weight_bytes(BakaLM& model) {
+  int64_t bytes = 0;
+  for (const auto& m : model->modules())
+    if (auto linear = std::dynamic_pointer_cast<LinearImpl>(m))
+      bytes += linear->weight.numel() * linear->weight.element_size();
+  return bytes;
 }
 
 BakaLM make_bench_model(const BenchOptions& o) {
@@ -133,7 +155,14 @@ nlohmann::json run_benchmarks(const BenchOptions& o) {
     j["train"]["bfloat16"] = train_rate(model, o, true, peak16);
   }
   j["forward_tokens_per_s"] = forward_rate(model);
+  j["read_bytes_per_s"] = read_bandwidth();
+  j["decode_weight_bytes"]["float32"] = decode_weight_bytes(model);
   j["decode"] = decode_rates(model, o);
+  if (o.bf16) {  // last: the float32 weights are gone after this
+    model->store_linear_weights(torch::kBFloat16);
+    j["decode_weight_bytes"]["bfloat16"] = decode_weight_bytes(model);
+    j["decode_bfloat16_weights"] = decode_rates(model, o);
+  }
   j["peak_rss_bytes"] = peak_rss_bytes();
   return j;
 }

@@ -78,6 +78,16 @@ void BakaLMImpl::set_compute_dtype(torch::ScalarType dtype) {
   }
 }
 
+void BakaLMImpl::store_linear_weights(torch::ScalarType dtype) {
+  torch::NoGradGuard no_grad;
+  for (const auto& m : modules()) {
+    if (auto linear = std::dynamic_pointer_cast<LinearImpl>(m)) {
+      linear->weight.set_data(linear->weight.to(dtype));
+      linear->set_compute_dtype(dtype);
+    }
+  }
+}
+
 LMOutput BakaLMImpl::forward(const torch::Tensor& ids, State state) {
   auto net = model(ids, std::move(state));
   return {head(net.hidden), std::move(net.state)};

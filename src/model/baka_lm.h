@@ -82,6 +82,12 @@ class BakaLMImpl : public torch::nn::Module {
   // norms, EMA and softmax stay float32).
   void set_compute_dtype(torch::ScalarType dtype);
 
+  // Stores every Linear weight (the head's included) in DTYPE and runs those
+  // products in it: with BFLOAT16 a decoded token reads half the bytes.
+  // Activations, norms, EMA and attention stay float32. For inference only:
+  // the float32 values are gone from this model.
+  void store_linear_weights(torch::ScalarType dtype);
+
  private:
   Config config_;
   torch::ScalarType compute_ = torch::kFloat;
