@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "model/dropout.h"
 #include "model/matmul.h"
 
 namespace bakallm {
@@ -64,7 +65,7 @@ torch::Tensor AttentionImpl::attend(const torch::Tensor& q, const torch::Tensor&
   if (mask.defined())
     scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());
   auto weights = torch::softmax(scores, -1, torch::kFloat);      // [B, Tq, Tk]
-  weights = torch::dropout(weights, dropout_, is_training());
+  weights = hashed_dropout(weights, dropout_, is_training());
   return output_gate(matmul_nt(weights, V.transpose(1, 2), compute_));  // [B, Tq, D]
 }
 

@@ -1,0 +1,83 @@
+#include "model/dropout.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+
+#include <mutex>
+
+namespace bakallm {
+
+namespace {
+
+using torch::Tensor;
+
+// splitmix64's finaliser: 64 well-mixed bits for a counter.
+inline uint64_t mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Elements are kept when their 16-bit uniform is at least this.
+inline uint32_t threshold(double p) { return static_cast<uint32_t>(std::lround(p * 65536.0)); }
+
+inline uint64_t block_hash(uint64_t seed, int64_t block) {
+  return mix(seed + static_cast<uint64_t>(block) * 0x9E3779B97F4A7C15ull);
+}
+
+// out = x ⊙ keep(seed, i) / (1 - p) over the flat index i; x contiguous float32.
+Tensor apply_mask(const Tensor& x_in, uint64_t seed, double p) {
+  const auto x = x_in.contiguous();
+  auto out = torch::empty_like(x);
+  const float* src = x.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  const int64_t n = x.numel(), blocks = (n + 3) / 4;
+  const uint32_t t = threshold(p);
+  const float scale = static_cast<float>(1.0 / (1.0 - p));
+  at::parallel_for(0, blocks, 2048, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const uint64_t h = block_hash(seed, b);
+      const int64_t base = 4 * b, lanes = std::min<int64_t>(4, n - base);
+      for (int64_t j = 0; j < lanes; ++j) {
+        const uint32_t u = static_cast<uint32_t>(h >> (16 * j)) & 0xFFFFu;
+        dst[base + j] = u >= t ? src[base + j] * scale : 0.0f;
+      }
+    }
+  });
+  return out;
+}
+
+uint64_t draw_seed() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return at::check_generator<at::CPUGeneratorImpl>(gen)->random64();
+}
+
+class HashedDropout : public torch::autograd::Function<HashedDropout> {
+ public:
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, double p, int64_t seed) {
+    ctx->saved_data["p"] = p;
+    ctx->saved_data["seed"] = seed;
+    return apply_mask(x, static_cast<uint64_t>(seed), p);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto seed = static_cast<uint64_t>(ctx->saved_data["seed"].toInt());
+    return {apply_mask(grads[0], seed, ctx->saved_data["p"].toDouble()), Tensor(), Tensor()};
+  }
+};
+
+}  // namespace
+
+bool dropout_keeps(uint64_t seed, int64_t i, double p) {
+  const uint32_t u = static_cast<uint32_t>(block_hash(seed, i / 4) >> (16 * (i % 4))) & 0xFFFFu;
+  return u >= threshold(p);
+}
+
+Tensor hashed_dropout(const Tensor& x, double p, bool training) {
+  if (!training || p <= 0.0) return x;
+  if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat) return torch::dropout(x, p, true);
+  return HashedDropout::apply(x, p, static_cast<int64_t>(draw_seed()));
+}
+
+}  // namespace bakallm

@@ -1,0 +1,22 @@
+// Inverted dropout whose keep/drop decision is a pure function of a seed and
+// the element's index (a counter-based hash, as Philox-style GPU dropout
+// does): the backward regenerates the mask instead of storing it, and the CPU
+// kernel makes 4 decisions per 64-bit hash, vectorisable and parallel, where
+// libtorch 1.13's bernoulli_ draws one generator value per element (measured:
+// 266 ms of a 5.6 s tiny training step). The seed comes from libtorch's
+// default generator, so checkpointed RNG state still makes resumes exact.
+#pragma once
+#include <torch/torch.h>
+
+namespace bakallm {
+
+// x with each element zeroed with probability P and the rest scaled by 1/(1-P),
+// when TRAINING and P > 0; x itself otherwise. CPU float32 runs the hashed
+// kernel; other devices and dtypes use torch::dropout.
+torch::Tensor hashed_dropout(const torch::Tensor& x, double p, bool training);
+
+// The mask kernel's decision for element I under SEED (exposed for tests):
+// whether it is kept at drop probability P.
+bool dropout_keeps(uint64_t seed, int64_t i, double p);
+
+}  // namespace bakallm
