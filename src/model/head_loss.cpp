@@ -34,17 +34,19 @@ class FusedHeadLoss : public torch::autograd::Function<FusedHeadLoss> {
       auto hc = h.narrow(0, r, n);
       auto t = targets.narrow(0, r, n);
       auto ok = valid.narrow(0, r, n).to(torch::kFloat);                // [n]
+      const auto index = t.clamp_min(0).unsqueeze(1);                  // [n, 1]
       auto logits = matmul_nt(hc, W, compute).to(torch::kFloat);        // [n, V]
+      auto picked = logits.gather(1, index);                            // [n, 1]
       auto m = std::get<0>(logits.max(1, true));                        // [n, 1]
-      auto p = (logits - m).exp_();                                     // [n, V] unnormalised softmax
+      auto p = logits.sub_(m).exp_();                                   // [n, V] unnormalised softmax, in place
       auto sum = p.sum(1, true);                                        // [n, 1]
       auto lse = sum.log() + m;                                         // [n, 1]
-      auto picked = logits.gather(1, t.clamp_min(0).unsqueeze(1));      // [n, 1]
       total += ((lse - picked).squeeze(1) * ok).sum().to(torch::kDouble);
       if (!grads) continue;
-      p.div_(sum);                                                      // softmax
-      p.scatter_add_(1, t.clamp_min(0).unsqueeze(1), -ok.unsqueeze(1));
-      p.mul_((ok / static_cast<double>(count)).unsqueeze(1));           // dloss/dlogits
+      // dloss/dlogits = (softmax - onehot) · ok / count, in one pass over [n, V]
+      const auto weight = (ok / static_cast<double>(count)).unsqueeze(1);  // [n, 1]
+      p.mul_(weight / sum);
+      p.scatter_add_(1, index, -weight);
       dh.narrow(0, r, n).copy_(matmul_nt(p, W.t(), compute));          // [n, D] = p · W
       dW += matmul_nt(p.t(), hc.t(), compute);                          // [V, D] = pᵀ · h
     }

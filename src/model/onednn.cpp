@@ -2,7 +2,6 @@
 
 #include <array>
 #include <functional>
-#include <memory>
 #include <unordered_map>
 
 #ifdef BAKALLM_HAVE_DNNL
