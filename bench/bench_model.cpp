@@ -4,9 +4,11 @@
 
 #include <cstdlib>
 
+#include "infer/decoder.h"
 #include "model/baka_lm.h"
 #include "model/ema.h"
 #include "model/flops.h"
+#include "model/matmul.h"
 #include "model/runtime.h"
 
 namespace bakallm {
@@ -17,17 +19,38 @@ int threads() {
   return env ? std::atoi(env) : 2;
 }
 
-// The matmul peak everything else is measured against: [N, N] x [N, N].
+// The matmul peak everything else is measured against: [N, N] x [N, N]ᵀ,
+// through the engine's product (oneDNN) or libtorch's default torch::matmul.
 void BM_Matmul(benchmark::State& state) {
   set_threads(threads());
   const int64_t n = state.range(0);
   const auto dtype = state.range(1) ? torch::kBFloat16 : torch::kFloat;
-  auto a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
-  for (auto _ : state) benchmark::DoNotOptimize(torch::matmul(a, b));
+  const bool engine = state.range(2);
+  torch::NoGradGuard no_grad;
+  auto a = torch::randn({n, n}), b = torch::randn({n, n});
+  auto a16 = a.to(dtype), b16 = b.to(dtype);
+  for (auto _ : state)
+    benchmark::DoNotOptimize(engine ? matmul_nt(a, b, dtype) : torch::matmul(a16, b16.t()));
   state.counters["FLOP/s"] = benchmark::Counter(2.0 * n * n * n, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(state.range(1) ? "bfloat16" : "float32");
+  state.SetLabel(std::string(state.range(1) ? "bfloat16" : "float32") + (engine ? " matmul_nt" : " torch::matmul"));
 }
-BENCHMARK(BM_Matmul)->Args({1024, 0})->Args({1024, 1})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Matmul)->Args({1024, 0, 1})->Args({1024, 1, 1})->Args({1024, 0, 0})->Unit(benchmark::kMillisecond);
+
+// One decoded token of the tiny preset after a window of context, float32 or
+// bfloat16 weights: the figure the decode target is about.
+void BM_DecodeToken(benchmark::State& state) {
+  set_threads(threads());
+  auto config = preset("tiny");
+  auto model = make_model(config, 0);
+  model->eval();
+  if (state.range(0)) model->store_linear_weights(torch::kBFloat16);
+  Decoder dec(model, 1);
+  dec.feed(torch::randint(0, config.vocab_size, {1, config.window_size}, torch::kLong));
+  auto next = torch::randint(0, config.vocab_size, {1, 1}, torch::kLong);
+  for (auto _ : state) benchmark::DoNotOptimize(dec.feed(next));
+  state.SetLabel(state.range(0) ? "bfloat16 weights" : "float32 weights");
+}
+BENCHMARK(BM_DecodeToken)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->Iterations(100);
 
 // EMA scan over one tiny-preset layer's input: [8, 2·578, 320], forward and backward.
 void BM_EmaScan(benchmark::State& state) {
