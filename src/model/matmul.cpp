@@ -81,7 +81,7 @@ bool onednn_enabled() {
 Tensor matmul_nt(const Tensor& a, const Tensor& b, torch::ScalarType compute) {
   if (!a.device().is_cpu() || !onednn_enabled())
     return as(torch::matmul(as(a, compute), as(b, compute).transpose(-1, -2)), a.scalar_type());
-  if (!a.requires_grad() && !b.requires_grad())  // inference: no autograd node
+  if (!torch::GradMode::is_enabled() || (!a.requires_grad() && !b.requires_grad()))  // no autograd node
     return product(a, b.transpose(-1, -2), compute, a.scalar_type());
   return MatmulNT::apply(a, b, static_cast<int64_t>(compute));
 }
