@@ -52,6 +52,14 @@ TEST(MatmulNT, Bfloat16GradientsStayClose) {
   EXPECT_TRUE(all_close(b.grad(), torch::matmul(w.reshape({-1, 48}).t(), a.detach().reshape({-1, 64})), 2e-2, 1.0));
 }
 
+TEST(MatmulNT, MeasuredFlopsArePlausible) {
+  for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    const double flops = measure_matmul_flops(dtype, 128);
+    EXPECT_GT(flops, 1e8);   // any CPU of the last 20 years
+    EXPECT_LT(flops, 1e15);  // and no CPU at all
+  }
+}
+
 TEST(Linear, InitAndForward) {
   torch::manual_seed(3);
   Linear fc(100, 70, /*bias=*/true);

@@ -27,18 +27,6 @@ double seconds_of(F&& f) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// FLOP/s of [n, n] x [n, n] in DTYPE through the engine's own product.
-double matmul_peak(torch::ScalarType dtype, int64_t n = 1024) {
-  torch::NoGradGuard no_grad;
-  auto a = torch::randn({n, n}), b = torch::randn({n, n});
-  matmul_nt(a, b, dtype);
-  int reps = 0;
-  const double t = seconds_of([&] {
-    for (; reps < 5; ++reps) matmul_nt(a, b, dtype);
-  });
-  return 2.0 * n * n * n * reps / t;
-}
-
 // Bytes/s this machine reads: a sum over a tensor far larger than any cache.
 double read_bandwidth(int64_t bytes = int64_t{1} << 29) {
   auto big = torch::ones({bytes / 4});
@@ -141,7 +129,7 @@ nlohmann::json run_benchmarks(const BenchOptions& o) {
   j["config"] = config_to_json(c);
   j["threads"] = torch::get_num_threads();
   j["onednn_float32"] = onednn_enabled();
-  const double peak32 = matmul_peak(torch::kFloat);
+  const double peak32 = measure_matmul_flops(torch::kFloat);
   j["matmul_flops_per_s"]["float32"] = peak32;
   int64_t weight_bytes = 0;
   for (const auto& p : model->parameters()) weight_bytes += p.numel() * p.element_size();
@@ -150,7 +138,7 @@ nlohmann::json run_benchmarks(const BenchOptions& o) {
                           {"training", flops_per_token(c).training_per_token}};
   j["train"]["float32"] = train_rate(model, o, false, peak32);
   if (o.bf16) {
-    const double peak16 = matmul_peak(torch::kBFloat16);
+    const double peak16 = measure_matmul_flops(torch::kBFloat16);
     j["matmul_flops_per_s"]["bfloat16"] = peak16;
     j["train"]["bfloat16"] = train_rate(model, o, true, peak16);
   }

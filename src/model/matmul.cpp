@@ -1,5 +1,6 @@
 #include "model/matmul.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 
@@ -84,6 +85,17 @@ Tensor matmul_nt(const Tensor& a, const Tensor& b, torch::ScalarType compute) {
   if (!torch::GradMode::is_enabled() || (!a.requires_grad() && !b.requires_grad()))  // no autograd node
     return product(a, b.transpose(-1, -2), compute, a.scalar_type());
   return MatmulNT::apply(a, b, static_cast<int64_t>(compute));
+}
+
+double measure_matmul_flops(torch::ScalarType compute, int64_t n) {
+  torch::NoGradGuard no_grad;
+  auto a = torch::randn({n, n}), b = torch::randn({n, n});
+  matmul_nt(a, b, compute);  // warm-up: primitive creation, first touch
+  constexpr int kReps = 5;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < kReps; ++i) matmul_nt(a, b, compute);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return 2.0 * n * n * n * kReps / seconds;
 }
 
 }  // namespace bakallm

@@ -50,6 +50,11 @@ struct TrainResult {
 
 TrainResult train(const TrainOptions& options);
 
+// The line train() prints when --dtype bfloat16 would be slower than float32
+// on this CPU (no AMX: BENCHMARKS.md), given the two measured product rates;
+// empty when bfloat16 is at least as fast.
+std::string bfloat16_advice(double float32_flops, double bfloat16_flops);
+
 // Set by SIGINT/SIGTERM once train() has installed its handlers.
 bool stop_requested();
 
