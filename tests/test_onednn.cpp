@@ -82,13 +82,22 @@ TEST_F(OneDnn, Bfloat16InFloat32Out) {
   EXPECT_TRUE(all_close(c, exact, 1e-4, 1e-4));
 }
 
-TEST_F(OneDnn, PrimitivesAreReusedAndBounded) {
-  auto a = torch::randn({8, 16}), b = torch::randn({16, 8});
-  onednn::matmul(a, b, torch::kFloat);
+TEST_F(OneDnn, PaddedRowsUseAShapedPrimitive) {
+  auto a = torch::randn({30, 50}).narrow(1, 0, 40);  // rows 50 apart, 40 used
+  auto b = torch::randn({40, 64}).narrow(1, 3, 20);
+  EXPECT_TRUE(all_close(onednn::matmul(a, b, torch::kFloat), reference(a, b), 1e-5, 1e-5));
+  auto batch = torch::randn({2, 30, 50}).narrow(2, 0, 40);
+  EXPECT_TRUE(all_close(onednn::matmul(batch, b, torch::kFloat), reference(batch, b), 1e-5, 1e-5));
+}
+
+TEST_F(OneDnn, SizesDoNotMultiplyPrimitives) {
+  onednn::matmul(torch::randn({40, 4}), torch::randn({4, 1}), torch::kFloat);
   const auto before = onednn::cached_primitives();
-  onednn::matmul(a, b, torch::kFloat);
+  for (int64_t n = 1; n <= 300; ++n)  // every document length, every key count
+    onednn::matmul(torch::randn({n % 70 + 1, 4}), torch::randn({4, n}), torch::kFloat);
   EXPECT_EQ(onednn::cached_primitives(), before);
-  for (int64_t n = 1; n <= 300; ++n) onednn::matmul(torch::randn({40, 4}), torch::randn({4, n}), torch::kFloat);
+  for (int64_t n = 1; n <= 300; ++n)  // padded rows: one primitive per shape, bounded
+    onednn::matmul(torch::randn({8, 6}).narrow(1, 0, 4), torch::randn({4, n}), torch::kFloat);
   EXPECT_LE(onednn::cached_primitives(), 256u);
 }
 

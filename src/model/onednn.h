@@ -2,10 +2,12 @@
 // links), called directly: the primitive reads libtorch's buffers in place,
 // transposed or not, so no layout conversion and no weight reorder happens
 // per call (libtorch's mkldnn_linear converts both operands and the result).
-// Measured on this project's CPU (BENCHMARKS.md): 243-285 GFLOP/s float32
-// against 117-231 through mkldnn_linear and 36 through OpenBLAS, and gemv at
-// 37-45 GB/s for decoding. Built only where libdnnl is found; CUDA tensors
-// never come here.
+// Operands whose rows (or columns) lie back to back, the model's case, share
+// one primitive per layout and dtype whose sizes are given at run time, so
+// no shape ever pays oneDNN's primitive creation twice. Measured on this
+// project's CPU (BENCHMARKS.md): 210-280 GFLOP/s float32 against 117-231
+// through mkldnn_linear and 36-56 through OpenBLAS, gemv at memory speed for
+// decoding. Built only where libdnnl is found; CUDA tensors never come here.
 #pragma once
 #include <torch/torch.h>
 
@@ -22,7 +24,8 @@ bool available();
 // a's dtype): [M, N] or [G, M, N].
 torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, torch::ScalarType out);
 
-// Primitives kept for reuse (one per shape/layout/dtype; bounded).
+// Primitives kept for reuse: one per layout and dtype, plus one per shape for
+// operands with padded rows (bounded).
 size_t cached_primitives();
 
 }  // namespace bakallm::onednn
