@@ -25,6 +25,11 @@ inline uint64_t block_hash(uint64_t seed, int64_t block) {
   return mix(seed + static_cast<uint64_t>(block) * 0x9E3779B97F4A7C15ull);
 }
 
+// Lane J (0..3) of a block's hash: its 16-bit uniform against threshold T.
+inline bool keeps(uint64_t hash, int64_t j, uint32_t t) {
+  return (static_cast<uint32_t>(hash >> (16 * j)) & 0xFFFFu) >= t;
+}
+
 // out = x ⊙ keep(seed, i) / (1 - p) over the flat index i; x contiguous float32.
 Tensor apply_mask(const Tensor& x_in, uint64_t seed, double p) {
   const auto x = x_in.contiguous();
@@ -38,10 +43,7 @@ Tensor apply_mask(const Tensor& x_in, uint64_t seed, double p) {
     for (int64_t b = begin; b < end; ++b) {
       const uint64_t h = block_hash(seed, b);
       const int64_t base = 4 * b, lanes = std::min<int64_t>(4, n - base);
-      for (int64_t j = 0; j < lanes; ++j) {
-        const uint32_t u = static_cast<uint32_t>(h >> (16 * j)) & 0xFFFFu;
-        dst[base + j] = u >= t ? src[base + j] * scale : 0.0f;
-      }
+      for (int64_t j = 0; j < lanes; ++j) dst[base + j] = keeps(h, j, t) ? src[base + j] * scale : 0.0f;
     }
   });
   return out;
@@ -70,8 +72,7 @@ class HashedDropout : public torch::autograd::Function<HashedDropout> {
 }  // namespace
 
 bool dropout_keeps(uint64_t seed, int64_t i, double p) {
-  const uint32_t u = static_cast<uint32_t>(block_hash(seed, i / 4) >> (16 * (i % 4))) & 0xFFFFu;
-  return u >= threshold(p);
+  return keeps(block_hash(seed, i / 4), i % 4, threshold(p));
 }
 
 Tensor hashed_dropout(const Tensor& x, double p, bool training) {

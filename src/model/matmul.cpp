@@ -80,10 +80,10 @@ bool onednn_enabled() {
 }
 
 Tensor matmul_nt(const Tensor& a, const Tensor& b, torch::ScalarType compute) {
-  if (!a.device().is_cpu() || !onednn_enabled())
-    return as(torch::matmul(as(a, compute), as(b, compute).transpose(-1, -2)), a.scalar_type());
-  if (!torch::GradMode::is_enabled() || (!a.requires_grad() && !b.requires_grad()))  // no autograd node
-    return product(a, b.transpose(-1, -2), compute, a.scalar_type());
+  // Our backward only where oneDNN runs and a gradient is wanted; elsewhere
+  // product() is plain libtorch ops (autograd's own backward) or needs none.
+  const bool wants_grad = torch::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad());
+  if (!wants_grad || !use_onednn(a, b, compute)) return product(a, b.transpose(-1, -2), compute, a.scalar_type());
   return MatmulNT::apply(a, b, static_cast<int64_t>(compute));
 }
 
