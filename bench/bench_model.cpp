@@ -6,9 +6,9 @@
 
 #include "infer/decoder.h"
 #include "model/baka_lm.h"
-#include "model/ema.h"
+#include "ops/ema.h"
 #include "model/flops.h"
-#include "model/matmul.h"
+#include "ops/matmul.h"
 #include "model/runtime.h"
 
 namespace bakallm {

@@ -2,8 +2,6 @@
 //              [--record DB.sqlite3] [--json]
 #include <unistd.h>
 
-#include <cstdio>
-#include <filesystem>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
@@ -11,12 +9,10 @@
 #include "cli/commands.h"
 #include "data/corpus.h"
 #include "data/tokenizer.h"
-#include "infer/evaluator.h"
-#include "infer/results_db.h"
+#include "eval/evaluator.h"
+#include "eval/results_db.h"
 #include "io/model_dir.h"
-#include "model/flops.h"
 #include "util/error.h"
-#include "util/fingerprint.h"
 #include "util/progress.h"
 
 namespace bakallm::cli {
@@ -30,34 +26,6 @@ struct Args {
   uint32_t bos = 1;
   EvalOptions o;
 };
-
-// Documents of text files, tokenized with the model's tokenizer, BOS first.
-std::function<bool(torch::Tensor&)> text_documents(const Args& a, const Tokenizer& tok) {
-  auto docs = std::make_shared<std::vector<torch::Tensor>>();
-  CorpusOptions co;
-  co.separator = parse_separator(a.separator);
-  co.invalid_utf8 = parse_invalid_utf8(a.invalid_utf8);
-  for (const auto& f : a.text) {
-    read_corpus(f, co, [&](std::string&& d) {
-      const auto ids = tok.encode_document(d);
-      docs->push_back(torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kLong));
-    });
-  }
-  if (docs->empty()) throw Error(a.text[0] + ": no documents (empty or whitespace only)");
-  auto i = std::make_shared<size_t>(0);
-  return [docs, i](torch::Tensor& out) {
-    if (*i >= docs->size()) return false;
-    out = (*docs)[(*i)++];
-    return true;
-  };
-}
-
-std::string guess_split(const std::string& name) {
-  if (name.find("valid") != std::string::npos || name.find("val") != std::string::npos) return "valid";
-  if (name.find("test") != std::string::npos) return "test";
-  if (name.find("train") != std::string::npos) return "train";
-  return "unknown";
-}
 
 }  // namespace
 
@@ -85,6 +53,7 @@ void add_eval(CLI::App& app) {
     if (a->data.empty() && a->text.empty()) throw Error("eval: give --data SHARD... or --text FILE...");
     a->o.protocol = parse_protocol(a->protocol);
     if (a->o.protocol == EvalProtocol::kSliding && a->o.context < 2) throw Error("eval: --protocol sliding needs --ctx N (N >= 2)");
+    const int64_t context = a->o.protocol == EvalProtocol::kSliding ? a->o.context : 0;  // 0: the whole document
     auto loaded = load_model_dir(a->model);
     ProgressBar bar(0, ::isatty(STDERR_FILENO));
     auto progress = [&](const EvalStats& s) {
@@ -97,75 +66,27 @@ void add_eval(CLI::App& app) {
       if (loaded.tokenizer_path.empty()) throw Error(a->model + ": no tokenizer.model, needed for --text");
       Tokenizer tok(loaded.tokenizer_path);
       require_vocab_fits(tok.vocab_size(), loaded.config.vocab_size, loaded.tokenizer_path);
-      stats = evaluate_documents(loaded.model, text_documents(*a, tok), a->o, progress);
+      CorpusOptions co;
+      co.separator = parse_separator(a->separator);
+      co.invalid_utf8 = parse_invalid_utf8(a->invalid_utf8);
+      stats = evaluate_texts(loaded.model, tok, a->text, co, a->o, progress);
     } else {
       stats = evaluate_shards(loaded.model, a->data, a->bos, a->o, progress);
     }
     bar.finish();
-    const int64_t context = a->o.protocol == EvalProtocol::kSliding ? a->o.context : 0;  // 0: the whole document
-    const double rate = stats.tokens / std::max(stats.seconds, 1e-9);
-    if (!a->record.empty()) {
-      ResultRow r;
-      const auto groups = parameter_groups(loaded.model);
-      r.n_params = groups.back().second;
-      r.n_embed_params = groups.front().second;
-      const std::string first = std::filesystem::path(a->text.empty() ? a->data[0] : a->text[0]).filename().string();
-      r.benchmark = a->benchmark.empty() ? first : a->benchmark;
-      r.split = a->split.empty() ? guess_split(first) : a->split;
-      r.context = context;
-      r.nans = stats.nonfinite;
-      r.loss = stats.loss();
-      r.ppl = stats.perplexity();
-      r.window_loss = stats.window_loss();
-      r.config_json = config_to_json(loaded.config).dump();
-      r.arch = "BakaLLM D=" + std::to_string(loaded.config.hidden_dim) + " L=" + std::to_string(loaded.config.num_layers) +
-               " I=" + std::to_string(loaded.config.intermediate_dim) + " M=" +
-               std::to_string(loaded.config.num_memory_tokens) + " W=" + std::to_string(loaded.config.window_size);
-      r.protocol = a->protocol;
-      r.checkpoint_hash = file_fingerprint(a->model + "/model.safetensors");
-      r.tool_version = std::string("bakallm ") + BAKALLM_VERSION;
-      r.tokens = stats.tokens;
-      r.documents = stats.documents;
-      record_result(a->record, r);
-    }
+    if (!a->record.empty())
+      record_result(a->record, evaluation_row(a->model, loaded.model, stats, a->protocol, context,
+                                              a->text.empty() ? a->data[0] : a->text[0], a->benchmark, a->split));
     if (a->json) {
-      nlohmann::json j = {{"loss", stats.loss()},
-                          {"ppl", stats.perplexity()},
-                          {"window_loss", stats.window_loss()},
-                          {"tokens", stats.tokens},
-                          {"documents", stats.documents},
-                          {"nonfinite", stats.nonfinite},
-                          {"protocol", a->protocol},
-                          {"context", context},
-                          {"seconds", stats.seconds},
-                          {"tokens_per_second", rate}};
+      auto j = stats.to_json();
+      j["protocol"] = a->protocol;
+      j["context"] = context;
       std::cout << j.dump() << "\n";
     } else {
-      std::printf("loss %.6f  ppl %.4f  window-average loss %.6f  tokens %lld  documents %lld  nonfinite %lld  "
-                  "protocol %s%s  (%.1f tok/s)\n",
-                  stats.loss(), stats.perplexity(), stats.window_loss(), (long long)stats.tokens,
-                  (long long)stats.documents, (long long)stats.nonfinite, a->protocol.c_str(),
-                  context ? (" ctx " + std::to_string(context)).c_str() : "", rate);
+      std::cout << stats.summary() << "  protocol " << a->protocol
+                << (context ? " ctx " + std::to_string(context) : std::string()) << "  ("
+                << static_cast<int64_t>(stats.tokens / std::max(stats.seconds, 1e-9)) << " tok/s)\n";
     }
-  });
-}
-
-void add_results(CLI::App& app) {
-  struct ResultsArgs {
-    std::string db, benchmark;
-  };
-  auto a = std::make_shared<ResultsArgs>();
-  auto* cmd = app.add_subcommand("results", "Print a results database as a table sorted by loss");
-  cmd->add_option("db", a->db, "SQLite database written by eval --record")->required();
-  cmd->add_option("--benchmark", a->benchmark, "only this benchmark");
-  cmd->callback([a] {
-    const auto rows = read_results(a->db, a->benchmark);
-    std::printf("%-9s %-26s %-6s %-8s %6s %9s %10s %10s %5s %-34s %s\n", "model", "benchmark", "split", "protocol", "ctx",
-                "params", "loss", "ppl", "nans", "architecture", "created");
-    for (const auto& r : rows)
-      std::printf("%-9s %-26s %-6s %-8s %6lld %8.2fM %10.4f %10.2f %5lld %-34s %s\n", r.model_type.c_str(),
-                  r.benchmark.c_str(), r.split.c_str(), r.protocol.c_str(), (long long)r.context, r.n_params / 1e6,
-                  r.loss, r.ppl, (long long)r.nans, r.arch.c_str(), r.created_at.c_str());
   });
 }
 

@@ -5,7 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "model/head_loss.h"
+#include "model/targets.h"
 #include "util/error.h"
 
 namespace bakallm {

@@ -231,4 +231,25 @@ void train_tokenizer(const TokenizerTrainOptions& o) {
   fs::rename(tmp_prefix + ".vocab", prefix + ".vocab");
 }
 
+std::vector<int64_t> parse_token_ids(const std::string& text, int64_t vocab, const std::string& what) {
+  std::vector<int64_t> ids;
+  size_t begin = 0;
+  while (begin < text.size()) {  // "1,2," reads as 1,2
+    const size_t end = std::min(text.find(',', begin), text.size());
+    const std::string item = text.substr(begin, end - begin);
+    try {
+      size_t used = 0;
+      const long long v = std::stoll(item, &used);
+      if (used != item.size()) throw std::invalid_argument(item);
+      ids.push_back(v);
+    } catch (const std::exception&) {
+      throw Error(what + ": '" + item + "' is not a token id");
+    }
+    if (ids.back() < 0 || ids.back() >= vocab)
+      throw Error(what + ": id " + item + " is outside the vocabulary of " + std::to_string(vocab));
+    begin = end + 1;
+  }
+  return ids;
+}
+
 }  // namespace bakallm

@@ -39,6 +39,9 @@ class Tokenizer {
 // when a tokenizer could produce ids the model has no embedding for.
 void require_vocab_fits(int64_t tokenizer_vocab, int64_t model_vocab, const std::string& source);
 
+// "5,17,33" -> ids, each checked against VOCAB; errors name WHAT (e.g. "--prompt-ids").
+std::vector<int64_t> parse_token_ids(const std::string& text, int64_t vocab, const std::string& what);
+
 struct TokenizerTrainOptions {
   std::vector<std::string> inputs;  // plain-text files, one sentence per line
   int vocab_size = 32000;

@@ -12,7 +12,7 @@
 #include "model/baka_lm.h"
 #include "model/flops.h"
 #include "model/linear.h"
-#include "model/matmul.h"
+#include "ops/matmul.h"
 
 namespace bakallm {
 

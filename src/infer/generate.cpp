@@ -1,23 +1,149 @@
 #include "infer/generate.h"
 
+#include <chrono>
+
+#include "data/tokenizer.h"
 #include "infer/decoder.h"
+#include "util/error.h"
 
 namespace bakallm {
 
-std::vector<int64_t> generate(BakaLM& model, const std::vector<int64_t>& prompt, int64_t max_new, Sampler& sampler,
-                              const std::function<bool(int64_t)>& on_token) {
-  std::vector<int64_t> context = prompt, out;
-  if (prompt.empty() || max_new <= 0) return out;
-  Decoder decoder(model, 1);
-  auto logits = decoder.feed(torch::tensor(prompt, torch::kLong).unsqueeze(0));  // [1, V]
-  for (int64_t i = 0; i < max_new; ++i) {
-    const int64_t next = sampler.sample(logits[0], context);
-    context.push_back(next);
-    out.push_back(next);
-    if ((on_token && !on_token(next)) || i + 1 == max_new) break;
-    logits = decoder.feed(torch::tensor({next}, torch::kLong).unsqueeze(0));
+namespace {
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+}  // namespace
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::kLength: return "length";
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kCancelled: return "cancelled";
+  }
+  return "length";
+}
+
+TextStream::TextStream(const Tokenizer* tokenizer, std::vector<std::string> stops)
+    : tok_(tokenizer), stops_(std::move(stops)) {}
+
+std::string TextStream::add(int64_t id) {
+  if (!tok_ || stopped_) return "";
+  ids_.push_back(static_cast<uint32_t>(id));
+  std::string text = tok_->decode(ids_);
+  size_t cut = std::string::npos;
+  for (const auto& s : stops_)
+    if (!s.empty()) cut = std::min(cut, text.find(s));
+  if (cut != std::string::npos) {
+    text.resize(cut);
+    stopped_ = true;
+  }
+  // Decoding more pieces can rewrite the end of earlier text (a byte sequence
+  // completing a character): hand out nothing until it agrees again.
+  const bool agrees = text.compare(0, emitted_, text_, 0, emitted_) == 0;
+  text_ = std::move(text);
+  if (!agrees) return "";
+  size_t safe = text_.size();
+  if (!stopped_) {
+    for (const auto& s : stops_)  // a tail that may grow into a stop string waits
+      for (size_t k = std::min(s.size() - 1, text_.size()); k > 0; --k)
+        if (text_.compare(text_.size() - k, k, s, 0, k) == 0) {
+          safe = std::min(safe, text_.size() - k);
+          break;
+        }
+  }
+  if (safe <= emitted_) return "";
+  auto out = text_.substr(emitted_, safe - emitted_);
+  emitted_ = safe;
+  return out;
+}
+
+std::string TextStream::flush() {
+  if (emitted_ >= text_.size()) return "";
+  auto out = text_.substr(emitted_);
+  emitted_ = text_.size();
+  return out;
+}
+
+std::vector<Generation> generate(BakaLM& model, const Tokenizer* tok, const std::vector<std::vector<int64_t>>& prompts,
+                                 const GenerateOptions& o, const TokenCallback& on_token, int64_t first_row) {
+  const int64_t B = static_cast<int64_t>(prompts.size());
+  if (B == 0) return {};
+  const int64_t T = static_cast<int64_t>(prompts[0].size());
+  if (T == 0) throw Error("generate: an empty prompt (give at least BOS)");
+  auto ids = torch::empty({B, T}, torch::kLong);
+  for (int64_t b = 0; b < B; ++b) {
+    if (static_cast<int64_t>(prompts[b].size()) != T) throw Error("generate: prompts of one batch differ in length");
+    std::copy(prompts[b].begin(), prompts[b].end(), ids[b].data_ptr<int64_t>());
+  }
+  std::vector<Generation> out(B);
+  std::vector<Sampler> samplers;
+  std::vector<TextStream> streams;
+  for (int64_t b = 0; b < B; ++b) {
+    auto s = o.sampling;
+    s.seed += static_cast<uint64_t>(b);
+    samplers.emplace_back(s);
+    streams.emplace_back(tok, o.stops);
+    out[b].prompt_tokens = T;
+  }
+  std::vector<std::vector<int64_t>> history = prompts;
+  std::vector<bool> done(B, o.max_new <= 0);
+  const bool was_training = model->is_training();
+  model->eval();
+  Decoder decoder(model, B);
+  auto t0 = Clock::now();
+  auto logits = decoder.feed(ids);  // [B, V]
+  const double prefill = since(t0);
+  t0 = Clock::now();
+  for (int64_t step = 0; step < o.max_new; ++step) {
+    auto next = torch::zeros({B, 1}, torch::kLong);
+    bool all_done = true;
+    for (int64_t b = 0; b < B; ++b) {
+      if (done[b]) continue;
+      auto& g = out[b];
+      const int64_t id = samplers[b].sample(logits[b], history[b]);
+      next[b][0] = id;
+      history[b].push_back(id);
+      g.ids.push_back(id);
+      std::string piece = streams[b].add(id);
+      const bool eos = tok && o.stop_at_eos && id == static_cast<int64_t>(tok->eos_id());
+      if (streams[b].stopped() || eos) {
+        g.finish = FinishReason::kStop;
+        done[b] = true;
+      } else if (static_cast<int64_t>(g.ids.size()) == o.max_new) {
+        done[b] = true;
+      }
+      if (done[b]) piece += streams[b].flush();
+      if (on_token && !on_token(first_row + b, id, piece)) {
+        if (!done[b]) g.finish = FinishReason::kCancelled;
+        done[b] = true;
+      }
+      all_done = all_done && done[b];
+    }
+    if (all_done) break;
+    logits = decoder.feed(next);
+  }
+  const double decode = since(t0);
+  if (was_training) model->train();
+  for (int64_t b = 0; b < B; ++b) {
+    out[b].text = streams[b].text();
+    out[b].prefill_seconds = prefill;
+    out[b].decode_seconds = decode;
   }
   return out;
+}
+
+std::vector<Generation> generate_each(BakaLM& model, const Tokenizer* tok, const std::vector<std::vector<int64_t>>& prompts,
+                                      const GenerateOptions& o, int64_t batch, const TokenCallback& on_token) {
+  std::vector<Generation> all;
+  for (size_t start = 0; start < prompts.size();) {
+    size_t end = start + 1;
+    while (end < prompts.size() && static_cast<int64_t>(end - start) < batch &&
+           prompts[end].size() == prompts[start].size())
+      ++end;
+    const std::vector<std::vector<int64_t>> group(prompts.begin() + start, prompts.begin() + end);
+    for (auto& g : generate(model, tok, group, o, on_token, static_cast<int64_t>(start))) all.push_back(std::move(g));
+    start = end;
+  }
+  return all;
 }
 
 }  // namespace bakallm

@@ -2,24 +2,22 @@
 
 #include <cmath>
 
-#include "model/dropout.h"
-#include "model/matmul.h"
+#include "model/layer_norm.h"
+#include "ops/dropout.h"
+#include "ops/matmul.h"
 
 namespace bakallm {
 
 namespace {
 Linear square(int64_t dim) { return Linear(dim, dim); }
-torch::nn::LayerNorm norm(int64_t dim) {
-  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-5));
-}
 }  // namespace
 
 QkvImpl::QkvImpl(int64_t dim, double rope_base)
     : q(register_module("q", square(dim))),
       k(register_module("k", square(dim))),
       v(register_module("v", square(dim))),
-      q_norm(register_module("q_norm", norm(2 * dim))),
-      k_norm(register_module("k_norm", norm(2 * dim))),
+      q_norm(register_module("q_norm", layer_norm(2 * dim))),
+      k_norm(register_module("k_norm", layer_norm(2 * dim))),
       negator(register_parameter("negator", torch::ones({}))),
       pos_emb(register_module("pos_emb", Rotary(dim, rope_base))) {}
 
@@ -30,8 +28,6 @@ torch::Tensor QkvImpl::shape(const torch::Tensor& x, torch::nn::LayerNorm& n, co
 
 torch::Tensor QkvImpl::query(const torch::Tensor& h, const WindowOffsets& o) { return shape(q(h), q_norm, o); }
 torch::Tensor QkvImpl::key(const torch::Tensor& h, const WindowOffsets& o) { return shape(k(h), k_norm, o); }
-torch::Tensor QkvImpl::query(const torch::Tensor& h, int64_t start) { return query(h, WindowOffsets{start}); }
-torch::Tensor QkvImpl::key(const torch::Tensor& h, int64_t start) { return key(h, WindowOffsets{start}); }
 
 AttentionImpl::AttentionImpl(int64_t dim, double rope_base, double dropout)
     : qkv(register_module("qkv", Qkv(dim, rope_base))),
@@ -41,16 +37,16 @@ AttentionImpl::AttentionImpl(int64_t dim, double rope_base, double dropout)
       dim_(dim),
       dropout_(dropout) {}
 
-torch::Tensor causal_mask(int64_t T, int64_t past, torch::Device device) {
-  return torch::ones({T, past + T}, torch::TensorOptions().dtype(torch::kBool).device(device))
-      .tril(past);
-}
-
-torch::Tensor causal_mask(int64_t T, int64_t past, const torch::Tensor& keep_past) {
-  auto mask = causal_mask(T, past, keep_past.device()).clone();                    // [T, past+T]
-  auto is_past = torch::arange(past + T, keep_past.device()).lt(past);              // [past+T]
-  auto hidden = is_past.unsqueeze(0).logical_and(keep_past.logical_not().unsqueeze(1));  // [B, past+T]
-  return mask.unsqueeze(0).logical_and(hidden.logical_not().unsqueeze(1));         // [B, T, past+T]
+torch::Tensor causal_mask(int64_t n, int64_t before, int64_t past, const torch::Tensor& keep_past,
+                          torch::Device device) {
+  const bool hide_past = keep_past.defined() && past > 0;
+  if (n == 1 && !hide_past) return {};  // one row sees every key so far
+  auto mask = torch::ones({n, before + n}, torch::TensorOptions().dtype(torch::kBool).device(device))
+                  .tril(before);                                                        // [n, before+n]
+  if (!hide_past) return mask;
+  auto is_past = torch::arange(before + n, device).lt(past);                            // [before+n]
+  auto hidden = is_past.unsqueeze(0).logical_and(keep_past.logical_not().unsqueeze(1)); // [B, before+n]
+  return mask.unsqueeze(0).logical_and(hidden.logical_not().unsqueeze(1));              // [B, n, before+n]
 }
 
 torch::Tensor AttentionImpl::past_keys(const torch::Tensor& k) {
@@ -69,30 +65,20 @@ torch::Tensor AttentionImpl::attend(const torch::Tensor& q, const torch::Tensor&
   return output_gate(matmul_nt(weights, V.transpose(1, 2), compute_));  // [B, Tq, D]
 }
 
-AttentionOutput AttentionImpl::forward(const torch::Tensor& qk_in, const torch::Tensor& v_in,
-                                       const LayerCache* cache, const WindowOffsets& offsets) {
-  const int64_t T = qk_in.size(1);
-  auto q = qkv->query(qk_in, offsets);  // [B, T, 2D]
-  auto k = qkv->key(qk_in, offsets);    // [B, T, 2D]
-  auto v = qkv->value(v_in);           // [B, T, D]
-  torch::Tensor K = k, V = v;
-  int64_t past = 0;
-  if (cache && cache->defined()) {
-    past = cache->k.size(1);
-    K = torch::cat({past_keys(cache->k), k}, 1);  // [B, Tp+T, 2D]
-    V = torch::cat({past_values(cache->v), v}, 1);  // [B, Tp+T, D]
-  }
-  auto mask = past && offsets.keep_past.defined() ? causal_mask(T, past, offsets.keep_past)
-                                                  : causal_mask(T, past, q.device());
-  auto a = attend(q, K, V, mask);
-  return {a, k, v};
+torch::Tensor AttentionImpl::forward(const torch::Tensor& qk_in, const torch::Tensor& v_in, LayerWindow& w,
+                                     const WindowOffsets& at) {
+  const int64_t n = qk_in.size(1), before = w.keys.length();
+  auto q = qkv->query(qk_in, at);          // [B, n, 2D]
+  auto K = w.keys.append(qkv->key(qk_in, at));  // [B, before+n, 2D]
+  auto V = w.values.append(qkv->value(v_in));   // [B, before+n, D]
+  return attend(q, K, V, causal_mask(n, before, w.past, w.keep_past, q.device()));
 }
 
 torch::Tensor AttentionImpl::solidify(const torch::Tensor& qk_in, const torch::Tensor& v_in,
                                       int64_t n) {
   const int64_t T = qk_in.size(1);
-  auto q = qkv->query(qk_in.narrow(1, T - n, n), 0);  // [B, n, 2D]
-  auto k = qkv->key(qk_in, 0);                        // [B, T, 2D]
+  auto q = qkv->query(qk_in.narrow(1, T - n, n), WindowOffsets{});  // [B, n, 2D], positions 0..n−1
+  auto k = qkv->key(qk_in, WindowOffsets{});                        // [B, T, 2D], positions 0..T−1
   auto v = qkv->value(v_in);                          // [B, T, D]
   return attend(q, k, v, torch::Tensor());
 }

@@ -15,9 +15,8 @@ class QkvImpl : public torch::nn::Module {
  public:
   QkvImpl(int64_t dim, double rope_base);
 
-  // h: [B, T, D] -> LayerNorm([W h ; negator − W h]) rotated from position start: [B, T, 2D]
-  torch::Tensor query(const torch::Tensor& h, int64_t start);
-  torch::Tensor key(const torch::Tensor& h, int64_t start);
+  // h: [B, T, D] -> LayerNorm([W h ; negator − W h]) rotated from the window's
+  // position (o.start, or o.rows per row): [B, T, 2D]
   torch::Tensor query(const torch::Tensor& h, const WindowOffsets& o);
   torch::Tensor key(const torch::Tensor& h, const WindowOffsets& o);
   torch::Tensor value(const torch::Tensor& m) { return v(m); }  // [B, T, D]
@@ -32,20 +31,16 @@ class QkvImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Qkv);
 
-struct AttentionOutput {
-  torch::Tensor a;  // [B, T, D] gated attention output
-  torch::Tensor k;  // [B, T, 2D] rotated keys of this window (next window's cache)
-  torch::Tensor v;  // [B, T, D] values of this window, ungated
-};
-
 class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(int64_t dim, double rope_base, double dropout);
 
-  // Causal attention over one extended window at positions offset..offset+T−1,
-  // preceded by the gated keys/values of the previous window when cache is set.
-  AttentionOutput forward(const torch::Tensor& qk_in, const torch::Tensor& v_in,
-                          const LayerCache* cache, const WindowOffsets& offsets);
+  // Rows of an open window at positions AT: their keys and values are appended
+  // to W's, and each row attends causally to every key so far (the gated
+  // previous window's, unless its keep_past is false, and this window's).
+  // qk_in [B, n, D] (normed input), v_in [B, n, D] (normed EMA).   -> [B, n, D]
+  torch::Tensor forward(const torch::Tensor& qk_in, const torch::Tensor& v_in, LayerWindow& w,
+                        const WindowOffsets& at);
 
   // The solidifier's attention: the last n rows query (positions 0..n−1)
   // every row (positions 0..T−1), no mask.                          -> [B, n, D]
@@ -72,9 +67,11 @@ class AttentionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Attention);
 
-// Query row t of T sees the first `past` keys and keys past..past+t.  [T, past+T] bool
-torch::Tensor causal_mask(int64_t T, int64_t past, torch::Device device);
-// The same per row, hiding the past keys of rows whose keep_past is false. [B, T, past+T]
-torch::Tensor causal_mask(int64_t T, int64_t past, const torch::Tensor& keep_past);
+// Query row i of n rows that follow BEFORE keys sees keys 0..before+i; rows b
+// whose KEEP_PAST[b] is false (when defined) do not see the first PAST keys.
+// -> [n, before+n] bool, [B, n, before+n] with keep_past, or undefined when
+// every row sees every key (one row, nothing hidden).
+torch::Tensor causal_mask(int64_t n, int64_t before, int64_t past, const torch::Tensor& keep_past,
+                          torch::Device device);
 
 }  // namespace bakallm

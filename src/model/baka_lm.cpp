@@ -1,6 +1,7 @@
 #include "model/baka_lm.h"
 
-#include "model/head_loss.h"
+#include "model/layer_norm.h"
+#include "ops/cross_entropy.h"
 
 namespace bakallm {
 
@@ -9,30 +10,40 @@ BakaNetImpl::BakaNetImpl(const Config& c)
       layers(register_module("layers", torch::nn::ModuleList())),
       memory_injector(register_module("memory_injector", MemoryInjector(c))),
       config_(c) {
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    blocks.emplace_back(c);
-    layers->push_back(blocks.back());
-  }
+  for (int64_t i = 0; i < c.num_layers; ++i) layers->push_back(Block(c));
+}
+
+OpenWindow BakaNetImpl::open_window(const State& state, int64_t B, int64_t reserve) {
+  OpenWindow w;
+  w.offsets = state.offsets();
+  const auto options = embed_in->weight.options();
+  for (size_t i = 0; i < layers->size(); ++i)
+    w.layers.push_back(layer(i).open(state.layers.empty() ? nullptr : &state.layers[i], w.offsets.keep_past, B,
+                                     options, reserve));
+  if (reserve > 0) w.top.reserve({B, reserve, config_.hidden_dim}, options);
+  return w;
+}
+
+torch::Tensor BakaNetImpl::extend(OpenWindow& w, torch::Tensor rows) {
+  const auto at = w.offsets.shifted(w.rows());  // the rows' rotary positions
+  for (size_t i = 0; i < layers->size(); ++i) rows = layer(i).forward(rows, w.layers[i], at);
+  w.top.append(rows);
+  return rows;
+}
+
+void BakaNetImpl::close_window(OpenWindow& w, State& state, int64_t tokens) {
+  state.layers.clear();
+  for (const auto& l : w.layers) state.layers.push_back(l.cache());
+  state.memory = memory_injector->solidify(w.top.rows());  // [B, M, D]
+  state.advance(tokens);
+  if (is_training() && state.windows % config_.detach_every == 0) state.detach_();
 }
 
 torch::Tensor BakaNetImpl::window(const torch::Tensor& x, State& state) {
-  const bool first = state.layers.empty();
-  if (first) state.layers.resize(blocks.size());
-  const auto offsets = state.offsets();
-  auto memory = state.memory;
-  if (memory.defined() && state.fresh_rows.defined())  // restarted rows take the initial memory
-    memory = torch::where(state.fresh_rows.view({-1, 1, 1}),
-                          memory_injector->memory_tokens[0].unsqueeze(0).to(memory.scalar_type()), memory);
-  auto s = memory_injector->inject(x, memory);        // [B, n+2M+2, D]
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    auto r = blocks[i]->forward(s, first ? nullptr : &state.layers[i], offsets);
-    s = r.out;
-    state.layers[i] = r.cache;
-  }
-  state.memory = memory_injector->solidify(s);        // [B, M, D]
-  state.advance(x.size(1));
-  if (is_training() && state.windows % config_.detach_every == 0) state.detach_();
-  return memory_injector->text_rows(s);               // [B, n, D]
+  auto w = open_window(state, x.size(0));
+  auto s = extend(w, memory_injector->inject(x, memory_injector->prefix(state, x.size(0))));  // [B, n+2M+2, D]
+  close_window(w, state, x.size(1));
+  return memory_injector->text_rows(s);  // [B, n, D]
 }
 
 NetOutput BakaNetImpl::forward(const torch::Tensor& ids, State state, const torch::Tensor& resets) {
@@ -50,8 +61,7 @@ NetOutput BakaNetImpl::forward(const torch::Tensor& ids, State state, const torc
 
 BakaLMImpl::BakaLMImpl(const Config& c)
     : model(register_module("model", BakaNet(c))),
-      lm_norm(register_module("lm_norm",
-                              torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_dim}).eps(1e-5)))),
+      lm_norm(register_module("lm_norm", layer_norm(c.hidden_dim))),
       embed_out(register_module("embed_out", Linear(c.hidden_dim, c.vocab_size))),
       config_(c) {}
 
@@ -61,13 +71,6 @@ BakaLMImpl::LossOutput BakaLMImpl::forward_loss(const torch::Tensor& ids, const 
   auto h = lm_norm(net.hidden).reshape({-1, config_.hidden_dim});  // [B·T, D]
   auto loss = fused_head_loss(h, embed_out->weight, targets.reshape({-1}), compute_);
   return {loss, std::move(net.state)};
-}
-
-torch::Tensor shifted_targets(const torch::Tensor& ids) {
-  auto targets = torch::full_like(ids, kIgnoreIndex);
-  const int64_t T = ids.size(1);
-  if (T > 1) targets.narrow(1, 0, T - 1).copy_(ids.narrow(1, 1, T - 1));
-  return targets;
 }
 
 void BakaLMImpl::set_compute_dtype(torch::ScalarType dtype) {
@@ -95,9 +98,9 @@ LMOutput BakaLMImpl::forward(const torch::Tensor& ids, State state) {
 
 torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& ids) {
   const int64_t T = ids.size(1), V = logits.size(2);
-  auto pred = logits.narrow(1, 0, T - 1).reshape({-1, V}).to(torch::kFloat);  // [B·(T-1), V]
-  auto target = ids.narrow(1, 1, T - 1).reshape({-1});                       // [B·(T-1)]
-  return torch::nn::functional::cross_entropy(pred, target);
+  auto pred = logits.narrow(1, 0, T - 1).reshape({-1, V});  // [B·(T-1), V]
+  auto target = ids.narrow(1, 1, T - 1).reshape({-1});     // [B·(T-1)]
+  return cross_entropy_rows(pred, target).mean();
 }
 
 BakaLM make_model(const Config& config, uint64_t seed) {

@@ -3,11 +3,14 @@
 //   BakaNet (`model.`):
 //     x = embed_in(ids)                                         [B, T, D]
 //     for each window of W tokens starting at p:
+//       open the window: per layer the gated cache_i and its EMA value
 //       s = memory_injector.inject(x[:, p:p+W], memory)         [B, W+2M+2, D]
-//       for layer i: s, cache_i = layers[i](s, cache_i, seen + p)
+//       for layer i: s = layers[i](s, window_i, seen + p)
 //       memory = memory_injector.solidify(s)                    [B, M, D]
+//       cache_i = this window's rows of layer i
 //       out_c  = s[:, M+1 : M+1+W]
 //       training and every detach_every-th window: detach memory and caches
+//     (the decoder opens the same window and reads its rows a few at a time)
 //     h = concat(out_c)                                         [B, T, D]
 //   BakaLM:
 //     logits = embed_out( lm_norm(h) )                          [B, T, V]
@@ -16,10 +19,10 @@
 
 #include "model/block.h"
 #include "model/config.h"
-#include "model/head_loss.h"
 #include "model/linear.h"
 #include "model/memory_injector.h"
 #include "model/state.h"
+#include "model/targets.h"
 
 namespace bakallm {
 
@@ -37,13 +40,25 @@ class BakaNetImpl : public torch::nn::Module {
   NetOutput forward(const torch::Tensor& ids, State state = {}, const torch::Tensor& resets = {});
 
   // One window of embedded tokens x [B, n, D] (n <= W) through every layer and
-  // the solidifier; updates state (memory, caches, seen, windows).  -> [B, n, D]
+  // the solidifier, read in one piece: open_window, extend by
+  // memory_injector.inject(x), close_window.                       -> [B, n, D]
   torch::Tensor window(const torch::Tensor& x, State& state);
 
+  // The steps of a window, for a reader that takes its rows a few at a time.
+  // Opens the next window of STATE for B rows (RESERVE > 0: room for that many
+  // rows is preallocated, as the decoder wants).
+  OpenWindow open_window(const State& state, int64_t batch, int64_t reserve = 0);
+  // Rows [B, n, D] of the open window through every layer.       -> [B, n, D]
+  torch::Tensor extend(OpenWindow& w, torch::Tensor rows);
+  // After the window's last row: the next memory (solidifier), the caches,
+  // TOKENS text tokens seen; in training, detach every detach_every windows.
+  void close_window(OpenWindow& w, State& state, int64_t tokens);
+
+  BlockImpl& layer(size_t i) { return layers->at<BlockImpl>(i); }
+
   torch::nn::Embedding embed_in;
-  torch::nn::ModuleList layers;
+  torch::nn::ModuleList layers;  // of Block
   MemoryInjector memory_injector;
-  std::vector<Block> blocks;  // the same modules as `layers`, typed
 
  private:
   Config config_;
@@ -93,10 +108,6 @@ class BakaLMImpl : public torch::nn::Module {
   torch::ScalarType compute_ = torch::kFloat;
 };
 TORCH_MODULE(BakaLM);
-
-// TARGETS for next-token prediction on IDS [B, T]: ids shifted left, the last
-// position ignored.                                                    -> [B, T]
-torch::Tensor shifted_targets(const torch::Tensor& ids);
 
 // Mean cross-entropy of logits[:, :-1] against ids[:, 1:].   logits [B, T, V], ids [B, T]
 torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& ids);

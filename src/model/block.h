@@ -1,7 +1,8 @@
-// BakaBlock (`model.layers.i.`):
-//   m   = norm_mega( mega(x, cache.output) )
+// BakaBlock (`model.layers.i.`), for rows x of an open window (all of it in
+// training and prefill, one row per decoded token):
+//   m   = norm_mega( mega(x, from the EMA value before x) )
 //   h   = norm_input(x)
-//   a   = attn(qk_in = h, v_in = m, cache.k, cache.v, offset)
+//   a   = attn(qk_in = h, v_in = m, the window's keys and values so far)
 //   mlp = mlp(h) ⊙ sigmoid( mlp_attn_gate( mlp_attn_norm(a) ) )
 //   g   = m ⊙ sigmoid( mega_gate(m) )          (mega_gate has a bias)
 //   out = x + a + mlp + g
@@ -17,26 +18,24 @@
 
 namespace bakallm {
 
-struct BlockOutput {
-  torch::Tensor out;  // [B, T, D]
-  LayerCache cache;   // this window, for the next one
-};
-
 class BlockImpl : public torch::nn::Module {
  public:
   explicit BlockImpl(const Config& config);
 
-  // One extended window x [B, T, D], causal, after the previous window's cache.
-  BlockOutput forward(const torch::Tensor& x, const LayerCache* cache, const WindowOffsets& offsets);
+  // Opens this layer's window after CACHE (nullptr or undefined: a fresh
+  // stream) for a batch of B rows: the gated previous keys and values, and the
+  // EMA value at the end of the cached rows. Rows whose KEEP_PAST [B] is false
+  // see none of it. RESERVE > 0 preallocates room for that many rows.
+  LayerWindow open(const LayerCache* cache, const torch::Tensor& keep_past, int64_t batch,
+                   const torch::TensorOptions& options, int64_t reserve = 0);
+
+  // Rows x [B, n, D] of the open window W at positions AT: causal over the
+  // window's rows so far and the previous window.                  -> [B, n, D]
+  torch::Tensor forward(const torch::Tensor& x, LayerWindow& w, const WindowOffsets& at);
 
   // The memory solidifier's pass: no cache, not causal; attention and MLP for
   // the last n rows only, whose output [B, n, D] is returned.
   torch::Tensor solidify(const torch::Tensor& x, int64_t n);
-
-  // x + a + mlp(h) ⊙ sigmoid(mlp_attn_gate(mlp_attn_norm(a))) + m ⊙ sigmoid(mega_gate(m))
-  torch::Tensor combine(const torch::Tensor& x, const torch::Tensor& h, const torch::Tensor& m,
-                        const torch::Tensor& a);
-  MegaCache mega_cache() const { return mega_cache_; }
 
   Mega mega;
   torch::nn::LayerNorm norm_mega, norm_input, mlp_attn_norm;
@@ -45,6 +44,10 @@ class BlockImpl : public torch::nn::Module {
   Linear mlp_attn_gate, mega_gate;
 
  private:
+  // x + a + mlp(h) ⊙ sigmoid(mlp_attn_gate(mlp_attn_norm(a))) + m ⊙ sigmoid(mega_gate(m))
+  torch::Tensor combine(const torch::Tensor& x, const torch::Tensor& h, const torch::Tensor& m,
+                        const torch::Tensor& a);
+
   MegaCache mega_cache_;
 };
 TORCH_MODULE(Block);

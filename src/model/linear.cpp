@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "model/matmul.h"
+#include "ops/matmul.h"
 
 namespace bakallm {
 

@@ -1,6 +1,6 @@
 #include "model/mega.h"
 
-#include "model/ema.h"
+#include "ops/ema.h"
 
 namespace bakallm {
 
@@ -17,11 +17,19 @@ std::pair<torch::Tensor, torch::Tensor> MegaImpl::coefficients() const {
   return {alpha, (1 - alpha) * delta};
 }
 
-torch::Tensor MegaImpl::forward(const torch::Tensor& x, const torch::Tensor& prev) {
+torch::Tensor MegaImpl::forward(const torch::Tensor& x) {
   auto [alpha, q] = coefficients();
-  auto u = prev.defined() ? torch::cat({prev, x}, 1) : x;     // [B, Tp+T, D]
-  auto y = ema_scan(u, alpha, q);                              // [B, Tp+T, D]
-  return y.narrow(1, y.size(1) - x.size(1), x.size(1));        // [B, T, D]
+  return ema_scan(x, alpha, q);  // [B, T, D]
+}
+
+torch::Tensor MegaImpl::state_after(const torch::Tensor& prev, const torch::Tensor& alpha,
+                                    const torch::Tensor& q) const {
+  return ema_scan(prev, alpha, q).select(1, prev.size(1) - 1);  // [B, D]
+}
+
+torch::Tensor MegaImpl::continued(const torch::Tensor& x, const torch::Tensor& y0, const torch::Tensor& alpha,
+                                  const torch::Tensor& q) const {
+  return ema_scan(x, alpha, q, y0);  // [B, n, D]
 }
 
 }  // namespace bakallm

@@ -2,6 +2,39 @@
 
 namespace bakallm {
 
+WindowOffsets WindowOffsets::shifted(int64_t r) const {
+  WindowOffsets o = *this;
+  o.start += r;
+  if (rows.defined()) o.rows = rows + r;
+  return o;
+}
+
+void RowBuffer::reserve(std::vector<int64_t> shape, const torch::TensorOptions& options) {
+  data_ = torch::empty(shape, options);
+  length_ = 0;
+  reserved_ = true;
+}
+
+torch::Tensor RowBuffer::append(const torch::Tensor& r) {
+  const int64_t n = r.size(1);
+  if (reserved_) {
+    TORCH_CHECK(length_ + n <= data_.size(1), "RowBuffer: ", length_ + n, " rows exceed the capacity ", data_.size(1));
+    data_.narrow(1, length_, n).copy_(r);
+  } else {
+    data_ = length_ ? torch::cat({data_, r}, 1) : r;
+  }
+  length_ += n;
+  return rows();
+}
+
+torch::Tensor RowBuffer::rows() const { return reserved_ ? data_.narrow(1, 0, length_) : data_; }
+
+LayerCache LayerWindow::cache() const {
+  const int64_t n = rows();
+  return {sources.rows(), keys.rows().narrow(1, past, n), values.rows().narrow(1, past, n)};
+}
+
+
 void State::detach_() {
   if (memory.defined()) memory = memory.detach();
   for (auto& c : layers) {

@@ -1,5 +1,8 @@
-// What a stream hands from one call to the next: the memory for the next
-// window's prefix, one cache per layer (the previous window), tokens seen.
+// What a stream hands from one window to the next (State: the memory for the
+// next window's prefix, one cache per layer, tokens seen), and what a window
+// holds while it is being read (OpenWindow: per layer the keys, values and EMA
+// value so far). The batched forward reads a window in one piece; the decoder
+// reads it a few rows at a time; both go through the same OpenWindow.
 #pragma once
 #include <vector>
 
@@ -20,8 +23,11 @@ struct LayerCache {
 // start a new document inside a batch that carries on).
 struct WindowOffsets {
   int64_t start = 0;
-  torch::Tensor rows;       // [B] int64, or undefined: every row at `start`
-  torch::Tensor keep_past;  // [B] bool, or undefined: every row keeps its cache
+  torch::Tensor rows = {};       // [B] int64, or undefined: every row at `start`
+  torch::Tensor keep_past = {};  // [B] bool, or undefined: every row keeps its cache
+
+  // The same window, R rows further on.
+  WindowOffsets shifted(int64_t r) const;
 };
 
 struct State {
@@ -41,6 +47,47 @@ struct State {
   void reset_rows(const torch::Tensor& mask);
   WindowOffsets offsets() const;
   void advance(int64_t tokens);     // after a window of TOKENS tokens
+};
+
+// Rows appended along dim 1. Unreserved, each append concatenates (autograd
+// sees ordinary ops: training, prefill); reserved, rows are copied into a
+// buffer of fixed capacity (decoding: no allocation per token).
+class RowBuffer {
+ public:
+  void reserve(std::vector<int64_t> shape, const torch::TensorOptions& options);  // shape[1]: capacity
+  // Appends ROWS [B, n, ...]; returns every row so far.                [B, length, ...]
+  torch::Tensor append(const torch::Tensor& rows);
+  torch::Tensor rows() const;  // every row so far
+  int64_t length() const { return length_; }
+
+ private:
+  torch::Tensor data_;
+  int64_t length_ = 0;
+  bool reserved_ = false;
+};
+
+// Layer i while a window is open: the previous window's gated keys and values
+// followed by this window's, the EMA value after the last row read, and the
+// rows the next window's cache will hold.
+struct LayerWindow {
+  RowBuffer keys;        // [B, past + rows, 2D]
+  RowBuffer values;      // [B, past + rows, D]
+  RowBuffer sources;     // [B, rows, D] layer outputs (or inputs: mega_cache) of this window
+  torch::Tensor ema;     // [B, D] EMA value after the last row (zero for a fresh stream)
+  torch::Tensor alpha, q;  // [D] the EMA's coefficients, fixed while the window is open
+  int64_t past = 0;      // rows of the previous window (0 for a fresh stream)
+  torch::Tensor keep_past;  // [B] bool or undefined: rows that may see the previous window
+
+  int64_t rows() const { return sources.length(); }
+  LayerCache cache() const;  // this window, as the next one's cache
+};
+
+// A window being read, rows [prefix(M) ; sep0 ; tokens ; sep1 ; suffix(M)].
+struct OpenWindow {
+  std::vector<LayerWindow> layers;
+  RowBuffer top;           // [B, rows, D] the last layer's outputs (the solidifier reads them)
+  WindowOffsets offsets;   // of the window's first row
+  int64_t rows() const { return top.length(); }
 };
 
 }  // namespace bakallm

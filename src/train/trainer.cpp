@@ -12,10 +12,10 @@
 
 #include "data/loader.h"
 #include "data/tokenizer.h"
-#include "infer/evaluator.h"
+#include "eval/evaluator.h"
 #include "infer/generate.h"
 #include "io/model_dir.h"
-#include "model/matmul.h"
+#include "ops/matmul.h"
 #include "train/checkpoint.h"
 #include "train/metrics.h"
 #include "train/schedule.h"
@@ -68,18 +68,14 @@ std::string sample_text(BakaLM& model, const std::string& tokenizer, const std::
   if (tokenizer.empty() || n <= 0) return "";
   Tokenizer tok(tokenizer);
   const auto doc = tok.encode_document(prompt);
-  const std::vector<int64_t> ids(doc.begin(), doc.end());
-  SamplingOptions so;
-  so.temperature = 0.8;
-  so.top_k = 40;
-  so.seed = seed;
-  Sampler sampler(so);
-  const bool was_training = model->is_training();
-  model->eval();
-  auto out = generate(model, ids, n, sampler, [&](int64_t id) { return id != tok.eos_id(); });
-  if (was_training) model->train();
-  std::vector<uint32_t> all(ids.begin() + 1, ids.end());
-  for (auto t : out) all.push_back(static_cast<uint32_t>(t));
+  GenerateOptions go;
+  go.max_new = n;
+  go.sampling.temperature = 0.8;
+  go.sampling.top_k = 40;
+  go.sampling.seed = seed;
+  const auto out = generate(model, &tok, {std::vector<int64_t>(doc.begin(), doc.end())}, go);
+  std::vector<uint32_t> all(doc.begin() + 1, doc.end());  // the prompt and its continuation, decoded together
+  for (auto t : out[0].ids) all.push_back(static_cast<uint32_t>(t));
   return tok.decode(all);
 }
 

@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "model/linear.h"
-#include "model/matmul.h"
+#include "ops/matmul.h"
 #include "tensor_asserts.h"
 
 namespace bakallm {

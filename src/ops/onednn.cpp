@@ -1,4 +1,4 @@
-#include "model/onednn.h"
+#include "ops/onednn.h"
 
 #include <array>
 #include <functional>

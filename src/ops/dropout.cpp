@@ -1,4 +1,4 @@
-#include "model/dropout.h"
+#include "ops/dropout.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>

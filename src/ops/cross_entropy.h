@@ -1,3 +1,6 @@
+// Cross-entropy, once: per row over given logits (evaluation, tests), and
+// fused with the LM head for training.
+//
 // The LM head and cross-entropy fused, chunk by chunk over rows, so that the
 // [N, V] logits (and their softmax and gradient: 0.5 GB each for 4k tokens
 // of a 32k vocabulary) never exist at once. When autograd will want
@@ -6,9 +9,13 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "model/targets.h"
+
 namespace bakallm {
 
-constexpr int64_t kIgnoreIndex = -100;
+// −log softmax(logits)[target] per row, in float32; 0 where the target is
+// kIgnoreIndex. logits [N, V], targets [N] int64.                      -> [N]
+torch::Tensor cross_entropy_rows(const torch::Tensor& logits, const torch::Tensor& targets);
 
 // Mean of −log softmax(h Wᵀ)[target] over rows whose target != kIgnoreIndex
 // (0 when there are none). h: [N, D] (already lm_norm'ed), W: [V, D],

@@ -1,11 +1,14 @@
-#include "infer/results_db.h"
+#include "eval/results_db.h"
 
 #include <sqlite3.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 
+#include "model/flops.h"
 #include "util/error.h"
+#include "util/fingerprint.h"
 
 namespace bakallm {
 
@@ -125,6 +128,60 @@ std::vector<ResultRow> read_results(const std::string& path, const std::string& 
     rows.push_back(r);
   }
   return rows;
+}
+
+std::string guess_split(const std::string& name) {
+  if (name.find("valid") != std::string::npos || name.find("val") != std::string::npos) return "valid";
+  if (name.find("test") != std::string::npos) return "test";
+  if (name.find("train") != std::string::npos) return "train";
+  return "unknown";
+}
+
+std::string architecture_text(const Config& c) {
+  return "BakaLLM D=" + std::to_string(c.hidden_dim) + " L=" + std::to_string(c.num_layers) +
+         " I=" + std::to_string(c.intermediate_dim) + " M=" + std::to_string(c.num_memory_tokens) +
+         " W=" + std::to_string(c.window_size);
+}
+
+ResultRow evaluation_row(const std::string& model_dir, BakaLM& model, const EvalStats& stats,
+                         const std::string& protocol, int64_t context, const std::string& first_input,
+                         const std::string& benchmark, const std::string& split) {
+  ResultRow r;
+  const auto groups = parameter_groups(model);
+  r.n_params = groups.back().second;
+  r.n_embed_params = groups.front().second;
+  const std::string first = std::filesystem::path(first_input).filename().string();
+  r.benchmark = benchmark.empty() ? first : benchmark;
+  r.split = split.empty() ? guess_split(first) : split;
+  r.context = context;
+  r.nans = stats.nonfinite;
+  r.loss = stats.loss();
+  r.ppl = stats.perplexity();
+  r.window_loss = stats.window_loss();
+  r.config_json = config_to_json(model->config()).dump();
+  r.arch = architecture_text(model->config());
+  r.protocol = protocol;
+  r.checkpoint_hash = file_fingerprint(model_dir + "/model.safetensors");
+  r.tool_version = std::string("bakallm ") + BAKALLM_VERSION;
+  r.tokens = stats.tokens;
+  r.documents = stats.documents;
+  return r;
+}
+
+std::string format_results(const std::vector<ResultRow>& rows) {
+  std::string out;
+  char line[512];
+  std::snprintf(line, sizeof line, "%-9s %-26s %-6s %-8s %6s %9s %10s %10s %5s %-34s %s\n", "model", "benchmark",
+                "split", "protocol", "ctx", "params", "loss", "ppl", "nans", "architecture", "created");
+  out += line;
+  for (const auto& r : rows) {
+    std::snprintf(line, sizeof line, "%-9s %-26s %-6s %-8s %6lld %8.2fM %10.4f %10.2f %5lld %-34s %s\n",
+                  r.model_type.c_str(), r.benchmark.c_str(), r.split.c_str(), r.protocol.c_str(),
+                  (long long)r.context, r.n_params / 1e6, r.loss, r.ppl, (long long)r.nans, r.arch.c_str(),
+                  r.created_at.c_str());
+    out += line;
+  }
+  return out;
 }
 
 }  // namespace bakallm

@@ -1,19 +1,19 @@
-#include "infer/evaluator.h"
+#include "eval/evaluator.h"
 
 #include <chrono>
+#include <cstdio>
 
+#include <nlohmann/json.hpp>
+
+#include "data/corpus.h"
 #include "data/shard.h"
+#include "data/tokenizer.h"
+#include "ops/cross_entropy.h"
 #include "util/error.h"
 
 namespace bakallm {
 
 namespace {
-
-namespace F = torch::nn::functional;
-
-torch::Tensor losses_of(const torch::Tensor& logits, const torch::Tensor& targets) {  // [n, V], [n] -> [n]
-  return F::cross_entropy(logits.to(torch::kFloat), targets, F::CrossEntropyFuncOptions().reduction(torch::kNone));
-}
 
 torch::Tensor stream_losses(BakaLM& model, const torch::Tensor& doc, int64_t windows_per_call) {
   const auto device = model->embed_out->weight.device();
@@ -27,7 +27,7 @@ torch::Tensor stream_losses(BakaLM& model, const torch::Tensor& doc, int64_t win
     const int64_t scored = std::min(len, n - 1 - p);
     auto r = model(doc.narrow(0, p, len).unsqueeze(0).to(device), std::move(state));
     state = std::move(r.state);
-    out.narrow(0, p, scored).copy_(losses_of(r.logits[0].narrow(0, 0, scored), doc.narrow(0, p + 1, scored).to(device)));
+    out.narrow(0, p, scored).copy_(cross_entropy_rows(r.logits[0].narrow(0, 0, scored), doc.narrow(0, p + 1, scored).to(device)));
   }
   return out;
 }
@@ -44,7 +44,7 @@ torch::Tensor sliding_losses(BakaLM& model, const torch::Tensor& doc, int64_t co
     if (first < end) {
       auto logits = model(doc.narrow(0, begin, end - begin).unsqueeze(0).to(device)).logits[0];  // fresh state
       auto pred = logits.narrow(0, first - 1 - begin, end - first);
-      out.narrow(0, first - 1, end - first).copy_(losses_of(pred, doc.narrow(0, first, end - first).to(device)));
+      out.narrow(0, first - 1, end - first).copy_(cross_entropy_rows(pred, doc.narrow(0, first, end - first).to(device)));
       scored_to = end;
     }
   }
@@ -154,6 +154,39 @@ EvalStats evaluate_shards(BakaLM& model, const std::vector<std::string>& shards,
   o.windows_per_call = windows_per_call;
   o.max_tokens = max_tokens;
   return evaluate_shards(model, shards, bos_id, o, progress);
+}
+
+EvalStats evaluate_texts(BakaLM& model, const Tokenizer& tok, const std::vector<std::string>& files,
+                         const CorpusOptions& corpus, const EvalOptions& o,
+                         const std::function<void(const EvalStats&)>& progress) {
+  std::vector<torch::Tensor> docs;
+  for (const auto& f : files)
+    read_corpus(f, corpus, [&](std::string&& d) {
+      const auto ids = tok.encode_document(d);
+      docs.push_back(torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kLong));
+    });
+  if (docs.empty()) throw Error(files.at(0) + ": no documents (empty or whitespace only)");
+  size_t i = 0;
+  auto next = [&](torch::Tensor& out) {
+    if (i >= docs.size()) return false;
+    out = docs[i++];
+    return true;
+  };
+  return evaluate_documents(model, next, o, progress);
+}
+
+nlohmann::json EvalStats::to_json() const {
+  return {{"loss", loss()},   {"ppl", perplexity()},    {"window_loss", window_loss()},
+          {"tokens", tokens}, {"documents", documents}, {"nonfinite", nonfinite},
+          {"seconds", seconds}, {"tokens_per_second", tokens / std::max(seconds, 1e-9)}};
+}
+
+std::string EvalStats::summary() const {
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "loss %.6f  ppl %.4f  window-average loss %.6f  tokens %lld  documents %lld  nonfinite %lld",
+                loss(), perplexity(), window_loss(), (long long)tokens, (long long)documents, (long long)nonfinite);
+  return line;
 }
 
 }  // namespace bakallm

@@ -2,7 +2,7 @@
 // gradients, chunked, with ignored targets and a non-unit upstream gradient.
 #include <gtest/gtest.h>
 
-#include "model/head_loss.h"
+#include "ops/cross_entropy.h"
 #include "tensor_asserts.h"
 
 namespace bakallm {

@@ -1,6 +1,6 @@
-#include "model/head_loss.h"
+#include "ops/cross_entropy.h"
 
-#include "model/matmul.h"
+#include "ops/matmul.h"
 
 namespace bakallm {
 
@@ -63,6 +63,12 @@ class FusedHeadLoss : public torch::autograd::Function<FusedHeadLoss> {
 };
 
 }  // namespace
+
+torch::Tensor cross_entropy_rows(const torch::Tensor& logits, const torch::Tensor& targets) {
+  namespace F = torch::nn::functional;
+  return F::cross_entropy(logits.to(torch::kFloat), targets,
+                          F::CrossEntropyFuncOptions().reduction(torch::kNone).ignore_index(kIgnoreIndex));
+}
 
 torch::Tensor fused_head_loss(const torch::Tensor& h, const torch::Tensor& W, const torch::Tensor& targets,
                               torch::ScalarType compute, int64_t rows_per_chunk) {

@@ -9,8 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "infer/evaluator.h"
-#include "infer/results_db.h"
+#include "eval/evaluator.h"
+#include "eval/results_db.h"
 #include "paths.h"
 #include "run_cli.h"
 #include "small_config.h"

@@ -1,10 +1,10 @@
-#include "model/matmul.h"
+#include "ops/matmul.h"
 
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 
-#include "model/onednn.h"
+#include "ops/onednn.h"
 
 namespace bakallm {
 

@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "data/shard.h"
-#include "infer/evaluator.h"
+#include "eval/evaluator.h"
 #include "paths.h"
 #include "small_config.h"
 #include "util/error.h"

@@ -1,8 +1,8 @@
 // onednn::matmul: every operand layout it accepts, against torch::matmul in double.
 #include <gtest/gtest.h>
 
-#include "model/matmul.h"
-#include "model/onednn.h"
+#include "ops/matmul.h"
+#include "ops/onednn.h"
 #include "tensor_asserts.h"
 
 namespace bakallm {

@@ -1,7 +1,7 @@
 // The EMA scan against its closed form, a numerical gradient check, and long sequences.
 #include <gtest/gtest.h>
 
-#include "model/ema.h"
+#include "ops/ema.h"
 #include "tensor_asserts.h"
 
 namespace bakallm {
@@ -96,6 +96,42 @@ TEST(Ema, LongSequenceGradientMatchesDouble) {
   (ema_scan(ud, ad, qd) * w.to(torch::kDouble)).sum().backward();
   EXPECT_TRUE(all_close(alpha.grad(), ad.grad(), 1e-4, 1e-4));
   EXPECT_TRUE(all_close(q.grad(), qd.grad(), 1e-4, 1e-4));
+}
+
+// A window continues the previous one's EMA from one value: scanning [a ; b]
+// equals scanning b from y0 = the last row of scan(a), in value and in every
+// gradient (u, alpha, q, and y0 back into a) -- by the CPU kernel, the
+// generic path and the one-row step alike.
+TEST(Ema, ContinuedFromAnInitialValueEqualsOneScan) {
+  torch::manual_seed(5);
+  for (int64_t rows_b : {1, 6}) {
+    for (auto dtype : {torch::kDouble, torch::kBFloat16}) {
+      auto a = torch::randn({2, 7, 4}, torch::kDouble).requires_grad_();
+      auto b = torch::randn({2, rows_b, 4}, torch::kDouble).requires_grad_();
+      auto alpha = torch::rand({4}, torch::kDouble).requires_grad_();
+      auto q = ((1 - alpha.detach()) * torch::rand({4}, torch::kDouble)).requires_grad_();
+      auto w = torch::randn({2, rows_b, 4}, torch::kDouble);
+      auto as = [&](const torch::Tensor& t) { return dtype == torch::kDouble ? t : t.to(dtype); };
+      auto whole = ema_scan(as(torch::cat({a, b}, 1)), alpha, q).narrow(1, 7, rows_b).to(torch::kDouble);
+      (whole * w).sum().backward();
+      auto grads = [&] {
+        std::vector<torch::Tensor> g = {a.grad().clone(), b.grad().clone(), alpha.grad().clone(), q.grad().clone()};
+        for (auto* t : {&a, &b, &alpha, &q}) t->mutable_grad().zero_();
+        return g;
+      };
+      const auto expect = grads();
+      auto y0 = ema_scan(as(a), alpha, q).select(1, 6);                    // [B, D]
+      auto continued = ema_scan(as(b), alpha, q, y0).to(torch::kDouble);  // [B, rows_b, D]
+      const double tol = dtype == torch::kDouble ? 1e-12 : 2e-2;
+      EXPECT_TRUE(all_close(continued, whole, tol, tol)) << rows_b << " rows";
+      (continued * w).sum().backward();
+      const auto got = grads();
+      for (size_t i = 0; i < got.size(); ++i)
+        EXPECT_TRUE(all_close(got[i], expect[i], dtype == torch::kDouble ? 1e-10 : 5e-2, tol)) << "gradient " << i;
+    }
+  }
+  EXPECT_THROW(ema_scan(torch::zeros({2, 3, 4}), torch::rand({4}), torch::rand({4}), torch::zeros({3, 4})),
+               c10::Error);
 }
 
 TEST(Ema, EmptyTimeAxis) {

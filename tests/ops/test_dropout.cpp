@@ -4,7 +4,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
-#include "model/dropout.h"
+#include "ops/dropout.h"
 
 namespace bakallm {
 namespace {

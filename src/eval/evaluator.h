@@ -10,11 +10,15 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
 #include <torch/torch.h>
 
 #include "model/baka_lm.h"
 
 namespace bakallm {
+
+class Tokenizer;
+struct CorpusOptions;
 
 enum class EvalProtocol { kStream, kSliding };
 EvalProtocol parse_protocol(const std::string& name);  // "stream", "sliding"
@@ -39,6 +43,9 @@ struct EvalStats {
   double perplexity() const { return std::exp(loss()); }
   double window_loss() const { return windows ? window_loss_sum / double(windows) : NAN; }
   void add(const EvalStats& other);
+  nlohmann::json to_json() const;  // loss, ppl, window_loss, tokens, documents, nonfinite, seconds, tokens_per_second
+  std::string summary() const;     // one line of the same
+
 };
 
 // −log p of tokens 1..n−1 of DOC ([n] int64) under the protocol.    -> [n − 1]
@@ -58,5 +65,10 @@ EvalStats evaluate_shards(BakaLM& model, const std::vector<std::string>& shards,
 // Documents given as token lists (e.g. text tokenized on the fly).
 EvalStats evaluate_documents(BakaLM& model, const std::function<bool(torch::Tensor&)>& next_document,
                              const EvalOptions& options, const std::function<void(const EvalStats&)>& progress = {});
+
+// Every document of text FILES (read_corpus), tokenized with TOKENIZER, BOS first.
+EvalStats evaluate_texts(BakaLM& model, const Tokenizer& tokenizer, const std::vector<std::string>& files,
+                         const CorpusOptions& corpus, const EvalOptions& options,
+                         const std::function<void(const EvalStats&)>& progress = {});
 
 }  // namespace bakallm

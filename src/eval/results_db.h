@@ -6,6 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "eval/evaluator.h"
+#include "model/baka_lm.h"
+
 namespace bakallm {
 
 struct ResultRow {
@@ -22,6 +25,20 @@ struct ResultRow {
 };
 
 void record_result(const std::string& db_path, const ResultRow& row);
+
+// The row for an evaluation of the model directory MODEL_DIR (its config and
+// weights: parameter counts, architecture text, a fingerprint of
+// model.safetensors) with STATS under PROTOCOL and CONTEXT (0: whole
+// documents). BENCHMARK and SPLIT default to FIRST_INPUT's file name and the
+// split guessed from it.
+ResultRow evaluation_row(const std::string& model_dir, BakaLM& model, const EvalStats& stats,
+                         const std::string& protocol, int64_t context, const std::string& first_input,
+                         const std::string& benchmark = "", const std::string& split = "");
+std::string guess_split(const std::string& name);      // "valid", "test", "train" or "unknown"
+std::string architecture_text(const Config& config);   // "BakaLLM D=.. L=.. I=.. M=.. W=.."
+
+// ROWS as the table `bakallm results` prints.
+std::string format_results(const std::vector<ResultRow>& rows);
 // Rows sorted by loss; BENCHMARK filters when not empty.
 std::vector<ResultRow> read_results(const std::string& db_path, const std::string& benchmark = "");
 

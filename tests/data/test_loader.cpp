@@ -1,0 +1,104 @@
+// The Loader: rows stream documents window by window, padding only after a
+// document's last tokens, exact restore.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "data/loader.h"
+#include "data/shard.h"
+#include "model/targets.h"
+#include "paths.h"
+#include "util/error.h"
+
+namespace bakallm {
+namespace {
+
+// Documents 1,10..(10+n-1) etc: BOS then increasing ids, so positions are checkable.
+std::vector<uint32_t> doc(uint32_t first, int64_t n) {
+  std::vector<uint32_t> d = {1};
+  for (int64_t i = 0; i + 1 < n; ++i) d.push_back(first + static_cast<uint32_t>(i));
+  return d;
+}
+
+TEST(Loader, RowsWalkDocumentsAndResetAtNewOnes) {
+  test::TempDir dir;
+  std::vector<uint32_t> tokens;
+  for (auto& d : {doc(100, 10), doc(200, 3), doc(300, 7)}) tokens.insert(tokens.end(), d.begin(), d.end());
+  write_shard(dir / "s.bin", tokens);
+  LoaderOptions o;
+  o.shards = {dir / "s.bin"};
+  o.rows = 1;
+  o.window = 4;
+  o.windows_per_step = 2;
+  Loader loader(o);
+  std::vector<int64_t> starts;  // the first id of each window that resets
+  int64_t predicted = 0;
+  for (int step = 0; step < 6; ++step) {
+    auto b = loader.next();
+    predicted += b.tokens;
+    for (int c = 0; c < 2; ++c) {
+      auto ids = b.ids[0].narrow(0, 4 * c, 4);
+      auto targets = b.targets[0].narrow(0, 4 * c, 4);
+      if (b.resets[0][c].item<bool>()) {
+        EXPECT_EQ(ids[0].item<int64_t>(), 1);  // a document starts at its BOS
+        starts.push_back(ids[1].item<int64_t>());
+      }
+      for (int i = 0; i < 4; ++i) {  // every target is the next token of the same document
+        const auto t = targets[i].item<int64_t>();
+        if (t == kIgnoreIndex) continue;
+        const auto x = ids[i].item<int64_t>();
+        EXPECT_TRUE(t == x + 1 || (x == 1 && t % 100 == 0)) << x << " -> " << t;
+      }
+    }
+  }
+  ASSERT_GE(starts.size(), 4u);  // 3 documents, then the next epoch
+  std::set<int64_t> first_epoch(starts.begin(), starts.begin() + 3);
+  EXPECT_EQ(first_epoch, (std::set<int64_t>{100, 200, 300}));
+  EXPECT_GT(predicted, 0);
+}
+
+TEST(Loader, PaddingOnlyAfterADocumentsLastTokens) {
+  test::TempDir dir;
+  write_shard(dir / "s.bin", doc(100, 6));  // 6 tokens: windows of 4 -> 4 + 2 (padded)
+  LoaderOptions o;
+  o.shards = {dir / "s.bin"};
+  o.rows = 1;
+  o.window = 4;
+  o.windows_per_step = 2;
+  Loader loader(o);
+  auto b = loader.next();
+  EXPECT_EQ(b.tokens, 5);  // 6 tokens predict 5
+  EXPECT_FALSE(b.resets[0][1].item<bool>());
+  auto t = b.targets[0];
+  EXPECT_EQ(t[4].item<int64_t>(), 104);
+  EXPECT_EQ(t[5].item<int64_t>(), kIgnoreIndex);  // the document's last token
+  EXPECT_EQ(t[6].item<int64_t>(), kIgnoreIndex);  // padding
+  auto next = loader.next();
+  EXPECT_TRUE(next.resets[0][0].item<bool>());  // the next document (next epoch) at once
+}
+
+TEST(Loader, RestoreContinuesExactly) {
+  test::TempDir dir;
+  std::vector<uint32_t> tokens;
+  for (uint32_t d = 0; d < 7; ++d) {
+    auto x = doc(100 * (d + 1), 5 + d);
+    tokens.insert(tokens.end(), x.begin(), x.end());
+  }
+  write_shard(dir / "s.bin", tokens);
+  LoaderOptions o;
+  o.shards = {dir / "s.bin"};
+  o.rows = 2;
+  o.window = 3;
+  o.seed = 5;
+  Loader a(o), b(o);
+  for (int i = 0; i < 5; ++i) a.next();
+  auto saved = a.state();
+  std::vector<torch::Tensor> expect;
+  for (int i = 0; i < 6; ++i) expect.push_back(a.next().ids);
+  for (int i = 0; i < 2; ++i) b.next();
+  b.restore(saved);
+  for (int i = 0; i < 6; ++i) EXPECT_TRUE(torch::equal(b.next().ids, expect[i])) << i;
+}
+
+}  // namespace
+}  // namespace bakallm

@@ -1,0 +1,112 @@
+// Generation (the one loop the CLI, the trainer and the server use) and the sampler.
+#include <gtest/gtest.h>
+
+#include "data/tokenizer.h"
+#include "infer/generate.h"
+#include "paths.h"
+#include "small_config.h"
+#include "util/error.h"
+
+namespace bakallm {
+namespace {
+
+BakaLM small_model(uint64_t seed) {
+  auto model = make_model(test::small_config(32, 2, 3, 48, 5, 50), seed);
+  model->eval();
+  return model;
+}
+
+GenerateOptions greedy(int64_t max_new) {
+  GenerateOptions o;
+  o.max_new = max_new;
+  o.sampling.temperature = 0;
+  return o;
+}
+
+// Greedy generation picks, at each step, the argmax of a full forward over the context.
+TEST(Generate, GreedyEqualsArgmaxOfTheForward) {
+  auto model = small_model(24);
+  std::vector<int64_t> prompt = {1, 7, 9};
+  auto out = generate(model, nullptr, {prompt}, greedy(9));
+  ASSERT_EQ(out.size(), 1u);
+  ASSERT_EQ(out[0].ids.size(), 9u);
+  EXPECT_EQ(out[0].finish, FinishReason::kLength);
+  EXPECT_EQ(out[0].prompt_tokens, 3);
+  std::vector<int64_t> context = prompt;
+  torch::NoGradGuard no_grad;
+  for (auto id : out[0].ids) {
+    auto logits = model(torch::tensor(context, torch::kLong).unsqueeze(0)).logits[0][-1];
+    EXPECT_EQ(id, logits.argmax().item<int64_t>());
+    context.push_back(id);
+  }
+}
+
+// Rows of one batch generate what each would alone; the callback sees every
+// token of every row, and returning false stops that row only.
+TEST(Generate, BatchRowsEqualSingleRunsAndCallbacksCancel) {
+  auto model = small_model(26);
+  const std::vector<std::vector<int64_t>> prompts = {{1, 4, 8, 15}, {1, 16, 23, 42}, {1, 2, 3, 4}};
+  auto together = generate_each(model, nullptr, prompts, greedy(12), /*batch=*/3);
+  ASSERT_EQ(together.size(), 3u);
+  for (size_t b = 0; b < prompts.size(); ++b) {
+    auto alone = generate(model, nullptr, {prompts[b]}, greedy(12));
+    EXPECT_EQ(together[b].ids, alone[0].ids) << "row " << b;
+  }
+  std::vector<int64_t> seen(3, 0);
+  auto cancelled = generate(model, nullptr, prompts, greedy(12), [&](int64_t row, int64_t, const std::string&) {
+    return ++seen[row] < 4 || row != 1;  // row 1 stops after its 4th token
+  });
+  EXPECT_EQ(cancelled[1].ids.size(), 4u);
+  EXPECT_EQ(cancelled[1].finish, FinishReason::kCancelled);
+  EXPECT_EQ(cancelled[0].ids, together[0].ids);
+  EXPECT_EQ(cancelled[2].ids, together[2].ids);
+  EXPECT_EQ(seen[0], 12);
+  EXPECT_THROW(generate(model, nullptr, {{1, 2}, {1}}, greedy(2)), Error);  // one batch, one length
+}
+
+// TextStream: stop strings cut the text, and a tail that may still become a
+// stop string is held back, so streamed pieces never show part of one.
+TEST(Generate, StopStringsAreNeverStreamed) {
+  Tokenizer tok(test::data("tokenizer/openllama_v1_tokenizer.RECONSTRUCTED.model"));
+  const auto ids = tok.encode("Hello world. The END is here, friends.");
+  TextStream s(&tok, {"END"});
+  std::string streamed;
+  for (auto id : ids) {
+    streamed += s.add(id);
+    EXPECT_EQ(std::string("Hello world. The ").compare(0, streamed.size(), streamed), 0)
+        << "streamed beyond the text before the stop string: " << streamed;
+    if (s.stopped()) break;
+  }
+  streamed += s.flush();
+  EXPECT_TRUE(s.stopped());
+  EXPECT_EQ(s.text(), "Hello world. The ");
+  EXPECT_EQ(streamed, s.text());
+  TextStream plain(&tok, {});
+  std::string all;
+  for (auto id : ids) all += plain.add(id);
+  all += plain.flush();
+  EXPECT_EQ(all, "Hello world. The END is here, friends.");
+}
+
+TEST(Sampler, OptionsAndDeterminism) {
+  auto logits = torch::tensor({1.0f, 3.0f, 2.0f, 0.5f});
+  SamplingOptions so;
+  so.top_k = 1;
+  EXPECT_EQ(Sampler(so).sample(logits), 1);  // top-k 1 is greedy
+  so = {};
+  so.top_p = 0.01;
+  EXPECT_EQ(Sampler(so).sample(logits), 1);
+  so = {};
+  so.temperature = 0;
+  so.repeat_penalty = 100;
+  EXPECT_EQ(Sampler(so).sample(logits, {1}), 2);  // the repeated best is pushed down
+  so = {};
+  so.seed = 5;
+  Sampler a(so), b(so);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(a.sample(logits), b.sample(logits));
+  so.top_p = 0;
+  EXPECT_THROW(Sampler{so}, Error);
+}
+
+}  // namespace
+}  // namespace bakallm
