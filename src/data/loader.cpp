@@ -10,7 +10,7 @@
 
 namespace bakallm {
 
-Loader::Loader(LoaderOptions options) : o_(std::move(options)) {
+Loader::Loader(LoaderOptions options, const Config& config) : o_(std::move(options)), window_(config.window_size) {
   if (o_.shards.empty()) throw Error("loader: no training shards");
   for (const auto& path : o_.shards) shards_.emplace_back(path);
   for (size_t s = 0; s < shards_.size(); ++s)
@@ -41,7 +41,7 @@ int64_t Loader::take_document() {
 }
 
 Batch Loader::next() {
-  const int64_t B = o_.rows, W = o_.window, k = o_.windows_per_step;
+  const int64_t B = o_.rows, W = window_, k = o_.windows_per_step;
   Batch batch;
   batch.ids = torch::full({B, k * W}, static_cast<int64_t>(o_.bos_id), torch::kLong);
   batch.targets = torch::full({B, k * W}, kIgnoreIndex, torch::kLong);
@@ -76,12 +76,15 @@ Batch Loader::next() {
 nlohmann::json Loader::state() const {
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& r : rows_) rows.push_back({r.doc, r.pos});
-  return {{"epoch", epoch_}, {"cursor", cursor_}, {"rows", rows}, {"documents", docs_.size()}};
+  return {{"epoch", epoch_}, {"cursor", cursor_}, {"rows", rows}, {"documents", docs_.size()}, {"window", window_}};
 }
 
 void Loader::restore(const nlohmann::json& s) {
   if (s.at("documents").get<size_t>() != docs_.size() || s.at("rows").size() != rows_.size())
     throw Error("loader: the checkpoint was made on other data or another batch size");
+  if (s.value("window", window_) != window_)
+    throw Error("loader: the checkpoint read windows of " + std::to_string(s.value("window", window_)) +
+                " tokens, this model's window_size is " + std::to_string(window_));
   epoch_ = s.at("epoch").get<int64_t>();
   shuffle();
   cursor_ = s.at("cursor").get<int64_t>();

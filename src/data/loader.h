@@ -12,13 +12,13 @@
 #include <torch/torch.h>
 
 #include "data/shard.h"
+#include "model/config.h"
 
 namespace bakallm {
 
 struct LoaderOptions {
   std::vector<std::string> shards;
   int64_t rows = 8;              // B
-  int64_t window = 512;          // W
   int64_t windows_per_step = 2;  // k: each batch is k·W tokens per row
   uint32_t bos_id = 1;
   uint64_t seed = 0;             // document order, reshuffled each epoch
@@ -33,7 +33,8 @@ struct Batch {
 
 class Loader {
  public:
-  explicit Loader(LoaderOptions options);
+  // Windows of the model's W = CONFIG.window_size tokens.
+  Loader(LoaderOptions options, const Config& config);
 
   Batch next();
   int64_t epoch() const { return epoch_; }
@@ -57,6 +58,7 @@ class Loader {
   void shuffle();
 
   LoaderOptions o_;
+  int64_t window_;  // W
   std::vector<ShardReader> shards_;
   std::vector<Doc> docs_;
   std::vector<int64_t> order_;

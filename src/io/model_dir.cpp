@@ -5,7 +5,6 @@
 #include <sstream>
 
 #include "io/safetensors.h"
-#include "model/rotary.h"
 #include "util/atomic_file.h"
 #include "util/error.h"
 #include "util/strings.h"

@@ -1,9 +1,6 @@
 #include "model/config.h"
 
 #include <fstream>
-#include <set>
-
-#include <nlohmann/json.hpp>
 
 #include "util/atomic_file.h"
 #include "util/error.h"
@@ -12,84 +9,103 @@ namespace bakallm {
 
 namespace {
 
-const char* mega_cache_name(MegaCache m) {
-  return m == MegaCache::kPreviousLayerOutput ? "previous_layer_output"
-                                              : "previous_layer_input";
-}
-
-template <typename T>
-T read_field(const nlohmann::json& j, const char* key, const std::string& source) {
-  try {
-    return j.at(key).get<T>();
-  } catch (const nlohmann::json::exception&) {
-    throw Error(source + ": field '" + key + "' has the wrong type");
-  }
-}
-
-int64_t read_int(const nlohmann::json& j, const char* key, const std::string& source) {
-  const auto& v = j.at(key);
-  if (!v.is_number_integer())
-    throw Error(source + ": field '" + key + "' must be an integer");
+int64_t as_int(const nlohmann::json& v, const std::string& where) {
+  if (!v.is_number_integer()) throw Error(where + " must be an integer");
   return v.get<int64_t>();
 }
 
+double as_real(const nlohmann::json& v, const std::string& where) {
+  if (!v.is_number()) throw Error(where + " has the wrong type");
+  return v.get<double>();
+}
+
+std::string as_text(const nlohmann::json& v, const std::string& where) {
+  if (!v.is_string()) throw Error(where + " has the wrong type");
+  return v.get<std::string>();
+}
+
+std::string unless(bool ok, const std::string& why, double value) {
+  if (ok) return "";
+  std::string v = std::to_string(value);
+  if (value == static_cast<double>(static_cast<int64_t>(value))) v = std::to_string(static_cast<int64_t>(value));
+  return why + ", got " + v;
+}
+
+const char* mega_cache_name(MegaCache m) {
+  return m == MegaCache::kPreviousLayerOutput ? "previous_layer_output" : "previous_layer_input";
+}
+
+// One row per field. The lambdas are captureless so the table is plain data.
+#define BAKALLM_INT_FIELD(NAME, REQUIRED, HELP, OK, WHY)                                                     \
+  ConfigField {                                                                                            \
+    #NAME, HELP, REQUIRED, [](Config& c, const nlohmann::json& v, const std::string& w) { c.NAME = as_int(v, w); }, \
+        [](const Config& c) { return nlohmann::json(c.NAME); },                                            \
+        [](const Config& c) { const auto x = c.NAME; return unless(OK, WHY, static_cast<double>(x)); }     \
+  }
+#define BAKALLM_REAL_FIELD(NAME, HELP, OK, WHY)                                                                \
+  ConfigField {                                                                                              \
+    #NAME, HELP, false, [](Config& c, const nlohmann::json& v, const std::string& w) { c.NAME = as_real(v, w); }, \
+        [](const Config& c) { return nlohmann::json(c.NAME); },                                              \
+        [](const Config& c) { const auto x = c.NAME; return unless(OK, WHY, x); }                            \
+  }
+
+const std::vector<ConfigField> kFields = {
+    ConfigField{"model_type", "always \"bakallm\"", false,
+                [](Config&, const nlohmann::json& v, const std::string& w) {
+                  if (as_text(v, w) != "bakallm") throw Error(w + " must be \"bakallm\"");
+                },
+                [](const Config&) { return nlohmann::json("bakallm"); }, [](const Config&) { return std::string(); }},
+    BAKALLM_INT_FIELD(hidden_dim, true, "D, the width of every layer", x > 0 && x % 2 == 0,
+                      "must be a positive even number (rotary pairs)"),
+    BAKALLM_INT_FIELD(num_layers, true, "L, the number of blocks", x > 0, "must be positive"),
+    BAKALLM_INT_FIELD(num_memory_tokens, true, "M, memory tokens handed from window to window", x > 0,
+                      "must be positive"),
+    BAKALLM_INT_FIELD(intermediate_dim, false, "I, the MLP's inner width (4·D when absent)", x > 0, "must be positive"),
+    BAKALLM_INT_FIELD(window_size, true, "W, text tokens per window", x > 0, "must be positive"),
+    BAKALLM_INT_FIELD(vocab_size, true, "V, the embedding and head rows", x > 0, "must be positive"),
+    BAKALLM_REAL_FIELD(attn_dropout, "dropout on the attention weights in training", x >= 0.0 && x < 1.0,
+                       "must be in [0, 1)"),
+    BAKALLM_INT_FIELD(detach_every, false, "training: cut the graph to earlier windows every this many windows",
+                      x > 0, "must be positive"),
+    ConfigField{"mega_cache", "what the EMA continues from: previous_layer_output or previous_layer_input", false,
+                [](Config& c, const nlohmann::json& v, const std::string& w) {
+                  const auto m = as_text(v, w);
+                  if (m == "previous_layer_output") c.mega_cache = MegaCache::kPreviousLayerOutput;
+                  else if (m == "previous_layer_input") c.mega_cache = MegaCache::kPreviousLayerInput;
+                  else
+                    throw Error(w + " must be \"previous_layer_output\" or \"previous_layer_input\", got \"" + m + "\"");
+                },
+                [](const Config& c) { return nlohmann::json(mega_cache_name(c.mega_cache)); },
+                [](const Config&) { return std::string(); }},
+    BAKALLM_REAL_FIELD(rope_base, "rotary frequency base", x > 1.0, "must be > 1"),
+};
+#undef BAKALLM_INT_FIELD
+#undef BAKALLM_REAL_FIELD
+
 }  // namespace
 
+const std::vector<ConfigField>& config_fields() { return kFields; }
+
 void Config::validate(const std::string& source) const {
-  auto fail = [&](const std::string& field, const std::string& why) {
-    throw Error(source + ": " + field + " " + why);
-  };
-  if (hidden_dim <= 0 || hidden_dim % 2 != 0)
-    fail("hidden_dim", "must be a positive even number (rotary pairs), got " + std::to_string(hidden_dim));
-  if (num_layers <= 0) fail("num_layers", "must be positive, got " + std::to_string(num_layers));
-  if (num_memory_tokens <= 0)
-    fail("num_memory_tokens", "must be positive, got " + std::to_string(num_memory_tokens));
-  if (intermediate_dim <= 0)
-    fail("intermediate_dim", "must be positive, got " + std::to_string(intermediate_dim));
-  if (window_size <= 0) fail("window_size", "must be positive, got " + std::to_string(window_size));
-  if (vocab_size <= 0) fail("vocab_size", "must be positive, got " + std::to_string(vocab_size));
-  if (!(attn_dropout >= 0.0 && attn_dropout < 1.0))
-    fail("attn_dropout", "must be in [0, 1), got " + std::to_string(attn_dropout));
-  if (detach_every <= 0) fail("detach_every", "must be positive, got " + std::to_string(detach_every));
-  if (!(rope_base > 1.0)) fail("rope_base", "must be > 1, got " + std::to_string(rope_base));
+  for (const auto& f : kFields) {
+    const auto why = f.problem(*this);
+    if (!why.empty()) throw Error(source + ": " + f.name + " " + why);
+  }
 }
 
 Config config_from_json(const nlohmann::json& j, const std::string& source) {
   if (!j.is_object()) throw Error(source + ": config must be a JSON object");
-  static const std::set<std::string> known = {
-      "hidden_dim", "num_layers", "num_memory_tokens", "intermediate_dim",
-      "window_size", "vocab_size", "attn_dropout", "detach_every",
-      "mega_cache", "rope_base", "model_type"};
-  for (const auto& item : j.items())
-    if (!known.count(item.key()))
-      throw Error(source + ": unknown field '" + item.key() + "'");
-  for (const char* required : {"hidden_dim", "num_layers", "num_memory_tokens",
-                               "window_size", "vocab_size"})
-    if (!j.contains(required))
-      throw Error(source + ": missing field '" + std::string(required) + "'");
-
-  Config c;
-  c.hidden_dim = read_int(j, "hidden_dim", source);
-  c.num_layers = read_int(j, "num_layers", source);
-  c.num_memory_tokens = read_int(j, "num_memory_tokens", source);
-  c.window_size = read_int(j, "window_size", source);
-  c.vocab_size = read_int(j, "vocab_size", source);
-  c.intermediate_dim = j.contains("intermediate_dim")
-                           ? read_int(j, "intermediate_dim", source)
-                           : 4 * c.hidden_dim;
-  if (j.contains("attn_dropout")) c.attn_dropout = read_field<double>(j, "attn_dropout", source);
-  if (j.contains("detach_every")) c.detach_every = read_int(j, "detach_every", source);
-  if (j.contains("rope_base")) c.rope_base = read_field<double>(j, "rope_base", source);
-  if (j.contains("model_type") && read_field<std::string>(j, "model_type", source) != "bakallm")
-    throw Error(source + ": model_type must be \"bakallm\"");
-  if (j.contains("mega_cache")) {
-    const auto m = read_field<std::string>(j, "mega_cache", source);
-    if (m == "previous_layer_output") c.mega_cache = MegaCache::kPreviousLayerOutput;
-    else if (m == "previous_layer_input") c.mega_cache = MegaCache::kPreviousLayerInput;
-    else
-      throw Error(source + ": mega_cache must be \"previous_layer_output\" or "
-                  "\"previous_layer_input\", got \"" + m + "\"");
+  for (const auto& item : j.items()) {
+    bool known = false;
+    for (const auto& f : kFields) known = known || item.key() == f.name;
+    if (!known) throw Error(source + ": unknown field '" + item.key() + "'");
   }
+  Config c;
+  for (const auto& f : kFields) {
+    if (j.contains(f.name)) f.read(c, j.at(f.name), source + ": field '" + f.name + "'");
+    else if (f.required) throw Error(source + ": missing field '" + std::string(f.name) + "'");
+  }
+  if (!j.contains("intermediate_dim")) c.intermediate_dim = 4 * c.hidden_dim;
   c.validate(source);
   return c;
 }
@@ -107,17 +123,9 @@ Config load_config(const std::string& path) {
 }
 
 nlohmann::json config_to_json(const Config& c) {
-  return {{"model_type", "bakallm"},
-          {"hidden_dim", c.hidden_dim},
-          {"num_layers", c.num_layers},
-          {"num_memory_tokens", c.num_memory_tokens},
-          {"intermediate_dim", c.intermediate_dim},
-          {"window_size", c.window_size},
-          {"vocab_size", c.vocab_size},
-          {"attn_dropout", c.attn_dropout},
-          {"detach_every", c.detach_every},
-          {"mega_cache", mega_cache_name(c.mega_cache)},
-          {"rope_base", c.rope_base}};
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& f : kFields) j[f.name] = f.write(c);
+  return j;
 }
 
 void save_config(const Config& c, const std::string& path) {

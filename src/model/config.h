@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json_fwd.hpp>
+#include <nlohmann/json.hpp>
 
 namespace bakallm {
 
@@ -33,6 +33,19 @@ struct Config {
   // Throws Error("SOURCE: field: problem") on an impossible value.
   void validate(const std::string& source) const;
 };
+
+// Each config.json field, declared once: name, meaning, how it is read,
+// written and checked. Parsing, validation, writing and `bakallm info` all
+// walk this table.
+struct ConfigField {
+  const char* name;
+  const char* help;
+  bool required;
+  void (*read)(Config& c, const nlohmann::json& value, const std::string& where);  // throws Error
+  nlohmann::json (*write)(const Config& c);
+  std::string (*problem)(const Config& c);  // "" when the value is possible
+};
+const std::vector<ConfigField>& config_fields();
 
 // Parses and validates; unknown fields are errors. SOURCE names the file.
 Config config_from_json(const nlohmann::json& j, const std::string& source);

@@ -18,11 +18,6 @@ struct Runtime {
   }
 };
 
-// DEVICE: "cpu", "cuda", "cuda:N" or "auto" (cuda when available).
-// DTYPE: "float32" or "bfloat16". THREADS 0 means every core.
-Runtime make_runtime(const std::string& device = "cpu", const std::string& dtype = "float32",
-                     int threads = 0);
-
 // libtorch defaults to one intra-op thread on this platform: set it explicitly.
 // Returns the number of threads now in use.
 int set_threads(int threads);

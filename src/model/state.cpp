@@ -1,5 +1,7 @@
 #include "model/state.h"
 
+#include "util/error.h"
+
 namespace bakallm {
 
 WindowOffsets WindowOffsets::shifted(int64_t r) const {
@@ -78,6 +80,35 @@ State State::to(torch::Device device) const {
     c.output = move(c.output);
     c.k = move(c.k);
     c.v = move(c.v);
+  }
+  return s;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> State::tensors() const {
+  const State& s = *this;
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  if (s.memory.defined()) out.emplace_back("memory", s.memory);
+  if (s.row_seen.defined()) out.emplace_back("row_seen", s.row_seen);
+  for (size_t i = 0; i < s.layers.size(); ++i) {
+    const auto p = "layers." + std::to_string(i) + ".";
+    out.emplace_back(p + "output", s.layers[i].output);
+    out.emplace_back(p + "k", s.layers[i].k);
+    out.emplace_back(p + "v", s.layers[i].v);
+  }
+  return out;
+}
+
+State State::from_tensors(const std::map<std::string, torch::Tensor>& t, int64_t layers, const std::string& source) {
+  State s;
+  if (!t.count("memory")) return s;  // saved before the first step
+  s.memory = t.at("memory");
+  if (t.count("row_seen")) s.row_seen = t.at("row_seen");
+  for (int64_t i = 0; i < layers; ++i) {
+    const auto p = "layers." + std::to_string(i) + ".";
+    if (!t.count(p + "k")) throw file_error(source, "missing " + p + "k");
+    for (const char* part : {"output", "v"})
+      if (!t.count(p + part)) throw file_error(source, "missing " + p + part);
+    s.layers.push_back({t.at(p + "output"), t.at(p + "k"), t.at(p + "v")});
   }
   return s;
 }

@@ -4,6 +4,8 @@
 // value so far). The batched forward reads a window in one piece; the decoder
 // reads it a few rows at a time; both go through the same OpenWindow.
 #pragma once
+#include <map>
+#include <string>
 #include <vector>
 
 #include <torch/torch.h>
@@ -47,6 +49,12 @@ struct State {
   void reset_rows(const torch::Tensor& mask);
   WindowOffsets offsets() const;
   void advance(int64_t tokens);     // after a window of TOKENS tokens
+
+  // As named tensors (memory, row_seen, layers.i.output/k/v) for a checkpoint,
+  // and back; SOURCE names the file in errors.
+  std::vector<std::pair<std::string, torch::Tensor>> tensors() const;
+  static State from_tensors(const std::map<std::string, torch::Tensor>& tensors, int64_t layers,
+                            const std::string& source);
 };
 
 // Rows appended along dim 1. Unreserved, each append concatenates (autograd

@@ -1,5 +1,5 @@
 // The engine's one matrix product, y = a · bᵀ, with the kernel choice in one
-// place. On CPU it runs oneDNN directly (model/onednn.h), measured 7x faster
+// place. On CPU it runs oneDNN directly (ops/onednn.h), measured 7x faster
 // than the OpenBLAS sgemm libtorch uses by default here (OpenBLAS does not
 // recognise this CPU and runs its generic Prescott kernels; BENCHMARKS.md);
 // elsewhere it is torch::matmul. Its autograd backward uses the same product:

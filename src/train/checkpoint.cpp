@@ -18,32 +18,6 @@ namespace bakallm {
 
 namespace {
 
-std::vector<std::pair<std::string, torch::Tensor>> stream_tensors(const State& s) {
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  if (s.memory.defined()) out.emplace_back("memory", s.memory);
-  if (s.row_seen.defined()) out.emplace_back("row_seen", s.row_seen);
-  for (size_t i = 0; i < s.layers.size(); ++i) {
-    const auto p = "layers." + std::to_string(i) + ".";
-    out.emplace_back(p + "output", s.layers[i].output);
-    out.emplace_back(p + "k", s.layers[i].k);
-    out.emplace_back(p + "v", s.layers[i].v);
-  }
-  return out;
-}
-
-State stream_from(const std::map<std::string, torch::Tensor>& t, int64_t layers, const std::string& source) {
-  State s;
-  if (!t.count("memory")) return s;  // saved before the first step
-  s.memory = t.at("memory");
-  if (t.count("row_seen")) s.row_seen = t.at("row_seen");
-  for (int64_t i = 0; i < layers; ++i) {
-    const auto p = "layers." + std::to_string(i) + ".";
-    if (!t.count(p + "k")) throw file_error(source, "missing " + p + "k");
-    s.layers.push_back({t.at(p + "output"), t.at(p + "k"), t.at(p + "v")});
-  }
-  return s;
-}
-
 int64_t step_of(const fs::path& p) {
   const auto name = p.filename().string();
   if (name.rfind("step_", 0) != 0) return -1;
@@ -62,7 +36,7 @@ void save_checkpoint(const std::string& dir, BakaLM& model, torch::optim::Optimi
   write_dir_atomically(dir, [&](const std::string& tmp) {
     write_model_files(tmp, model, tokenizer);
     torch::save(optimizer, tmp + "/optimizer.pt");
-    write_safetensors(tmp + "/stream.safetensors", stream_tensors(stream));
+    write_safetensors(tmp + "/stream.safetensors", stream.tensors());
     torch::Tensor rng;
     {
       auto gen = at::detail::getDefaultCPUGenerator();
@@ -93,8 +67,8 @@ TrainProgress load_checkpoint(const std::string& dir, BakaLM& model, torch::opti
   if (!in) throw file_error(dir + "/train_state.json", "missing");
   nlohmann::json j;
   in >> j;
-  stream = stream_from(read_safetensors(dir + "/stream.safetensors").tensors, model->config().num_layers,
-                       dir + "/stream.safetensors");
+  stream = State::from_tensors(read_safetensors(dir + "/stream.safetensors").tensors, model->config().num_layers,
+                              dir + "/stream.safetensors");
   stream.seen = j.value("stream_seen", int64_t{0});
   stream.windows = j.value("stream_windows", int64_t{0});
   auto rng = read_safetensors(dir + "/rng.safetensors").tensors.at("cpu");

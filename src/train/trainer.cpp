@@ -90,161 +90,193 @@ std::string bfloat16_advice(double float32_flops, double bfloat16_flops) {
          " for float32: --dtype float32 trains faster here";
 }
 
-TrainResult train(const TrainOptions& o) {
-  const DataSet data = read_manifest(o.data_dir);
-  fs::create_directories(o.run_dir);
+namespace {
 
-  // Model: from a directory, or fresh from the config.
-  BakaLM model{nullptr};
-  std::string tokenizer = data.tokenizer;
-  if (!o.init_model.empty()) {
-    auto loaded = load_model_dir(o.init_model);
-    model = loaded.model;
-    if (!loaded.tokenizer_path.empty() && tokenizer.empty()) tokenizer = loaded.tokenizer_path;
-  } else {
-    model = make_model(o.config, o.seed);
+// Installs the SIGINT/SIGTERM handlers for the life of a run, and restores the old ones.
+struct SignalScope {
+  using Handler = void (*)(int);
+  Handler old_int, old_term;
+  SignalScope() {
+    g_stop = false;
+    old_int = std::signal(SIGINT, on_signal);
+    old_term = std::signal(SIGTERM, on_signal);
   }
-  const Config& config = model->config();
-  require_vocab_fits(data.vocab, config.vocab_size, o.data_dir);
-  const bool bf16 = o.dtype == "bfloat16";
-  if (!bf16 && o.dtype != "float32") throw Error("--dtype must be float32 or bfloat16");
-  model->set_compute_dtype(bf16 ? torch::kBFloat16 : torch::kFloat);
-  model->train();
-  if (bf16 && model->embed_out->weight.device().is_cpu()) {
-    const auto advice = bfloat16_advice(measure_matmul_flops(torch::kFloat, 512),
-                                        measure_matmul_flops(torch::kBFloat16, 512));
-    if (!advice.empty()) std::cerr << advice << "\n";
+  ~SignalScope() {
+    std::signal(SIGINT, old_int);
+    std::signal(SIGTERM, old_term);
   }
+};
 
-  auto optimizer = make_optimizer(model, o.optimizer);
-  LoaderOptions lo;
-  lo.shards = data.train;
-  lo.rows = o.batch_rows;
-  lo.window = config.window_size;
-  lo.windows_per_step = o.windows_per_step > 0 ? o.windows_per_step : config.detach_every;
-  lo.bos_id = data.bos;
-  lo.seed = o.seed;
-  Loader loader(lo);
-
-  TrainProgress progress;
-  State stream;
-  if (o.resume) {
-    auto ckpts = list_checkpoints(o.run_dir);
-    if (ckpts.empty()) throw Error(o.run_dir + ": --resume but no checkpoint in " + o.run_dir + "/checkpoints");
-    progress = load_checkpoint(ckpts.back(), model, *optimizer, stream);
-    loader.restore(progress.loader);
-    std::cerr << "resumed from " << ckpts.back() << " (step " << progress.step << ")\n";
-  } else {
-    torch::manual_seed(o.seed);
-  }
-  {
-    nlohmann::json j = {{"config", config_to_json(config)}, {"data", o.data_dir},      {"steps", o.steps},
-                        {"batch_rows", o.batch_rows},       {"windows_per_step", lo.windows_per_step},
-                        {"grad_accum", o.grad_accum},       {"lr", o.optimizer.lr}, {"weight_decay", o.optimizer.weight_decay},
-                        {"warmup", o.warmup},               {"clip", o.clip},       {"dtype", o.dtype},
-                        {"seed", o.seed}};
-    std::ofstream(o.run_dir + "/train_config.json") << j.dump(2) << "\n";
-  }
-  MetricsLog metrics(o.run_dir + "/metrics.jsonl", progress.step);
-  const LrSchedule schedule{o.optimizer.lr, o.optimizer.lr * o.min_lr_ratio, o.warmup, o.steps};
-
-  g_stop = false;
-  auto old_int = std::signal(SIGINT, on_signal);
-  auto old_term = std::signal(SIGTERM, on_signal);
-  struct RestoreSignals {
-    decltype(old_int) i, t;
-    ~RestoreSignals() {
-      std::signal(SIGINT, i);
-      std::signal(SIGTERM, t);
+// One training run: the model, its optimizer and data, and what is written to RUN.
+class Run {
+ public:
+  explicit Run(const TrainOptions& o) : o_(o), data_(read_manifest(o.data_dir)) {
+    fs::create_directories(o.run_dir);
+    tokenizer_ = data_.tokenizer;
+    if (!o.init_model.empty()) {  // from a model directory, or fresh from the config
+      auto loaded = load_model_dir(o.init_model);
+      model_ = loaded.model;
+      if (!loaded.tokenizer_path.empty() && tokenizer_.empty()) tokenizer_ = loaded.tokenizer_path;
+    } else {
+      model_ = make_model(o.config, o.seed);
     }
-  } restore_signals{old_int, old_term};
+    require_vocab_fits(data_.vocab, config().vocab_size, o.data_dir);
+    const bool bf16 = o.dtype == "bfloat16";
+    if (!bf16 && o.dtype != "float32") throw Error("--dtype must be float32 or bfloat16");
+    model_->set_compute_dtype(bf16 ? torch::kBFloat16 : torch::kFloat);
+    model_->train();
+    if (bf16 && model_->embed_out->weight.device().is_cpu()) {
+      const auto advice = bfloat16_advice(measure_matmul_flops(torch::kFloat, 512),
+                                          measure_matmul_flops(torch::kBFloat16, 512));
+      if (!advice.empty()) std::cerr << advice << "\n";
+    }
+    optimizer_ = make_optimizer(model_, o.optimizer);
+    LoaderOptions lo;
+    lo.shards = data_.train;
+    lo.rows = o.batch_rows;
+    lo.windows_per_step = windows_per_step();
+    lo.bos_id = data_.bos;
+    lo.seed = o.seed;
+    loader_ = std::make_unique<Loader>(lo, config());
+  }
 
-  TrainResult result;
-  auto checkpoint = [&] {
-    progress.loader = loader.state();
-    const std::string dir = o.run_dir + "/checkpoints/step_" + std::to_string(progress.step);
-    save_checkpoint(dir, model, *optimizer, progress, stream, tokenizer);
-    prune_checkpoints(o.run_dir, o.keep_checkpoints);
-    result.last_checkpoint = dir;
-    const auto why = plot_losses(metrics.path(), o.run_dir + "/loss.png");
-    if (!why.empty()) std::cerr << "note: no loss plot: " << why << "\n";
-  };
-  auto validate = [&] {
-    if (data.val.empty()) return;
-    model->eval();
-    auto s = evaluate_shards(model, data.val, data.bos, 1, {}, o.eval_tokens);
-    model->train();
-    result.val_loss = s.loss();
-    metrics.write({{"step", progress.step}, {"val_loss", s.loss()}, {"val_ppl", s.perplexity()}, {"val_tokens", s.tokens}});
-  };
+  const Config& config() const { return model_->config(); }
+  int64_t windows_per_step() const { return o_.windows_per_step > 0 ? o_.windows_per_step : config().detach_every; }
 
-  ProgressBar bar(static_cast<double>(o.steps), o.progress);
-  const auto start = std::chrono::steady_clock::now();
-  const double seconds_before = progress.seconds;
-  const int64_t first_step = progress.step;
-  double smoothed = NAN;
-  bool timed_out = false;
-  while (progress.step < o.steps && !g_stop && !timed_out) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const double lr = schedule.at(progress.step);
-    set_learning_rate(*optimizer, lr);
-    optimizer->zero_grad();
+  // --resume: the newest checkpoint's model, optimizer, stream and loader; else a seeded start.
+  void start() {
+    if (o_.resume) {
+      auto ckpts = list_checkpoints(o_.run_dir);
+      if (ckpts.empty()) throw Error(o_.run_dir + ": --resume but no checkpoint in " + o_.run_dir + "/checkpoints");
+      progress_ = load_checkpoint(ckpts.back(), model_, *optimizer_, stream_);
+      loader_->restore(progress_.loader);
+      std::cerr << "resumed from " << ckpts.back() << " (step " << progress_.step << ")\n";
+    } else {
+      torch::manual_seed(o_.seed);
+    }
+    nlohmann::json j = {{"config", config_to_json(config())}, {"data", o_.data_dir},      {"steps", o_.steps},
+                        {"batch_rows", o_.batch_rows},         {"windows_per_step", windows_per_step()},
+                        {"grad_accum", o_.grad_accum},         {"lr", o_.optimizer.lr}, {"weight_decay", o_.optimizer.weight_decay},
+                        {"warmup", o_.warmup},                 {"clip", o_.clip},       {"dtype", o_.dtype},
+                        {"seed", o_.seed}};
+    std::ofstream(o_.run_dir + "/train_config.json") << j.dump(2) << "\n";
+    metrics_ = std::make_unique<MetricsLog>(o_.run_dir + "/metrics.jsonl", progress_.step);
+  }
+
+  // One optimizer step over grad_accum batches; returns the mean loss and the tokens read.
+  std::pair<double, int64_t> step(double lr) {
+    set_learning_rate(*optimizer_, lr);
+    optimizer_->zero_grad();
     double loss_sum = 0;
     int64_t tokens = 0;
-    for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
-      auto batch = loader.next();
-      auto out = model->forward_loss(batch.ids, batch.targets, std::move(stream), batch.resets);
-      (out.loss / static_cast<double>(o.grad_accum)).backward();
-      stream = std::move(out.state);
-      stream.detach_();
+    for (int64_t micro = 0; micro < o_.grad_accum; ++micro) {
+      auto batch = loader_->next();
+      auto out = model_->forward_loss(batch.ids, batch.targets, std::move(stream_), batch.resets);
+      (out.loss / static_cast<double>(o_.grad_accum)).backward();
+      stream_ = std::move(out.state);
+      stream_.detach_();
       loss_sum += out.loss.item<double>();
       tokens += batch.tokens;
     }
-    const double loss = loss_sum / static_cast<double>(o.grad_accum);
+    const double loss = loss_sum / static_cast<double>(o_.grad_accum);
     if (!std::isfinite(loss))
-      throw Error("step " + std::to_string(progress.step + 1) + ": loss is " + std::to_string(loss) +
+      throw Error("step " + std::to_string(progress_.step + 1) + ": loss is " + std::to_string(loss) +
                   "; stopping. The last good checkpoint is " +
-                  (result.last_checkpoint.empty() ? std::string("(none yet)") : result.last_checkpoint));
-    const double grad_norm = torch::nn::utils::clip_grad_norm_(model->parameters(), o.clip);
-    optimizer->step();
-    ++progress.step;
-    progress.tokens += tokens;
-    const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    progress.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (result.first_loss == 0) result.first_loss = loss;
-    result.last_loss = loss;
-    smoothed = std::isnan(smoothed) ? loss : 0.9 * smoothed + 0.1 * loss;
-    metrics.write({{"step", progress.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
-                   {"tokens", progress.tokens}, {"tok_per_s", tokens / step_seconds}, {"seconds", progress.seconds}});
-    char status[160];
-    std::snprintf(status, sizeof status, "step %lld/%lld loss %.4f lr %.2e %.0f tok/s", (long long)progress.step,
-                  (long long)o.steps, smoothed, lr, tokens / step_seconds);
-    bar.update(static_cast<double>(progress.step - first_step) /
-                   static_cast<double>(std::max<int64_t>(1, o.steps - first_step)) * static_cast<double>(o.steps),
-               status);
-    if (o.eval_every > 0 && progress.step % o.eval_every == 0) validate();
-    const bool out_of_time =
-        o.max_minutes > 0 &&
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > o.max_minutes * 60;
-    if (out_of_time) timed_out = true;
-    if (o.checkpoint_every > 0 && progress.step % o.checkpoint_every == 0 && progress.step < o.steps && !g_stop &&
-        !timed_out) {
-      checkpoint();
-      result.sample = sample_text(model, tokenizer, o.prompt, o.sample_tokens, o.seed);
-      if (!result.sample.empty()) {
-        bar.finish();
-        std::cerr << "sample @" << progress.step << ": " << result.sample << "\n";
+                  (result_.last_checkpoint.empty() ? std::string("(none yet)") : result_.last_checkpoint));
+    grad_norm_ = torch::nn::utils::clip_grad_norm_(model_->parameters(), o_.clip);
+    optimizer_->step();
+    return {loss, tokens};
+  }
+
+  void checkpoint() {
+    progress_.loader = loader_->state();
+    const std::string dir = o_.run_dir + "/checkpoints/step_" + std::to_string(progress_.step);
+    save_checkpoint(dir, model_, *optimizer_, progress_, stream_, tokenizer_);
+    prune_checkpoints(o_.run_dir, o_.keep_checkpoints);
+    result_.last_checkpoint = dir;
+    const auto why = plot_losses(metrics_->path(), o_.run_dir + "/loss.png");
+    if (!why.empty()) std::cerr << "note: no loss plot: " << why << "\n";
+  }
+
+  void validate() {
+    if (data_.val.empty()) return;
+    model_->eval();
+    auto s = evaluate_shards(model_, data_.val, data_.bos, 1, {}, o_.eval_tokens);
+    model_->train();
+    result_.val_loss = s.loss();
+    metrics_->write({{"step", progress_.step}, {"val_loss", s.loss()}, {"val_ppl", s.perplexity()}, {"val_tokens", s.tokens}});
+  }
+
+  void sample() { result_.sample = sample_text(model_, tokenizer_, o_.prompt, o_.sample_tokens, o_.seed); }
+
+  TrainResult run() {
+    SignalScope signals;
+    start();
+    const LrSchedule schedule{o_.optimizer.lr, o_.optimizer.lr * o_.min_lr_ratio, o_.warmup, o_.steps};
+    ProgressBar bar(static_cast<double>(o_.steps), o_.progress);
+    const auto begin = std::chrono::steady_clock::now();
+    auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count(); };
+    const double seconds_before = progress_.seconds;
+    const int64_t first_step = progress_.step;
+    double smoothed = NAN;
+    bool timed_out = false;
+    while (progress_.step < o_.steps && !g_stop && !timed_out) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const double lr = schedule.at(progress_.step);
+      const auto [loss, tokens] = step(lr);
+      ++progress_.step;
+      progress_.tokens += tokens;
+      const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      progress_.seconds = seconds_before + elapsed();
+      if (result_.first_loss == 0) result_.first_loss = loss;
+      result_.last_loss = loss;
+      smoothed = std::isnan(smoothed) ? loss : 0.9 * smoothed + 0.1 * loss;
+      metrics_->write({{"step", progress_.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm_},
+                       {"tokens", progress_.tokens}, {"tok_per_s", tokens / step_seconds}, {"seconds", progress_.seconds}});
+      char status[160];
+      std::snprintf(status, sizeof status, "step %lld/%lld loss %.4f lr %.2e %.0f tok/s", (long long)progress_.step,
+                    (long long)o_.steps, smoothed, lr, tokens / step_seconds);
+      bar.update(static_cast<double>(progress_.step - first_step) /
+                     static_cast<double>(std::max<int64_t>(1, o_.steps - first_step)) * static_cast<double>(o_.steps),
+                 status);
+      if (o_.eval_every > 0 && progress_.step % o_.eval_every == 0) validate();
+      timed_out = o_.max_minutes > 0 && elapsed() > o_.max_minutes * 60;
+      if (o_.checkpoint_every > 0 && progress_.step % o_.checkpoint_every == 0 && progress_.step < o_.steps &&
+          !g_stop && !timed_out) {
+        checkpoint();
+        sample();
+        if (!result_.sample.empty()) {
+          bar.finish();
+          std::cerr << "sample @" << progress_.step << ": " << result_.sample << "\n";
+        }
       }
     }
+    bar.finish();
+    result_.interrupted = (g_stop || timed_out) && progress_.step < o_.steps;
+    const bool validated_now = o_.eval_every > 0 && progress_.step % o_.eval_every == 0;
+    if (!g_stop && !validated_now) validate();  // a signal asks for a quick exit: skip it
+    checkpoint();
+    sample();
+    result_.steps = progress_.step;
+    return result_;
   }
-  bar.finish();
-  result.interrupted = (g_stop || timed_out) && progress.step < o.steps;
-  const bool validated_now = o.eval_every > 0 && progress.step % o.eval_every == 0;
-  if (!g_stop && !validated_now) validate();  // a signal asks for a quick exit: skip it
-  checkpoint();
-  result.sample = sample_text(model, tokenizer, o.prompt, o.sample_tokens, o.seed);
-  result.steps = progress.step;
-  return result;
-}
+
+ private:
+  const TrainOptions& o_;
+  const DataSet data_;
+  std::string tokenizer_;
+  BakaLM model_{nullptr};
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::unique_ptr<Loader> loader_;
+  std::unique_ptr<MetricsLog> metrics_;
+  TrainProgress progress_;
+  State stream_;
+  double grad_norm_ = 0;
+  TrainResult result_;
+};
+
+}  // namespace
+
+TrainResult train(const TrainOptions& o) { return Run(o).run(); }
 
 }  // namespace bakallm

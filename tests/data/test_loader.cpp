@@ -13,6 +13,12 @@
 namespace bakallm {
 namespace {
 
+Config window_config(int64_t W) {
+  Config c;
+  c.window_size = W;
+  return c;
+}
+
 // Documents 1,10..(10+n-1) etc: BOS then increasing ids, so positions are checkable.
 std::vector<uint32_t> doc(uint32_t first, int64_t n) {
   std::vector<uint32_t> d = {1};
@@ -28,9 +34,9 @@ TEST(Loader, RowsWalkDocumentsAndResetAtNewOnes) {
   LoaderOptions o;
   o.shards = {dir / "s.bin"};
   o.rows = 1;
-  o.window = 4;
+  const auto model = window_config(4);
   o.windows_per_step = 2;
-  Loader loader(o);
+  Loader loader(o, model);
   std::vector<int64_t> starts;  // the first id of each window that resets
   int64_t predicted = 0;
   for (int step = 0; step < 6; ++step) {
@@ -63,9 +69,9 @@ TEST(Loader, PaddingOnlyAfterADocumentsLastTokens) {
   LoaderOptions o;
   o.shards = {dir / "s.bin"};
   o.rows = 1;
-  o.window = 4;
+  const auto model = window_config(4);
   o.windows_per_step = 2;
-  Loader loader(o);
+  Loader loader(o, model);
   auto b = loader.next();
   EXPECT_EQ(b.tokens, 5);  // 6 tokens predict 5
   EXPECT_FALSE(b.resets[0][1].item<bool>());
@@ -88,9 +94,9 @@ TEST(Loader, RestoreContinuesExactly) {
   LoaderOptions o;
   o.shards = {dir / "s.bin"};
   o.rows = 2;
-  o.window = 3;
+  const auto model = window_config(3);
   o.seed = 5;
-  Loader a(o), b(o);
+  Loader a(o, model), b(o, model);
   for (int i = 0; i < 5; ++i) a.next();
   auto saved = a.state();
   std::vector<torch::Tensor> expect;
@@ -98,6 +104,8 @@ TEST(Loader, RestoreContinuesExactly) {
   for (int i = 0; i < 2; ++i) b.next();
   b.restore(saved);
   for (int i = 0; i < 6; ++i) EXPECT_TRUE(torch::equal(b.next().ids, expect[i])) << i;
+  Loader other_window(o, window_config(4));  // the window comes from the model's config, and must match
+  EXPECT_THROW(other_window.restore(saved), Error);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // The incremental decoder against the batched forward, position by position.
 #include <gtest/gtest.h>
 
+#include "device.h"
 #include "infer/decoder.h"
 #include "small_config.h"
 #include "util/error.h"
@@ -18,9 +19,10 @@ Config decode_config(MegaCache mega_cache = MegaCache::kPreviousLayerOutput) {
 void check_against_forward(MegaCache mode, const std::vector<int64_t>& pieces) {
   auto model = make_model(decode_config(mode), 21);
   model->eval();
+  model->to(test::device());
   torch::manual_seed(22);
   const int64_t B = 2, T = 23;  // 4 full windows of 5 and a partial one
-  auto ids = torch::randint(0, 50, {B, T}, torch::kLong);
+  auto ids = torch::randint(0, 50, {B, T}, torch::kLong).to(test::device());
   torch::Tensor expect;
   {
     torch::NoGradGuard no_grad;

@@ -7,6 +7,7 @@
 #include "io/model_dir.h"
 #include "io/safetensors.h"
 #include "model/baka_lm.h"
+#include "device.h"
 #include "paths.h"
 #include "tensor_asserts.h"
 
@@ -23,8 +24,9 @@ class GoldenParity : public ::testing::Test {
     config = load_config(test::golden("tiny.config.json"));
     model = BakaLM(config);
     load_weights(model, read_safetensors(test::golden("tiny.safetensors")).tensors, "tiny.safetensors");
+    model->to(test::device());
     cases = read_safetensors(test::golden("tiny.cases.safetensors")).tensors;
-    ids = cases.at("ids");
+    ids = cases.at("ids").to(test::device());
   }
   Config config;
   BakaLM model{nullptr};
