@@ -3,7 +3,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
-#include "infer/benchmark.h"
+#include "bench/benchmark.h"
 #include "io/model_dir.h"
 #include "util/error.h"
 
