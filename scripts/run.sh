@@ -39,8 +39,10 @@ cat > "$RUN_DIR/config.json" <<JSON
 {"hidden_dim": 128, "num_layers": 4, "num_memory_tokens": 8, "intermediate_dim": 384,
  "window_size": 128, "vocab_size": 4096, "attn_dropout": 0.0, "detach_every": 2}
 JSON
-echo "== train for $MINUTES minutes (Ctrl-C checkpoints and stops; rerun with --resume to continue)"
-$B train --config "$RUN_DIR/config.json" --data "$RUN_DIR/data" --out "$RUN_DIR/run" \
+echo "== train for $MINUTES minutes (Ctrl-C checkpoints and stops; running this again continues the run)"
+RESUME=()
+[ -d "$RUN_DIR/run/checkpoints" ] && RESUME=(--resume)
+$B train --config "$RUN_DIR/config.json" --data "$RUN_DIR/data" --out "$RUN_DIR/run" "${RESUME[@]}" \
   --steps 2000 --batch 8 --lr 2e-3 --warmup 50 --eval-every 100 --checkpoint-every 200 \
   --max-minutes "$MINUTES" --prompt "${PROMPT:-The}" --sample-tokens 64
 echo "== loss curve: $RUN_DIR/run/loss.png; metrics: $RUN_DIR/run/metrics.jsonl"

@@ -74,9 +74,12 @@ void add_eval(CLI::App& app) {
       stats = evaluate_shards(loaded.model, a->data, a->bos, a->o, progress);
     }
     bar.finish();
+    const std::string first_input = a->text.empty() ? a->data[0] : a->text[0];
+    if (stats.tokens == 0)  // nothing to record: no loss exists
+      throw file_error(first_input, "no token to score (every document is a single token)");
     if (!a->record.empty())
       record_result(a->record, evaluation_row(a->model, loaded.model, stats, a->protocol, context,
-                                              a->text.empty() ? a->data[0] : a->text[0], a->benchmark, a->split));
+                                              first_input, a->benchmark, a->split));
     if (a->json) {
       auto j = stats.to_json();
       j["protocol"] = a->protocol;

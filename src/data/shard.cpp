@@ -97,4 +97,16 @@ void write_shard(const std::string& path, const std::vector<uint32_t>& tokens, i
   });
 }
 
+void ShardReader::require_ids_below(int64_t vocab) const {
+  auto check = [&](const auto* ids) {
+    for (int64_t i = 0; i < count_; ++i)
+      if (static_cast<int64_t>(ids[i]) >= vocab)
+        throw file_error(path(), "token " + std::to_string(i) + " is " + std::to_string(ids[i]) +
+                                     ", outside the model's vocabulary of " + std::to_string(vocab));
+  };
+  const auto* data = file_.data() + kShardHeaderBytes;
+  if (version_ == 1) check(reinterpret_cast<const uint16_t*>(data));
+  else check(reinterpret_cast<const uint32_t*>(data));
+}
+
 }  // namespace bakallm

@@ -33,6 +33,8 @@ class ShardReader {
   // Documents, split before each BOS token.
   std::vector<Span> documents(uint32_t bos_id) const;
   const std::string& path() const { return file_.path(); }
+  // Throws "PATH: token N is ID, outside the vocabulary of VOCAB" for the first id >= VOCAB.
+  void require_ids_below(int64_t vocab) const;
 
  private:
   MappedFile file_;

@@ -1,5 +1,7 @@
 #include "data/tokenize_job.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <mutex>
@@ -45,13 +47,12 @@ std::vector<std::vector<uint32_t>> encode_parallel(const Tokenizer& tok, const s
   return out;
 }
 
-void remove_previous_output(const std::string& dir) {
-  fs::remove(dir + "/manifest.json");
-  for (const auto& entry : fs::directory_iterator(dir)) {
-    const auto name = entry.path().filename().string();
-    if ((name.rfind("train_", 0) == 0 || name.rfind("val_", 0) == 0) && entry.path().extension() == ".bin")
-      fs::remove(entry.path());
-  }
+// What a dataset directory holds: the manifest, the tokenizer, the shards
+// (and their temporaries while being written).
+bool is_dataset_file(const std::string& name, bool is_dir) {
+  if (is_dir) return false;
+  if (name.rfind("manifest.json", 0) == 0 || name.rfind("tokenizer.model", 0) == 0) return true;
+  return (name.rfind("train_", 0) == 0 || name.rfind("val_", 0) == 0) && name.find(".bin") != std::string::npos;
 }
 
 }  // namespace
@@ -59,6 +60,12 @@ void remove_previous_output(const std::string& dir) {
 bool is_validation_document(int64_t i, double fraction) {
   return fraction > 0 && std::floor((i + 1) * fraction) > std::floor(i * fraction);
 }
+
+namespace {
+// Tokenizes every input into shards, the tokenizer and the manifest in DIR.
+TokenizeTotals write_dataset(const TokenizeOptions& o, const Tokenizer& tok, int64_t total_bytes,
+                             const std::string& dir);
+}  // namespace
 
 TokenizeTotals tokenize_corpus(const TokenizeOptions& o) {
   if (o.inputs.empty()) throw Error("tokenize: no input files");
@@ -70,11 +77,46 @@ TokenizeTotals tokenize_corpus(const TokenizeOptions& o) {
     total_bytes += static_cast<int64_t>(fs::file_size(f));
   }
   Tokenizer tok(o.tokenizer);
-  fs::create_directories(o.out_dir);
-  remove_previous_output(o.out_dir);
+  // The new dataset is built beside the old one (OUT.tmp.PID) and swapped in
+  // only when complete; OUT may hold an earlier dataset, nothing else.
+  const std::string out_dir = clean_dir(o.out_dir);
+  if (fs::exists(out_dir) && !fs::is_directory(out_dir)) throw file_error(out_dir, "exists and is not a directory");
+  require_only_own_files(out_dir, is_dataset_file, "tokenize", "choose another --out (nothing was changed)");
+  const fs::path parent = fs::absolute(out_dir).parent_path();
+  fs::create_directories(parent);
+  remove_orphans(parent.string(), fs::path(out_dir).filename().string());
+  const std::string staging = out_dir + ".tmp." + std::to_string(::getpid());
+  fs::remove_all(staging);
+  fs::create_directories(staging);
+  try {
+    auto totals = write_dataset(o, tok, total_bytes, staging);
+    const std::string old = out_dir + ".old." + std::to_string(::getpid());
+    const bool had_old = fs::exists(out_dir);
+    if (had_old) fs::rename(out_dir, old);
+    fs::rename(staging, out_dir);
+    std::error_code ec;
+    if (had_old) fs::remove_all(old, ec);
+    for (auto* shards : {&totals.train_shards, &totals.val_shards})
+      for (auto& path : *shards) path = (fs::path(out_dir) / fs::path(path).filename()).string();
+    return totals;
+  } catch (const fs::filesystem_error& e) {
+    std::error_code ec;
+    fs::remove_all(staging, ec);
+    throw file_error(out_dir, std::string("cannot write the dataset: ") + e.code().message());
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(staging, ec);
+    throw;
+  }
+}
+
+namespace {
+
+TokenizeTotals write_dataset(const TokenizeOptions& o, const Tokenizer& tok, int64_t total_bytes,
+                             const std::string& dir) {
 
   TokenizeTotals totals;
-  ShardWriter train(o.out_dir, "train", o.shard_tokens), val(o.out_dir, "val", o.shard_tokens);
+  ShardWriter train(dir, "train", o.shard_tokens), val(dir, "val", o.shard_tokens);
   ProgressBar bar(static_cast<double>(total_bytes), o.progress);
   int64_t bytes_done = 0, text_bytes = 0;
   std::vector<std::string> batch;
@@ -122,12 +164,9 @@ TokenizeTotals tokenize_corpus(const TokenizeOptions& o) {
   totals.train_shards = train.shards();
   totals.val_shards = val.shards();
   totals.seconds = bar.elapsed();
-  const std::string tok_copy = o.out_dir + "/tokenizer.model";
-  if (fs::absolute(o.tokenizer) != fs::absolute(tok_copy)) {
-    fs::remove(tok_copy);
-    fs::copy_file(o.tokenizer, tok_copy);
-    fs::permissions(tok_copy, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add);
-  }
+  const std::string tok_copy = dir + "/tokenizer.model";
+  fs::copy_file(o.tokenizer, tok_copy);
+  fs::permissions(tok_copy, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add);
   auto names = [](const std::vector<std::string>& paths) {
     std::vector<std::string> out;
     for (const auto& p : paths) out.push_back(fs::path(p).filename().string());
@@ -143,8 +182,10 @@ TokenizeTotals tokenize_corpus(const TokenizeOptions& o) {
                              {"val_tokens", totals.val_tokens},
                              {"train_shards", names(totals.train_shards)},
                              {"val_shards", names(totals.val_shards)}};
-  write_file_atomically(o.out_dir + "/manifest.json", [&](std::ostream& out) { out << manifest.dump(2) << "\n"; });
+  write_file_atomically(dir + "/manifest.json", [&](std::ostream& out) { out << manifest.dump(2) << "\n"; });
   return totals;
 }
+
+}  // namespace
 
 }  // namespace bakallm

@@ -219,8 +219,12 @@ void train_tokenizer(const TokenizerTrainOptions& o) {
   std::string tail;
   {
     std::ifstream in(log);
+    // The last line that says what went wrong (spm_train ends with a bare
+    // "Program terminated with an unrecoverable error.").
     for (std::string line; std::getline(in, line);)
-      if (!line.empty()) tail = line;
+      if (!line.empty() && line.find("unrecoverable error") == std::string::npos) tail = line;
+    const auto why = tail.rfind("] ");
+    if (tail.find("Internal:") != std::string::npos && why != std::string::npos) tail = tail.substr(why + 2);
   }
   fs::remove(log);
   if (status != 0) {

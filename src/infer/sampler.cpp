@@ -1,5 +1,6 @@
 #include "infer/sampler.h"
 
+#include <cmath>
 #include <unordered_set>
 
 #include "util/error.h"
@@ -7,11 +8,12 @@
 namespace bakallm {
 
 void SamplingOptions::validate() const {
-  if (!(temperature >= 0)) throw Error("--temperature must be >= 0");
+  if (!(temperature >= 0 && std::isfinite(temperature)))
+    throw Error("--temperature must be a finite number >= 0, got " + std::to_string(temperature));
   if (top_k < 0) throw Error("--top-k must be >= 0");
   if (!(top_p > 0 && top_p <= 1)) throw Error("--top-p must be in (0, 1], got " + std::to_string(top_p));
   if (!(min_p >= 0 && min_p < 1)) throw Error("--min-p must be in [0, 1), got " + std::to_string(min_p));
-  if (!(repeat_penalty > 0)) throw Error("--repeat-penalty must be > 0");
+  if (!(repeat_penalty > 0 && std::isfinite(repeat_penalty))) throw Error("--repeat-penalty must be a finite number > 0");
 }
 
 Sampler::Sampler(SamplingOptions options) : o_(options), rng_(options.seed) { o_.validate(); }

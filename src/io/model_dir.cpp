@@ -4,6 +4,7 @@
 #include <set>
 #include <sstream>
 
+#include "data/tokenizer.h"
 #include "io/safetensors.h"
 #include "util/atomic_file.h"
 #include "util/error.h"
@@ -52,9 +53,11 @@ void load_weights(BakaLM& model, const std::map<std::string, torch::Tensor>& ten
       misshapen.push_back(name + " has a non-float dtype");
       return;
     }
-    if (optional) {  // the rotary buffer: check, never overwrite
-      if (!torch::allclose(it->second.to(torch::kFloat), dst.to(torch::kCPU).to(torch::kFloat), 1e-5, 1e-7))
-        wrong_values.push_back(name);
+    if (optional) {  // the rotary buffer: check (at the stored dtype's precision), never overwrite
+      const auto stored = it->second.scalar_type();
+      const auto expect = dst.to(torch::kCPU).to(stored).to(torch::kFloat);
+      const double rtol = stored == torch::kFloat || stored == torch::kDouble ? 1e-5 : 1e-2;
+      if (!torch::allclose(it->second.to(torch::kFloat), expect, rtol, 1e-7)) wrong_values.push_back(name);
       return;
     }
     dst.copy_(it->second);
@@ -94,10 +97,22 @@ void write_model_files(const std::string& dir, BakaLM& model, const std::string&
   }
 }
 
-void save_model_dir(const std::string& dir, BakaLM& model, const std::string& tokenizer_path,
+bool is_model_file(const std::string& name, bool is_dir) {
+  return !is_dir && (name == "config.json" || name == "model.safetensors" || name == "tokenizer.model");
+}
+
+void save_model_dir(const std::string& dir_in, BakaLM& model, const std::string& tokenizer_path,
                     torch::ScalarType dtype) {
-  if (!tokenizer_path.empty() && !fs::exists(tokenizer_path))
-    throw file_error(tokenizer_path, "tokenizer not found");
+  const std::string dir = clean_dir(dir_in);
+  if (!tokenizer_path.empty()) {
+    if (!fs::exists(tokenizer_path)) throw file_error(tokenizer_path, "tokenizer not found");
+    const Tokenizer tok(tokenizer_path);  // throws naming the file when it is no SentencePiece model
+    require_vocab_fits(tok.vocab_size(), model->config().vocab_size, tokenizer_path);
+  }
+  if (fs::exists(dir) && !fs::is_directory(dir)) throw file_error(dir, "exists and is not a directory");
+  // Replace a model directory (ours: config, weights, tokenizer), never anything else.
+  require_only_own_files(dir, is_model_file, "bakallm",
+                         "not a model directory; choose another --out (nothing was changed)");
   fs::path parent = fs::path(dir).parent_path();
   if (!parent.empty()) fs::create_directories(parent);
   write_dir_atomically(dir, [&](const std::string& tmp) { write_model_files(tmp, model, tokenizer_path, dtype); });

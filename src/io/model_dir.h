@@ -27,9 +27,15 @@ std::vector<std::pair<std::string, torch::Tensor>> model_tensors(BakaLM& model);
 void write_model_files(const std::string& dir, BakaLM& model, const std::string& tokenizer_path = "",
                        torch::ScalarType dtype = torch::kFloat);
 
-// Writes DIR atomically: config, weights in DTYPE, and the tokenizer if given.
+// Writes DIR atomically: config, weights in DTYPE, and the tokenizer if given
+// (checked: a SentencePiece model whose pieces fit the vocabulary). An
+// existing DIR is replaced only when it holds nothing but those files (a
+// model directory); anything else there is an Error and nothing changes.
 void save_model_dir(const std::string& dir, BakaLM& model, const std::string& tokenizer_path = "",
                     torch::ScalarType dtype = torch::kFloat);
+
+// Whether NAME is a file of a model directory (config.json, model.safetensors, tokenizer.model).
+bool is_model_file(const std::string& name, bool is_dir);
 
 struct LoadedModel {
   Config config;

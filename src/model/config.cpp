@@ -1,5 +1,8 @@
 #include "model/config.h"
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <fstream>
 
 #include "util/atomic_file.h"
@@ -86,12 +89,56 @@ const std::vector<ConfigField> kFields = {
 
 const std::vector<ConfigField>& config_fields() { return kFields; }
 
+double Config::parameter_estimate() const {
+  const double D = static_cast<double>(hidden_dim), I = static_cast<double>(intermediate_dim);
+  const double block = 8 * D * D + 3 * D * I + 21 * D;  // qkv, gates, MLP, norms, EMA
+  return 2 * static_cast<double>(vocab_size) * D + (static_cast<double>(num_layers) + 1) * block +
+         2 * static_cast<double>(num_memory_tokens) * D;
+}
+
+double Config::memory_estimate() const {
+  const double T = static_cast<double>(extended_window()), D = static_cast<double>(hidden_dim);
+  const double L = static_cast<double>(num_layers) + 1, I = static_cast<double>(intermediate_dim);
+  const double weights = 16 * parameter_estimate();                   // float32 weights, gradients, AdamW
+  const double activations = 4 * L * T * (2 * T + 24 * D + 3 * I);    // one row of one window, kept for backward
+  return weights + activations;
+}
+
+namespace {
+void require_fits_in_memory(const Config& c, const std::string& source) {
+  const double have = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE));
+  const double need = c.memory_estimate();
+  if (need <= have) return;
+  // Name the field that is furthest beyond the base preset's value.
+  const Config base = preset("base");
+  const std::pair<const char*, double> ratios[] = {
+      {"hidden_dim", double(c.hidden_dim) / double(base.hidden_dim)},
+      {"num_layers", double(c.num_layers) / double(base.num_layers)},
+      {"intermediate_dim", double(c.intermediate_dim) / double(base.intermediate_dim)},
+      {"window_size", double(c.window_size) / double(base.window_size)},
+      {"num_memory_tokens", double(c.num_memory_tokens) / double(base.num_memory_tokens)},
+      {"vocab_size", double(c.vocab_size) / double(base.vocab_size)}};
+  auto worst = ratios[0];
+  for (const auto& r : ratios)
+    if (r.second > worst.second) worst = r;
+  char why[256];
+  std::snprintf(why, sizeof why,
+                "%s is too large: the model would need about %.3g GB to train (%.3g parameters), this machine has "
+                "%.3g GB",
+                worst.first, need / 1e9, c.parameter_estimate(), have / 1e9);
+  throw Error(source + ": " + why);
+}
+}  // namespace
+
 void Config::validate(const std::string& source) const {
   for (const auto& f : kFields) {
     const auto why = f.problem(*this);
     if (!why.empty()) throw Error(source + ": " + f.name + " " + why);
   }
+  require_fits_in_memory(*this, source);
 }
+
+
 
 Config config_from_json(const nlohmann::json& j, const std::string& source) {
   if (!j.is_object()) throw Error(source + ": config must be a JSON object");

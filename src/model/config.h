@@ -30,8 +30,15 @@ struct Config {
   // Rows of one extended window: [memory(M); sep; W tokens; sep; suffix(M)].
   int64_t extended_window() const { return window_size + 2 * num_memory_tokens + 2; }
 
-  // Throws Error("SOURCE: field: problem") on an impossible value.
+  // Throws Error("SOURCE: field: problem") on an impossible value, or when
+  // training the model would need more memory than this machine has.
   void validate(const std::string& source) const;
+
+  // Parameters, counted from the sizes (no model is built).
+  double parameter_estimate() const;
+  // Bytes to train one row: weights, gradients and AdamW moments in float32,
+  // and one window's activations.
+  double memory_estimate() const;
 };
 
 // Each config.json field, declared once: name, meaning, how it is read,

@@ -6,6 +6,9 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <sstream>
+
+#include <unistd.h>
 
 #include "io/model_dir.h"
 #include "io/safetensors.h"
@@ -18,14 +21,14 @@ namespace bakallm {
 
 namespace {
 
+// N for a directory named exactly "step_N" (digits only), else -1: the
+// temporaries of a killed writer ("step_34.tmp.123") are no checkpoints.
 int64_t step_of(const fs::path& p) {
   const auto name = p.filename().string();
-  if (name.rfind("step_", 0) != 0) return -1;
-  try {
-    return std::stoll(name.substr(5));
-  } catch (...) {
-    return -1;
-  }
+  if (name.rfind("step_", 0) != 0 || name.size() == 5 || name.size() > 5 + 18) return -1;
+  for (size_t i = 5; i < name.size(); ++i)
+    if (name[i] < '0' || name[i] > '9') return -1;
+  return std::stoll(name.substr(5));
 }
 
 }  // namespace
@@ -35,7 +38,11 @@ void save_checkpoint(const std::string& dir, BakaLM& model, torch::optim::Optimi
   fs::create_directories(fs::path(dir).parent_path());
   write_dir_atomically(dir, [&](const std::string& tmp) {
     write_model_files(tmp, model, tokenizer);
-    torch::save(optimizer, tmp + "/optimizer.pt");
+    // Serialised in memory, written like every other file: libtorch's own
+    // file writer throws from a destructor when the disk is full (abort).
+    std::ostringstream optimizer_bytes;
+    torch::save(optimizer, optimizer_bytes);
+    write_file_atomically(tmp + "/optimizer.pt", [&](std::ostream& out) { out << optimizer_bytes.str(); });
     write_safetensors(tmp + "/stream.safetensors", stream.tensors());
     torch::Tensor rng;
     {
@@ -63,25 +70,34 @@ TrainProgress load_checkpoint(const std::string& dir, BakaLM& model, torch::opti
   } catch (const c10::Error& e) {
     throw file_error(dir + "/optimizer.pt", "cannot load optimizer state");
   }
-  std::ifstream in(dir + "/train_state.json");
-  if (!in) throw file_error(dir + "/train_state.json", "missing");
+  const std::string state_path = dir + "/train_state.json";
+  std::ifstream in(state_path);
+  if (!in) throw file_error(state_path, "missing");
   nlohmann::json j;
-  in >> j;
+  TrainProgress p;
+  try {
+    in >> j;
+    p.step = j.at("step").get<int64_t>();
+    p.tokens = j.at("tokens").get<int64_t>();
+    p.seconds = j.at("seconds").get<double>();
+    p.loader = j.at("loader");
+  } catch (const nlohmann::json::exception& e) {
+    throw file_error(state_path, std::string("not a bakallm training state: ") + e.what());
+  }
   stream = State::from_tensors(read_safetensors(dir + "/stream.safetensors").tensors, model->config().num_layers,
                               dir + "/stream.safetensors");
   stream.seen = j.value("stream_seen", int64_t{0});
   stream.windows = j.value("stream_windows", int64_t{0});
-  auto rng = read_safetensors(dir + "/rng.safetensors").tensors.at("cpu");
-  {
+  const std::string rng_path = dir + "/rng.safetensors";
+  const auto rng_tensors = read_safetensors(rng_path).tensors;
+  if (!rng_tensors.count("cpu")) throw file_error(rng_path, "holds no 'cpu' generator state");
+  try {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(rng);
+    gen.set_state(rng_tensors.at("cpu"));
+  } catch (const c10::Error& e) {
+    throw file_error(rng_path, "not a CPU generator state");
   }
-  TrainProgress p;
-  p.step = j.at("step").get<int64_t>();
-  p.tokens = j.at("tokens").get<int64_t>();
-  p.seconds = j.at("seconds").get<double>();
-  p.loader = j.at("loader");
   return p;
 }
 
@@ -101,7 +117,18 @@ std::vector<std::string> list_checkpoints(const std::string& run_dir) {
 
 void prune_checkpoints(const std::string& run_dir, int keep) {
   auto all = list_checkpoints(run_dir);
-  for (size_t i = 0; i + keep < all.size(); ++i) fs::remove_all(all[i]);
+  for (size_t i = 0; i + keep < all.size(); ++i) {
+    // Renamed first, so a kill while deleting leaves no half checkpoint that
+    // looks whole; the next start removes the rest (remove_orphans).
+    const std::string doomed = all[i] + ".pruned." + std::to_string(::getpid());
+    fs::rename(all[i], doomed);
+    std::error_code ec;
+    fs::remove_all(doomed, ec);
+  }
+}
+
+int remove_checkpoint_orphans(const std::string& run_dir) {
+  return remove_orphans((fs::path(run_dir) / "checkpoints").string()) + remove_orphans(run_dir);
 }
 
 }  // namespace bakallm

@@ -34,7 +34,11 @@ TrainProgress load_checkpoint(const std::string& dir, BakaLM& model, torch::opti
 
 // RUN/checkpoints/step_N directories, oldest first.
 std::vector<std::string> list_checkpoints(const std::string& run_dir);
-// Removes all but the newest KEEP.
+// Removes all but the newest KEEP (each renamed away first, then deleted).
 void prune_checkpoints(const std::string& run_dir, int keep);
+// Removes what killed processes left in RUN_DIR and its checkpoints/ (a
+// step_N.tmp.PID being written, a step_N.pruned.PID being deleted, a file's
+// .tmp.PID). Returns how many.
+int remove_checkpoint_orphans(const std::string& run_dir);
 
 }  // namespace bakallm

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/loader.h"
+#include "data/shard.h"
 #include "data/tokenizer.h"
 #include "eval/evaluator.h"
 #include "infer/generate.h"
@@ -19,6 +20,7 @@
 #include "train/checkpoint.h"
 #include "train/metrics.h"
 #include "train/schedule.h"
+#include "util/atomic_file.h"
 #include "util/error.h"
 #include "util/progress.h"
 
@@ -47,17 +49,17 @@ DataSet read_manifest(const std::string& dir) {
   const std::string path = dir + "/manifest.json";
   std::ifstream in(path);
   if (!in) throw file_error(path, "missing: is this the output of `bakallm tokenize`?");
-  nlohmann::json m;
-  try {
-    in >> m;
-  } catch (const nlohmann::json::exception&) {
-    throw file_error(path, "invalid JSON");
-  }
   DataSet d;
-  for (const auto& s : m.at("train_shards")) d.train.push_back(dir + "/" + s.get<std::string>());
-  for (const auto& s : m.at("val_shards")) d.val.push_back(dir + "/" + s.get<std::string>());
-  d.bos = m.value("bos_id", 1u);
-  d.vocab = m.value("vocab_size", int64_t{0});
+  try {
+    nlohmann::json m;
+    in >> m;
+    for (const auto& s : m.at("train_shards")) d.train.push_back(dir + "/" + s.get<std::string>());
+    for (const auto& s : m.at("val_shards")) d.val.push_back(dir + "/" + s.get<std::string>());
+    d.bos = m.value("bos_id", 1u);
+    d.vocab = m.value("vocab_size", int64_t{0});
+  } catch (const nlohmann::json::exception& e) {
+    throw file_error(path, std::string("not a bakallm manifest: ") + e.what());
+  }
   if (fs::exists(dir + "/tokenizer.model")) d.tokenizer = dir + "/tokenizer.model";
   if (d.train.empty()) throw file_error(path, "lists no training shards");
   return d;
@@ -111,7 +113,11 @@ struct SignalScope {
 class Run {
  public:
   explicit Run(const TrainOptions& o) : o_(o), data_(read_manifest(o.data_dir)) {
+    if (!o.resume && !foreign_entries(o.run_dir, [](const std::string&, bool) { return false; }).empty())
+      throw file_error(o.run_dir, "holds a run already: continue it with --resume, or give another --out (nothing was changed)");
     fs::create_directories(o.run_dir);
+    if (const int n = remove_checkpoint_orphans(o.run_dir))
+      std::cerr << "removed " << n << " leftover(s) of an interrupted run in " << o.run_dir << "\n";
     tokenizer_ = data_.tokenizer;
     if (!o.init_model.empty()) {  // from a model directory, or fresh from the config
       auto loaded = load_model_dir(o.init_model);
@@ -121,6 +127,8 @@ class Run {
       model_ = make_model(o.config, o.seed);
     }
     require_vocab_fits(data_.vocab, config().vocab_size, o.data_dir);
+    for (const auto* shards : {&data_.train, &data_.val})  // every id, before the first step
+      for (const auto& path : *shards) ShardReader(path).require_ids_below(config().vocab_size);
     const bool bf16 = o.dtype == "bfloat16";
     if (!bf16 && o.dtype != "float32") throw Error("--dtype must be float32 or bfloat16");
     model_->set_compute_dtype(bf16 ? torch::kBFloat16 : torch::kFloat);

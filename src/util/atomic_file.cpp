@@ -1,10 +1,14 @@
 #include "util/atomic_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 
 #include "util/error.h"
 
@@ -68,6 +72,65 @@ void write_dir_atomically(const std::string& dir,
     fs::remove_all(tmp, ec);
     throw;
   }
+}
+
+std::string clean_dir(const std::string& dir) {
+  std::string d = dir;
+  while (d.size() > 1 && d.back() == '/') d.pop_back();
+  return d;
+}
+
+std::vector<std::string> foreign_entries(const std::string& dir,
+                                         const std::function<bool(const std::string&, bool)>& mine) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const auto name = e.path().filename().string();
+    if (!mine(name, e.is_directory(ec))) out.push_back(name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void require_only_own_files(const std::string& dir, const std::function<bool(const std::string&, bool)>& mine,
+                            const std::string& noun, const std::string& hint) {
+  const auto foreign = foreign_entries(dir, mine);
+  if (foreign.empty()) return;
+  std::string list;
+  for (size_t i = 0; i < foreign.size() && i < 3; ++i) list += (i ? ", " : "") + foreign[i];
+  if (foreign.size() > 3) list += ", ... " + std::to_string(foreign.size()) + " in all";
+  throw file_error(dir, "holds files " + noun + " did not write (" + list + "): " + hint);
+}
+
+namespace {
+const std::regex& temporary_pattern() {
+  static const std::regex re(R"(^(.+)\.(tmp|old|pruned)\.([0-9]+)$)");
+  return re;
+}
+}  // namespace
+
+bool is_temporary_name(const std::string& name) { return std::regex_match(name, temporary_pattern()); }
+
+int remove_orphans(const std::string& dir, const std::string& prefix) {
+  int removed = 0;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return 0;
+  std::vector<fs::path> gone;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    std::smatch m;
+    const auto name = e.path().filename().string();
+    if (!std::regex_match(name, m, temporary_pattern())) continue;
+    if (!prefix.empty() && name.compare(0, prefix.size() + 1, prefix + ".") != 0) continue;
+    const auto pid = static_cast<pid_t>(std::stoll(m[3].str()));
+    const bool alive = pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
+    if (!alive) gone.push_back(e.path());
+  }
+  for (const auto& p : gone) {
+    fs::remove_all(p, ec);
+    if (!ec) ++removed;
+  }
+  return removed;
 }
 
 }  // namespace bakallm

@@ -26,7 +26,13 @@ std::vector<std::string> docs_of(const std::string& path, CorpusOptions o = {}) 
 }
 
 void write(const std::string& path, const std::string& bytes) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
   std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 std::string zstd(const std::string& s) {
@@ -194,9 +200,11 @@ TEST_F(TokenizeJob, FailuresLeaveNoCompleteLookingOutput) {
   o.inputs = {dir / "good.txt"};
   tokenize_corpus(o);
   ASSERT_TRUE(std::filesystem::exists(dir / "out/manifest.json"));
+  const auto before = read_file(dir / "out/manifest.json");
   o.inputs = {dir / "good.txt", dir / "bad.txt"};  // a rerun that fails halfway
   EXPECT_THROW(tokenize_corpus(o), Error);
-  EXPECT_FALSE(std::filesystem::exists(dir / "out/manifest.json"));
+  EXPECT_EQ(read_file(dir / "out/manifest.json"), before);  // the earlier dataset is untouched
+  EXPECT_NO_THROW(ShardReader(dir / "out/train_000000.bin"));
   o.inputs = {dir / "empty.txt"};
   try {
     tokenize_corpus(o);
@@ -206,8 +214,22 @@ TEST_F(TokenizeJob, FailuresLeaveNoCompleteLookingOutput) {
   }
   o.inputs = {dir / "missing.txt"};
   EXPECT_THROW(tokenize_corpus(o), Error);
-  for (const auto& e : std::filesystem::directory_iterator(dir / "out"))
-    EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << e.path();
+  for (const auto& d : {dir / "out", dir.path.string()})
+    for (const auto& e : std::filesystem::directory_iterator(d))
+      EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << e.path();
+  EXPECT_EQ(read_file(dir / "out/manifest.json"), before);
+  // A directory that holds anything else is refused, and left as it was.
+  write(dir / "mine/thesis.txt", "precious");
+  o.inputs = {dir / "good.txt"};
+  o.out_dir = dir / "mine";
+  try {
+    tokenize_corpus(o);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("thesis.txt"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read_file(dir / "mine/thesis.txt"), "precious");
+  EXPECT_FALSE(std::filesystem::exists(dir / "mine/manifest.json"));
 }
 
 TEST(TokenizeSplit, ValidationDocumentsAreSpreadEvenly) {
