@@ -36,6 +36,7 @@ MetricsLog::MetricsLog(const std::string& path, int64_t keep_up_to) : path_(path
 void MetricsLog::write(const nlohmann::json& record) {
   out_ << record.dump() << "\n";
   out_.flush();
+  if (!out_) throw file_error(path_, "write failed (disk full?)");
 }
 
 std::string plot_losses(const std::string& metrics_path, const std::string& png_path) {
@@ -51,7 +52,7 @@ std::string plot_losses(const std::string& metrics_path, const std::string& png_
   }
   if (train.str().empty()) return "no training loss logged yet";
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) return "gnuplot not found (apt-get install gnuplot-nox)";
-  const std::string tmp = png_path + ".tmp." + std::to_string(::getpid()) + ".png";
+  const std::string tmp = png_path + ".tmp." + std::to_string(::getpid());
   FILE* gp = ::popen("gnuplot 2>/dev/null", "w");
   if (!gp) return "cannot start gnuplot";
   std::ostringstream script;

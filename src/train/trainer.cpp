@@ -153,9 +153,10 @@ class Run {
 
   // --resume: the newest checkpoint's model, optimizer, stream and loader; else a seeded start.
   void start() {
-    if (o_.resume) {
-      auto ckpts = list_checkpoints(o_.run_dir);
-      if (ckpts.empty()) throw Error(o_.run_dir + ": --resume but no checkpoint in " + o_.run_dir + "/checkpoints");
+    const auto ckpts = o_.resume ? list_checkpoints(o_.run_dir) : std::vector<std::string>{};
+    if (o_.resume && ckpts.empty())  // killed before its first checkpoint: nothing to continue
+      std::cerr << "no checkpoint in " << o_.run_dir << "/checkpoints yet: starting from step 0\n";
+    if (!ckpts.empty()) {
       progress_ = load_checkpoint(ckpts.back(), model_, *optimizer_, stream_);
       loader_->restore(progress_.loader);
       std::cerr << "resumed from " << ckpts.back() << " (step " << progress_.step << ")\n";
@@ -167,7 +168,7 @@ class Run {
                         {"grad_accum", o_.grad_accum},         {"lr", o_.optimizer.lr}, {"weight_decay", o_.optimizer.weight_decay},
                         {"warmup", o_.warmup},                 {"clip", o_.clip},       {"dtype", o_.dtype},
                         {"seed", o_.seed}};
-    std::ofstream(o_.run_dir + "/train_config.json") << j.dump(2) << "\n";
+    write_file_atomically(o_.run_dir + "/train_config.json", [&](std::ostream& out) { out << j.dump(2) << "\n"; });
     metrics_ = std::make_unique<MetricsLog>(o_.run_dir + "/metrics.jsonl", progress_.step);
   }
 
