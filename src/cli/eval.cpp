@@ -21,9 +21,10 @@ namespace {
 
 struct Args {
   std::string model, protocol = "stream", record, benchmark, split, separator = "eot", invalid_utf8 = "error";
+  std::string bos = "auto";
   std::vector<std::string> data, text;
   bool json = false;
-  uint32_t bos = 1;
+  uint32_t bos_id = 1;
   EvalOptions o;
 };
 
@@ -36,13 +37,17 @@ void add_eval(CLI::App& app) {
   auto* d = cmd->add_option("--data", a->data, "token shards (llm.c format)");
   auto* t = cmd->add_option("--text", a->text, "text files, tokenized with the model's tokenizer (.txt, .jsonl, .zst, .gz, .zip)");
   d->excludes(t);
-  cmd->add_option("--protocol", a->protocol, "stream (state carried, default) or sliding")
-      ->check(CLI::IsMember({"stream", "sliding"}));
-  cmd->add_option("--ctx", a->o.context, "sliding: window of N tokens, stride N/2");
+  cmd->add_option("--protocol", a->protocol,
+                  "stream (state carried, default), sliding, or author (his bench_baka.py: mean over windows)")
+      ->check(CLI::IsMember({"stream", "sliding", "author"}));
+  cmd->add_option("--ctx", a->o.context,
+                  "sliding, author: windows of N tokens, stride N/2 (author default: 655360)");
   cmd->add_option("--windows-per-call", a->o.windows_per_call, "stream: model windows per forward call")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--max-tokens", a->o.max_tokens, "stop after this many scored tokens");
-  cmd->add_option("--bos", a->bos, "token id that starts a document in shards (default 1)");
+  cmd->add_option("--bos-id", a->bos_id, "token id that starts a document in shards (default 1)");
+  cmd->add_option("--bos", a->bos, "--text: start each document with BOS: auto (as the tokenizer does), add, none")
+      ->check(CLI::IsMember({"auto", "add", "none"}));
   cmd->add_option("--separator", a->separator, "document separator in .txt: eot, blank, percent, file");
   cmd->add_option("--invalid-utf8", a->invalid_utf8, "error, replace, latin1");
   cmd->add_option("--record", a->record, "append one row to this SQLite results database");
@@ -52,8 +57,10 @@ void add_eval(CLI::App& app) {
   cmd->callback([a] {
     if (a->data.empty() && a->text.empty()) throw Error("eval: give --data SHARD... or --text FILE...");
     a->o.protocol = parse_protocol(a->protocol);
-    if (a->o.protocol == EvalProtocol::kSliding && a->o.context < 2) throw Error("eval: --protocol sliding needs --ctx N (N >= 2)");
-    const int64_t context = a->o.protocol == EvalProtocol::kSliding ? a->o.context : 0;  // 0: the whole document
+    if (a->o.protocol == EvalProtocol::kAuthor && a->o.context == 0) a->o.context = kAuthorContext;
+    if (a->o.protocol != EvalProtocol::kStream && a->o.context < 2)
+      throw Error("eval: --protocol " + a->protocol + " needs --ctx N (N >= 2)");
+    const int64_t context = a->o.protocol == EvalProtocol::kStream ? 0 : a->o.context;  // 0: the whole document
     auto loaded = load_model_dir(a->model);
     ProgressBar bar(0, ::isatty(STDERR_FILENO));
     auto progress = [&](const EvalStats& s) {
@@ -69,9 +76,9 @@ void add_eval(CLI::App& app) {
       CorpusOptions co;
       co.separator = parse_separator(a->separator);
       co.invalid_utf8 = parse_invalid_utf8(a->invalid_utf8);
-      stats = evaluate_texts(loaded.model, tok, a->text, co, a->o, progress);
+      stats = evaluate_texts(loaded.model, tok, a->text, co, a->o, progress, parse_bos(a->bos));
     } else {
-      stats = evaluate_shards(loaded.model, a->data, a->bos, a->o, progress);
+      stats = evaluate_shards(loaded.model, a->data, a->bos_id, a->o, progress);
     }
     bar.finish();
     const std::string first_input = a->text.empty() ? a->data[0] : a->text[0];

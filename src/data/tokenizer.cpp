@@ -131,10 +131,23 @@ std::vector<uint32_t> Tokenizer::encode(std::string_view text) const {
   return out;
 }
 
-std::vector<uint32_t> Tokenizer::encode_document(std::string_view text) const {
+bool Tokenizer::has_bos() const { return static_cast<int32_t>(bos_id()) >= 0; }
+
+std::vector<uint32_t> Tokenizer::encode_document(std::string_view text, BosPolicy bos) const {
   std::vector<uint32_t> ids = encode(text);
-  ids.insert(ids.begin(), bos_id());
+  const bool add = bos == BosPolicy::kAdd || (bos == BosPolicy::kAuto && has_bos());
+  if (add) {
+    if (!has_bos()) throw file_error(path_, "has no BOS piece to add (--bos add)");
+    ids.insert(ids.begin(), bos_id());
+  }
   return ids;
+}
+
+BosPolicy parse_bos(const std::string& name) {
+  if (name == "auto") return BosPolicy::kAuto;
+  if (name == "add") return BosPolicy::kAdd;
+  if (name == "none") return BosPolicy::kNone;
+  throw Error("--bos must be auto, add or none, got '" + name + "'");
 }
 
 void require_vocab_fits(int64_t tokenizer_vocab, int64_t model_vocab, const std::string& source) {

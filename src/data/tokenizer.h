@@ -10,6 +10,11 @@
 
 namespace bakallm {
 
+// Whether a document starts with BOS: kAuto follows the tokenizer (a
+// SentencePiece model with a BOS piece adds it, llama-style).
+enum class BosPolicy { kAuto, kAdd, kNone };
+BosPolicy parse_bos(const std::string& name);  // "auto", "add", "none"
+
 class Tokenizer {
  public:
   explicit Tokenizer(const std::string& model_path);  // throws Error naming the file
@@ -19,8 +24,9 @@ class Tokenizer {
   Tokenizer(Tokenizer&& other) noexcept;
 
   std::vector<uint32_t> encode(std::string_view text) const;  // no BOS
-  // A document as the model reads it: BOS, then the pieces of TEXT.
-  std::vector<uint32_t> encode_document(std::string_view text) const;
+  // A document as the model reads it: BOS (as BOS says), then the pieces of TEXT.
+  std::vector<uint32_t> encode_document(std::string_view text, BosPolicy bos = BosPolicy::kAuto) const;
+  bool has_bos() const;
   std::string decode(const std::vector<uint32_t>& ids) const;
   // The text of one piece as it reads inside a stream (for incremental output):
   // "▁" becomes a space, byte pieces their byte, control pieces nothing.

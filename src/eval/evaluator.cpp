@@ -1,6 +1,7 @@
 #include "eval/evaluator.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
@@ -14,6 +15,43 @@
 namespace bakallm {
 
 namespace {
+
+// −log p(TARGETS) [n] at each position of one model call on IDS [n] from
+// STATE (updated): the head runs on 1024 rows at a time, so a long call
+// never holds [n, V] logits. kIgnoreIndex targets give 0.
+torch::Tensor call_losses(BakaLM& model, const torch::Tensor& ids, const torch::Tensor& targets, State& state) {
+  const auto device = model->embed_out->weight.device();
+  auto net = model->model(ids.unsqueeze(0).to(device), std::move(state));
+  state = std::move(net.state);
+  const auto hidden = net.hidden[0];  // [n, D]
+  const int64_t n = ids.size(0), chunk = 1024;
+  auto out = torch::empty({n}, torch::kFloat);
+  for (int64_t r = 0; r < n; r += chunk) {
+    const int64_t m = std::min(chunk, n - r);
+    out.narrow(0, r, m).copy_(cross_entropy_rows(model->head(hidden.narrow(0, r, m)), targets.narrow(0, r, m).to(device)));
+  }
+  return out;
+}
+
+torch::Tensor author_losses(BakaLM& model, const torch::Tensor& doc, int64_t context, std::vector<double>& window_means) {
+  if (context < 2) throw Error("--ctx must be at least 2 for the author protocol");
+  const int64_t n = doc.size(0), half = context / 2;
+  auto out = torch::empty({std::max<int64_t>(0, n - 1)}, torch::kFloat);
+  for (int64_t begin = 0;; begin += half) {
+    const int64_t end = std::min(begin + context, n);
+    // The first target scored (a token index): every one in the first window,
+    // then those of the window's last `half` tokens (its second half).
+    const int64_t first = begin == 0 ? 1 : begin + context - half;
+    if (first >= end) break;                               // nothing left to score: the document ends
+    auto targets = torch::full({end - begin}, kIgnoreIndex, torch::kLong);
+    targets.narrow(0, first - 1 - begin, end - first).copy_(doc.narrow(0, first, end - first));
+    State fresh;  // one fresh model call per window
+    auto losses = call_losses(model, doc.narrow(0, begin, end - begin), targets, fresh).narrow(0, first - 1 - begin, end - first);
+    out.narrow(0, first - 1, end - first).copy_(losses);
+    window_means.push_back(losses.to(torch::kDouble).mean().item<double>());
+  }
+  return out;
+}
 
 torch::Tensor stream_losses(BakaLM& model, const torch::Tensor& doc, int64_t windows_per_call) {
   const auto device = model->embed_out->weight.device();
@@ -73,7 +111,8 @@ EvalStats stats_of(const torch::Tensor& losses, int64_t window) {
 EvalProtocol parse_protocol(const std::string& name) {
   if (name == "stream") return EvalProtocol::kStream;
   if (name == "sliding") return EvalProtocol::kSliding;
-  throw Error("unknown protocol '" + name + "' (stream, sliding)");
+  if (name == "author") return EvalProtocol::kAuthor;
+  throw Error("unknown protocol '" + name + "' (stream, sliding, author)");
 }
 
 void EvalStats::add(const EvalStats& o) {
@@ -83,18 +122,42 @@ void EvalStats::add(const EvalStats& o) {
   nonfinite += o.nonfinite;
   window_loss_sum += o.window_loss_sum;
   windows += o.windows;
+  nonfinite_windows += o.nonfinite_windows;
+  window_mean = window_mean || o.window_mean;
   seconds += o.seconds;
 }
 
 torch::Tensor token_losses(BakaLM& model, const torch::Tensor& doc, const EvalOptions& o) {
   torch::NoGradGuard no_grad;
+  if (o.protocol == EvalProtocol::kAuthor) {
+    std::vector<double> means;
+    return author_losses(model, doc, o.context, means);
+  }
   return o.protocol == EvalProtocol::kStream ? stream_losses(model, doc, o.windows_per_call)
                                              : sliding_losses(model, doc, o.context);
 }
 
 EvalStats evaluate_document(BakaLM& model, const torch::Tensor& doc, const EvalOptions& o) {
   const auto start = std::chrono::steady_clock::now();
-  auto s = stats_of(token_losses(model, doc, o), model->config().window_size);
+  EvalStats s;
+  if (o.protocol == EvalProtocol::kAuthor) {
+    torch::NoGradGuard no_grad;
+    std::vector<double> means;
+    s = stats_of(author_losses(model, doc, o.context, means), model->config().window_size);
+    s.window_mean = true;
+    s.window_loss_sum = 0;
+    s.windows = 0;
+    for (double m : means) {
+      if (std::isfinite(m)) {
+        s.window_loss_sum += m;
+        ++s.windows;
+      } else {
+        ++s.nonfinite_windows;
+      }
+    }
+  } else {
+    s = stats_of(token_losses(model, doc, o), model->config().window_size);
+  }
   s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return s;
 }
@@ -158,11 +221,11 @@ EvalStats evaluate_shards(BakaLM& model, const std::vector<std::string>& shards,
 
 EvalStats evaluate_texts(BakaLM& model, const Tokenizer& tok, const std::vector<std::string>& files,
                          const CorpusOptions& corpus, const EvalOptions& o,
-                         const std::function<void(const EvalStats&)>& progress) {
+                         const std::function<void(const EvalStats&)>& progress, BosPolicy bos) {
   std::vector<torch::Tensor> docs;
   for (const auto& f : files)
     read_corpus(f, corpus, [&](std::string&& d) {
-      const auto ids = tok.encode_document(d);
+      const auto ids = tok.encode_document(d, bos);
       docs.push_back(torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kLong));
     });
   if (docs.empty()) throw Error(files.at(0) + ": no documents (empty or whitespace only)");
@@ -177,12 +240,21 @@ EvalStats evaluate_texts(BakaLM& model, const Tokenizer& tok, const std::vector<
 
 nlohmann::json EvalStats::to_json() const {
   return {{"loss", loss()},   {"ppl", perplexity()},    {"window_loss", window_loss()},
+          {"token_loss", token_loss()}, {"windows", windows}, {"nonfinite_windows", nonfinite_windows},
           {"tokens", tokens}, {"documents", documents}, {"nonfinite", nonfinite},
           {"seconds", seconds}, {"tokens_per_second", tokens / std::max(seconds, 1e-9)}};
 }
 
 std::string EvalStats::summary() const {
-  char line[256];
+  char line[320];
+  if (window_mean) {
+    std::snprintf(line, sizeof line,
+                  "loss %.6f  ppl %.4f  (mean over %lld windows; %lld NaN windows left out)  token-weighted loss "
+                  "%.6f  tokens %lld  documents %lld",
+                  loss(), perplexity(), (long long)windows, (long long)nonfinite_windows, token_loss(),
+                  (long long)tokens, (long long)documents);
+    return line;
+  }
   std::snprintf(line, sizeof line,
                 "loss %.6f  ppl %.4f  window-average loss %.6f  tokens %lld  documents %lld  nonfinite %lld",
                 loss(), perplexity(), window_loss(), (long long)tokens, (long long)documents, (long long)nonfinite);

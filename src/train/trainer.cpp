@@ -76,7 +76,7 @@ std::string sample_text(BakaLM& model, const std::string& tokenizer, const std::
   go.sampling.top_k = 40;
   go.sampling.seed = seed;
   const auto out = generate(model, &tok, {std::vector<int64_t>(doc.begin(), doc.end())}, go);
-  std::vector<uint32_t> all(doc.begin() + 1, doc.end());  // the prompt and its continuation, decoded together
+  std::vector<uint32_t> all(doc.begin() + (tok.has_bos() ? 1 : 0), doc.end());  // prompt and continuation, decoded together
   for (auto t : out[0].ids) all.push_back(static_cast<uint32_t>(t));
   return tok.decode(all);
 }

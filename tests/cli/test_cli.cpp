@@ -85,7 +85,7 @@ TEST_F(CliGolden, ConvertThenEvalGivesTheGoldenLoss) {
     write_shard(path, row);
     shards += " " + path;
   }
-  auto ev = run("eval --model " + dir / "m" + " --bos 1000000 --json --data" + shards);
+  auto ev = run("eval --model " + dir / "m" + " --bos-id 1000000 --json --data" + shards);
   ASSERT_EQ(ev.status, 0) << ev.out;
   auto j = nlohmann::json::parse(ev.out);
   const double golden = cases.at("loss").item<double>();
@@ -99,7 +99,7 @@ TEST_F(CliGolden, ConvertThenEvalGivesTheGoldenLoss) {
                 " --out " + dir / "m2")
                 .status,
             0);
-  auto ev2 = run("eval --model " + dir / "m2" + " --bos 1000000 --json --data" + shards);
+  auto ev2 = run("eval --model " + dir / "m2" + " --bos-id 1000000 --json --data" + shards);
   EXPECT_EQ(nlohmann::json::parse(ev2.out)["loss"], j["loss"]);
 }
 

@@ -63,6 +63,42 @@ TEST(EvalProtocols, StreamMatchesOneForwardAndWindowAverage) {
   EXPECT_NEAR(s.loss(), losses.mean().item<double>(), 1e-6);
 }
 
+// The author's protocol (bench_baka.py), computed here window by window from
+// fresh forwards: documents shorter and longer than the window, several
+// window sizes (odd too: later windows score their last ctx/2 tokens).
+TEST(EvalProtocols, AuthorIsTheMeanOverWindowsOfFreshCalls) {
+  auto model = make_model(small(), 33);
+  model->eval();
+  torch::manual_seed(5);
+  std::vector<torch::Tensor> docs = {torch::randint(0, 30, {15}, torch::kLong), torch::randint(0, 30, {4}, torch::kLong),
+                                     torch::randint(0, 30, {23}, torch::kLong), torch::randint(0, 30, {1}, torch::kLong)};
+  for (int64_t ctx : {6, 7, 8, 64}) {
+    double sum = 0;
+    int64_t windows = 0, tokens = 0;
+    for (const auto& doc : docs) {
+      const int64_t n = doc.size(0), half = ctx / 2;
+      for (int64_t begin = 0;; begin += half) {
+        const int64_t end = std::min(begin + ctx, n), first = begin == 0 ? 1 : begin + ctx - half;
+        if (first >= end) break;
+        double window = 0;
+        for (int64_t t = first; t < end; ++t) window += direct(model, doc, begin, end, t);
+        sum += window / double(end - first);
+        tokens += end - first;
+        ++windows;
+      }
+    }
+    EvalOptions o;
+    o.protocol = EvalProtocol::kAuthor;
+    o.context = ctx;
+    size_t i = 0;
+    auto s = evaluate_documents(model, [&](torch::Tensor& d) { return i < docs.size() ? (d = docs[i++], true) : false; }, o);
+    EXPECT_EQ(s.windows, windows) << "ctx " << ctx;
+    EXPECT_EQ(s.tokens, tokens) << "ctx " << ctx;  // each target once
+    EXPECT_NEAR(s.loss(), sum / double(windows), 1e-5 * sum / double(windows)) << "ctx " << ctx;
+    EXPECT_TRUE(s.window_mean);
+  }
+}
+
 ResultRow row(double loss, const std::string& bench) {
   ResultRow r;
   r.n_params = 1000;
@@ -147,8 +183,27 @@ TEST(EvalCli, TextSlidingRecordAndResults) {
             &status);
   ASSERT_EQ(status, 0) << out;
   EXPECT_EQ(nlohmann::json::parse(out)["tokens"], j["tokens"]);  // same tokens scored once each
+  // The author's protocol: his default window (a whole article per call), the
+  // mean over windows as `loss`, recorded with its n_ctx; --bos none drops
+  // one token (and one target) per document.
+  out = run("eval --model " + dir / "m" + " --text " + dir / "wiki.valid.jsonl" + " --protocol author --json --record " +
+                dir / "r.db",
+            &status);
+  ASSERT_EQ(status, 0) << out;
+  auto author = nlohmann::json::parse(out);
+  EXPECT_EQ(author["protocol"], "author");
+  EXPECT_EQ(author["context"], 655360);
+  EXPECT_EQ(author["windows"], 2);  // one per article
+  EXPECT_EQ(author["tokens"], j["tokens"]);
+  EXPECT_NE(author["loss"], author["token_loss"]);  // the mean of two article means, not of tokens
+  out = run("eval --model " + dir / "m" + " --text " + dir / "wiki.valid.jsonl" + " --protocol author --bos none --json", &status);
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_EQ(nlohmann::json::parse(out)["tokens"].get<int64_t>(), j["tokens"].get<int64_t>() - 2);
   auto rows = read_results(dir / "r.db");
-  ASSERT_EQ(rows.size(), 2u);
+  ASSERT_EQ(rows.size(), 3u);
+  bool author_row = false;
+  for (const auto& r : rows) author_row = author_row || (r.protocol == "author" && r.context == 655360);
+  EXPECT_TRUE(author_row);
   EXPECT_EQ(rows[0].benchmark, "wiki.valid.jsonl");
   EXPECT_EQ(rows[0].split, "valid");
   EXPECT_EQ(rows[0].checkpoint_hash.rfind("fnv1a64:", 0), 0u);
