@@ -11,6 +11,7 @@ PACKAGES=(
   libdnnl-dev                             # oneDNN: the CPU matrix products (model/onednn.h)
   nlohmann-json3-dev libcli11-dev libzstd-dev zlib1g-dev libzip-dev
   libsentencepiece-dev sentencepiece libsqlite3-dev   # sentencepiece: spm_train
+  libpcre2-dev                            # the byte-level BPE pre-tokenizer (tokenizer.json)
   libgtest-dev libbenchmark-dev
   libgoogle-perftools-dev                 # tcmalloc: no page-fault storm on big activations
   gnuplot-nox                             # loss curves

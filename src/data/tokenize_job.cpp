@@ -51,7 +51,7 @@ std::vector<std::vector<uint32_t>> encode_parallel(const Tokenizer& tok, const s
 // (and their temporaries while being written).
 bool is_dataset_file(const std::string& name, bool is_dir) {
   if (is_dir) return false;
-  if (name.rfind("manifest.json", 0) == 0 || name.rfind("tokenizer.model", 0) == 0) return true;
+  if (name.rfind("manifest.json", 0) == 0 || name.rfind("tokenizer.", 0) == 0) return true;
   return (name.rfind("train_", 0) == 0 || name.rfind("val_", 0) == 0) && name.find(".bin") != std::string::npos;
 }
 
@@ -164,7 +164,7 @@ TokenizeTotals write_dataset(const TokenizeOptions& o, const Tokenizer& tok, int
   totals.train_shards = train.shards();
   totals.val_shards = val.shards();
   totals.seconds = bar.elapsed();
-  const std::string tok_copy = dir + "/tokenizer.model";
+  const std::string tok_copy = dir + "/" + tokenizer_file_name(o.tokenizer);
   fs::copy_file(o.tokenizer, tok_copy);
   fs::permissions(tok_copy, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add);
   auto names = [](const std::vector<std::string>& paths) {
@@ -172,7 +172,7 @@ TokenizeTotals write_dataset(const TokenizeOptions& o, const Tokenizer& tok, int
     for (const auto& p : paths) out.push_back(fs::path(p).filename().string());
     return out;
   };
-  nlohmann::json manifest = {{"tokenizer", "tokenizer.model"},
+  nlohmann::json manifest = {{"tokenizer", tokenizer_file_name(o.tokenizer)},
                              {"vocab_size", tok.vocab_size()},
                              {"bos_id", tok.bos_id()},
                              {"inputs", o.inputs},

@@ -12,6 +12,7 @@
 
 #include <filesystem>
 
+#include "data/bpe.h"
 #include "data/spm/spm_shim.h"
 #include "util/error.h"
 #include "util/strings.h"
@@ -108,6 +109,10 @@ const bakallm_spm* spm(void* handle) { return static_cast<const bakallm_spm*>(ha
 
 Tokenizer::Tokenizer(const std::string& model_path) : path_(model_path) {
   if (!fs::is_regular_file(model_path)) throw file_error(model_path, "tokenizer not found");
+  if (ends_with(model_path, ".json")) {  // a Hugging Face tokenizer.json (byte-level BPE)
+    bpe_ = std::make_shared<BpeTokenizer>(model_path);
+    return;
+  }
   char err[512] = "";
   handle_ = api().load(model_path.c_str(), err, sizeof err);
   if (!handle_) throw file_error(model_path, std::string("not a SentencePiece model: ") + err);
@@ -117,11 +122,13 @@ Tokenizer::~Tokenizer() {
   if (handle_) api().free(static_cast<bakallm_spm*>(handle_));
 }
 
-Tokenizer::Tokenizer(Tokenizer&& other) noexcept : handle_(other.handle_), path_(std::move(other.path_)) {
+Tokenizer::Tokenizer(Tokenizer&& other) noexcept
+    : handle_(other.handle_), bpe_(std::move(other.bpe_)), path_(std::move(other.path_)) {
   other.handle_ = nullptr;
 }
 
 std::vector<uint32_t> Tokenizer::encode(std::string_view text) const {
+  if (bpe_) return bpe_->encode(text);
   int* ids = nullptr;
   char err[512] = "";
   const long n = api().encode(spm(handle_), text.data(), text.size(), &ids, err, sizeof err);
@@ -143,6 +150,10 @@ std::vector<uint32_t> Tokenizer::encode_document(std::string_view text, BosPolic
   return ids;
 }
 
+std::string tokenizer_file_name(const std::string& path) {
+  return ends_with(path, ".json") ? "tokenizer.json" : "tokenizer.model";
+}
+
 BosPolicy parse_bos(const std::string& name) {
   if (name == "auto") return BosPolicy::kAuto;
   if (name == "add") return BosPolicy::kAdd;
@@ -162,6 +173,7 @@ std::string Tokenizer::decode(const std::vector<uint32_t>& ids) const {
     if (id < 0 || id >= vocab_size())
       throw Error("token id " + std::to_string(id) + " is outside the tokenizer's vocabulary of " +
                   std::to_string(vocab_size()));
+  if (bpe_) return bpe_->decode(ids);
   char* text = nullptr;
   char err[512] = "";
   const long n = api().decode(spm(handle_), v.data(), v.size(), &text, err, sizeof err);
@@ -172,6 +184,7 @@ std::string Tokenizer::decode(const std::vector<uint32_t>& ids) const {
 }
 
 std::string Tokenizer::piece_text(uint32_t id) const {
+  if (bpe_) return bpe_->decode({id});
   const int kind = api().piece_kind(spm(handle_), static_cast<int>(id));
   if (kind == 1 || kind == 2) return "";
   char buf[256];
@@ -191,9 +204,13 @@ std::string Tokenizer::piece_text(uint32_t id) const {
   return out;
 }
 
-uint32_t Tokenizer::bos_id() const { return static_cast<uint32_t>(api().bos_id(spm(handle_))); }
-uint32_t Tokenizer::eos_id() const { return static_cast<uint32_t>(api().eos_id(spm(handle_))); }
-int64_t Tokenizer::vocab_size() const { return api().piece_size(spm(handle_)); }
+uint32_t Tokenizer::bos_id() const {
+  return static_cast<uint32_t>(bpe_ ? bpe_->bos_id() : api().bos_id(spm(handle_)));
+}
+uint32_t Tokenizer::eos_id() const {
+  return static_cast<uint32_t>(bpe_ ? bpe_->eos_id() : api().eos_id(spm(handle_)));
+}
+int64_t Tokenizer::vocab_size() const { return bpe_ ? bpe_->vocab_size() : api().piece_size(spm(handle_)); }
 
 // Training runs Debian's spm_train in a child process: SentencePieceTrainer
 // writes to std::cerr, which a deep-bound module cannot reach safely.

@@ -4,6 +4,7 @@
 // (see data/spm/spm_shim.h for why).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -15,6 +16,9 @@ namespace bakallm {
 enum class BosPolicy { kAuto, kAdd, kNone };
 BosPolicy parse_bos(const std::string& name);  // "auto", "add", "none"
 
+class BpeTokenizer;
+
+// A SentencePiece .model, or a byte-level BPE tokenizer.json (data/bpe.h).
 class Tokenizer {
  public:
   explicit Tokenizer(const std::string& model_path);  // throws Error naming the file
@@ -37,13 +41,18 @@ class Tokenizer {
   const std::string& path() const { return path_; }
 
  private:
-  void* handle_ = nullptr;  // bakallm_spm*
+  void* handle_ = nullptr;            // bakallm_spm*, for a SentencePiece .model
+  std::shared_ptr<BpeTokenizer> bpe_;  // for a Hugging Face tokenizer.json
   std::string path_;
 };
 
 // Throws "SOURCE: tokenizer has N pieces but the model's vocab_size is V"
 // when a tokenizer could produce ids the model has no embedding for.
 void require_vocab_fits(int64_t tokenizer_vocab, int64_t model_vocab, const std::string& source);
+
+// The name a tokenizer file takes in a model or data directory:
+// "tokenizer.json" for a .json, else "tokenizer.model".
+std::string tokenizer_file_name(const std::string& path);
 
 // "5,17,33" -> ids, each checked against VOCAB; errors name WHAT (e.g. "--prompt-ids").
 std::vector<int64_t> parse_token_ids(const std::string& text, int64_t vocab, const std::string& what);

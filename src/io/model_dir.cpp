@@ -92,13 +92,15 @@ void write_model_files(const std::string& dir, BakaLM& model, const std::string&
   save_config(model->config(), dir + "/config.json");
   write_safetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
   if (!tokenizer_path.empty()) {
-    fs::copy_file(tokenizer_path, dir + "/tokenizer.model", fs::copy_options::overwrite_existing);
-    fs::permissions(dir + "/tokenizer.model", fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add);
+    const std::string copy = dir + "/" + tokenizer_file_name(tokenizer_path);
+    fs::copy_file(tokenizer_path, copy, fs::copy_options::overwrite_existing);
+    fs::permissions(copy, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add);
   }
 }
 
 bool is_model_file(const std::string& name, bool is_dir) {
-  return !is_dir && (name == "config.json" || name == "model.safetensors" || name == "tokenizer.model");
+  return !is_dir && (name == "config.json" || name == "model.safetensors" || name == "tokenizer.model" ||
+                     name == "tokenizer.json");
 }
 
 void save_model_dir(const std::string& dir_in, BakaLM& model, const std::string& tokenizer_path,
@@ -128,8 +130,8 @@ LoadedModel load_model_dir(const std::string& dir, const Runtime& runtime) {
   load_weights(out.model, read_safetensors(weights).tensors, weights);
   out.model->to(runtime.device, runtime.dtype);
   out.model->eval();
-  const std::string tok = dir + "/tokenizer.model";
-  if (fs::exists(tok)) out.tokenizer_path = tok;
+  for (const char* name : {"tokenizer.model", "tokenizer.json"})
+    if (out.tokenizer_path.empty() && fs::exists(dir + "/" + name)) out.tokenizer_path = dir + "/" + name;
   return out;
 }
 

@@ -1,7 +1,8 @@
 // A model directory, as Hugging Face lays one out:
 //   DIR/config.json        the Config
 //   DIR/model.safetensors  every parameter under the spec's names
-//   DIR/tokenizer.model    SentencePiece model (optional)
+//   DIR/tokenizer.model    SentencePiece model, or
+//   DIR/tokenizer.json     Hugging Face byte-level BPE (optional)
 #pragma once
 #include <map>
 #include <string>
@@ -34,7 +35,7 @@ void write_model_files(const std::string& dir, BakaLM& model, const std::string&
 void save_model_dir(const std::string& dir, BakaLM& model, const std::string& tokenizer_path = "",
                     torch::ScalarType dtype = torch::kFloat);
 
-// Whether NAME is a file of a model directory (config.json, model.safetensors, tokenizer.model).
+// Whether NAME is a file of a model directory (config.json, model.safetensors, tokenizer.model/.json).
 bool is_model_file(const std::string& name, bool is_dir);
 
 struct LoadedModel {

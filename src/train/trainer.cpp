@@ -60,7 +60,8 @@ DataSet read_manifest(const std::string& dir) {
   } catch (const nlohmann::json::exception& e) {
     throw file_error(path, std::string("not a bakallm manifest: ") + e.what());
   }
-  if (fs::exists(dir + "/tokenizer.model")) d.tokenizer = dir + "/tokenizer.model";
+  for (const char* name : {"tokenizer.model", "tokenizer.json"})
+    if (d.tokenizer.empty() && fs::exists(dir + "/" + name)) d.tokenizer = dir + "/" + name;
   if (d.train.empty()) throw file_error(path, "lists no training shards");
   return d;
 }
