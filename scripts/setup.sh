@@ -11,7 +11,7 @@ PACKAGES=(
   libdnnl-dev                             # oneDNN: the CPU matrix products (model/onednn.h)
   nlohmann-json3-dev libcli11-dev libzstd-dev zlib1g-dev libzip-dev
   libsentencepiece-dev sentencepiece libsqlite3-dev   # sentencepiece: spm_train
-  libpcre2-dev                            # the byte-level BPE pre-tokenizer (tokenizer.json)
+  libpcre2-dev libicu-dev                 # the byte-level BPE (tokenizer.json): pre-tokenizer, NFC
   libgtest-dev libbenchmark-dev
   libgoogle-perftools-dev                 # tcmalloc: no page-fault storm on big activations
   gnuplot-nox                             # loss curves

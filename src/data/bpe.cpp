@@ -3,6 +3,10 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <unicode/normalizer2.h>
+#include <unicode/unistr.h>
+
+#include <algorithm>
 #include <fstream>
 #include <mutex>
 #include <unordered_map>
@@ -79,6 +83,7 @@ struct BpeTokenizer::Impl {
   std::vector<bool> special;
   int64_t bos = -1, eos = -1;
   pcre2_code* pattern = nullptr;
+  bool nfc = false;  // Unicode NFC before pre-tokenizing (ICU)
   mutable std::mutex cache_mutex;
   mutable std::unordered_map<std::string, std::vector<uint32_t>> cache;
 
@@ -123,8 +128,19 @@ struct BpeTokenizer::Impl {
     return ids;
   }
 
-  void encode_plain(std::string_view text, std::vector<uint32_t>& out) const {
+  void encode_plain(std::string_view raw, std::vector<uint32_t>& out) const {
     const auto& bytes = byte_map();
+    std::string normalized;
+    std::string_view text = raw;
+    if (nfc && std::any_of(raw.begin(), raw.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; })) {
+      UErrorCode status = U_ZERO_ERROR;
+      const auto* n = icu::Normalizer2::getNFCInstance(status);
+      if (U_FAILURE(status)) throw Error("ICU: no NFC normalizer");
+      n->normalize(icu::UnicodeString::fromUTF8(icu::StringPiece(raw.data(), static_cast<int32_t>(raw.size()))), status)
+          .toUTF8String(normalized);
+      if (U_FAILURE(status)) throw file_error(path, "NFC normalization failed");
+      text = normalized;
+    }
     pcre2_match_data* md = pcre2_match_data_create_from_pattern(pattern, nullptr);
     size_t start = 0;
     while (start < text.size()) {
@@ -158,9 +174,12 @@ BpeTokenizer::BpeTokenizer(const std::string& path) : impl_(std::make_unique<Imp
     const auto& pre = j.at("pre_tokenizer");
     if (pre.is_null() || pre.value("type", std::string()) != "ByteLevel")
       throw file_error(path, "only byte-level BPE (a ByteLevel pre_tokenizer, as GPT-2 and GPT-NeoX) is supported");
-    if (!j.value("normalizer", nlohmann::json()).is_null())
-      throw file_error(path, "a normalizer (" + j["normalizer"].value("type", std::string("?")) +
-                                 ") is not supported yet");
+    const auto normalizer = j.value("normalizer", nlohmann::json());
+    if (normalizer.is_object() && normalizer.value("type", std::string()) == "NFC")
+      m.nfc = true;  // GPT-NeoX / Pythia
+    else if (!normalizer.is_null())
+      throw file_error(path, "the normalizer " + normalizer.value("type", std::string("?")) +
+                                 " is not supported (none or NFC are)");
     for (const auto& [piece, id] : model.at("vocab").items()) m.vocab[piece] = id.get<uint32_t>();
     int rank = 0;
     for (const auto& merge : model.at("merges")) {

@@ -1,5 +1,6 @@
 // Byte-level BPE from a Hugging Face tokenizer.json (GPT-2, GPT-NeoX / Pythia):
 //   added tokens    split out first (e.g. <|endoftext|>)
+//   normalizer      none, or NFC (GPT-NeoX; ICU)
 //   pre-tokenizer   ByteLevel: GPT-2's pattern (PCRE2, Unicode classes), each
 //                   piece's bytes mapped to printable characters
 //   model           BPE: the lowest-ranked adjacent pair merged until none is left

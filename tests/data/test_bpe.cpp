@@ -68,6 +68,17 @@ TEST(Bpe, IdsDerivedByHand) {
   EXPECT_EQ(without.encode_document("abc"), (std::vector<uint32_t>{5}));
   EXPECT_EQ(without.encode_document("abc", BosPolicy::kNone), (std::vector<uint32_t>{5}));
   EXPECT_THROW(without.encode_document("abc", BosPolicy::kAdd), Error);
+  // NFC (GPT-NeoX's normalizer): a decomposed "é" (e + U+0301) reads as the
+  // composed one, whose two UTF-8 bytes are two byte pieces here.
+  auto nfc = nlohmann::json::parse(std::ifstream(tiny_tokenizer(dir, false)));
+  nfc["normalizer"] = {{"type", "NFC"}};
+  nfc["model"]["vocab"]["Ã"] = 8;  // byte 0xC3
+  nfc["model"]["vocab"]["©"] = 9;  // byte 0xA9
+  write(dir / "nfc.json", nfc.dump());
+  BpeTokenizer composed(dir / "nfc.json");
+  EXPECT_EQ(composed.encode("a\xc3\xa9"), (std::vector<uint32_t>{0, 8, 9}));   // "aé", composed
+  EXPECT_EQ(composed.encode("ae\xcc\x81"), (std::vector<uint32_t>{0, 8, 9}));  // decomposed: the same after NFC
+  EXPECT_THROW(t.encode("ae\xcc\x81"), Error);  // without NFC, "e" has no piece here
   // SentencePiece-style BPE JSON (no ByteLevel) is refused by name.
   write(dir / "spm.json", R"({"model": {"type": "BPE", "vocab": {}, "merges": []}, "pre_tokenizer": null})");
   try {
