@@ -12,30 +12,36 @@ namespace {
 Linear square(int64_t dim) { return Linear(dim, dim); }
 }  // namespace
 
-QkvImpl::QkvImpl(int64_t dim, double rope_base)
-    : q(register_module("q", square(dim))),
-      k(register_module("k", square(dim))),
-      v(register_module("v", square(dim))),
-      q_norm(register_module("q_norm", layer_norm(2 * dim))),
-      k_norm(register_module("k_norm", layer_norm(2 * dim))),
-      negator(register_parameter("negator", torch::ones({}))),
-      pos_emb(register_module("pos_emb", Rotary(dim, rope_base))) {}
+QkvImpl::QkvImpl(const Config& c)
+    : q(register_module("q", square(c.hidden_dim))),
+      k(register_module("k", square(c.hidden_dim))),
+      v(register_module("v", square(c.hidden_dim))),
+      width_(c.negator ? 2 * c.hidden_dim : c.hidden_dim) {
+  if (c.qk_norm) {
+    q_norm = register_module("q_norm", layer_norm(width_));
+    k_norm = register_module("k_norm", layer_norm(width_));
+  }
+  if (c.negator) negator = register_parameter("negator", torch::ones({}));
+  pos_emb = register_module("pos_emb", Rotary(c.hidden_dim, c.rope_base));
+}
 
 torch::Tensor QkvImpl::shape(const torch::Tensor& x, torch::nn::LayerNorm& n, const WindowOffsets& o) {
-  auto doubled = n(torch::cat({x, negator - x}, -1));                       // [B, T, 2D]
-  return o.rows.defined() ? pos_emb->forward(doubled, o.rows) : pos_emb->forward(doubled, o.start);
+  auto y = negator.defined() ? torch::cat({x, negator - x}, -1) : x;    // [B, T, width]
+  if (n) y = n(y);
+  return o.rows.defined() ? pos_emb->forward(y, o.rows) : pos_emb->forward(y, o.start);
 }
 
 torch::Tensor QkvImpl::query(const torch::Tensor& h, const WindowOffsets& o) { return shape(q(h), q_norm, o); }
 torch::Tensor QkvImpl::key(const torch::Tensor& h, const WindowOffsets& o) { return shape(k(h), k_norm, o); }
 
-AttentionImpl::AttentionImpl(int64_t dim, double rope_base, double dropout)
-    : qkv(register_module("qkv", Qkv(dim, rope_base))),
-      past_k_gate(register_module("past_k_gate", Gate(dim))),
-      past_v_gate(register_module("past_v_gate", Gate(dim))),
-      output_gate(register_module("output_gate", Gate(dim))),
-      dim_(dim),
-      dropout_(dropout) {}
+AttentionImpl::AttentionImpl(const Config& c)
+    : qkv(register_module("qkv", Qkv(c))), dim_(c.hidden_dim), heads_(c.num_heads), dropout_(c.attn_dropout) {
+  if (c.past_kv_gates) {
+    past_k_gate = register_module("past_k_gate", Gate(c.hidden_dim));
+    past_v_gate = register_module("past_v_gate", Gate(c.hidden_dim));
+  }
+  output_gate = register_module("output_gate", Gate(c.hidden_dim));
+}
 
 torch::Tensor causal_mask(int64_t n, int64_t before, int64_t past, const torch::Tensor& keep_past,
                           torch::Device device) {
@@ -50,19 +56,29 @@ torch::Tensor causal_mask(int64_t n, int64_t before, int64_t past, const torch::
 }
 
 torch::Tensor AttentionImpl::past_keys(const torch::Tensor& k) {
-  const auto B = k.size(0), Tp = k.size(1);
-  return past_k_gate(k.reshape({B, 2 * Tp, dim_})).reshape({B, Tp, 2 * dim_});
+  if (!past_k_gate) return k;
+  const auto B = k.size(0), Tp = k.size(1), halves = k.size(2) / dim_;  // each D-wide half gated alone
+  return past_k_gate(k.reshape({B, halves * Tp, dim_})).reshape({B, Tp, halves * dim_});
 }
 
-torch::Tensor AttentionImpl::attend(const torch::Tensor& q, const torch::Tensor& K,
-                                    const torch::Tensor& V, const torch::Tensor& mask) {
-  const double scale = 1.0 / std::sqrt(2.0 * static_cast<double>(dim_));
-  auto scores = matmul_nt(q, K, compute_) * scale;               // [B, Tq, Tk]
+torch::Tensor AttentionImpl::attend(const torch::Tensor& q_in, const torch::Tensor& K_in,
+                                    const torch::Tensor& V_in, const torch::Tensor& mask_in) {
+  // H heads split the features evenly: [B, T, F] -> [B, H, T, F/H] (one head: as is).
+  auto split = [&](const torch::Tensor& t) {
+    return heads_ == 1 ? t : t.unflatten(-1, {heads_, t.size(-1) / heads_}).transpose(1, 2);
+  };
+  auto q = split(q_in), K = split(K_in), V = split(V_in);
+  auto mask = heads_ > 1 && mask_in.defined() && mask_in.dim() == 3 ? mask_in.unsqueeze(1) : mask_in;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  auto scores = matmul_nt(q, K, compute_) * scale;               // [B, (H,) Tq, Tk]
   if (mask.defined())
     scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());
-  auto weights = torch::softmax(scores, -1, torch::kFloat);      // [B, Tq, Tk]
+  const auto softmax_dtype = scores.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+  auto weights = torch::softmax(scores, -1, softmax_dtype);      // at least float32
   weights = hashed_dropout(weights, dropout_, is_training());
-  return output_gate(matmul_nt(weights, V.transpose(1, 2), compute_));  // [B, Tq, D]
+  auto out = matmul_nt(weights, V.transpose(-2, -1), compute_);  // [B, (H,) Tq, D/H]
+  if (heads_ > 1) out = out.transpose(1, 2).flatten(-2);          // [B, Tq, D]
+  return output_gate(out);
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& qk_in, const torch::Tensor& v_in, LayerWindow& w,

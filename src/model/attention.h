@@ -1,8 +1,12 @@
 // Single-head attention whose queries and keys are [x ; negator − x],
 // layer-normed (width 2D) and rotated on the first D features (`attn.`).
+// Switches: num_heads (the Q/K and V features split evenly), negator off (Q/K are x, D wide, scale 1/sqrt(D)), qk_norm off
+// (no q_norm/k_norm), past_kv_gates off (the previous window's keys and
+// values are used as they are).
 #pragma once
 #include <torch/torch.h>
 
+#include "model/config.h"
 #include "model/gate.h"
 #include "model/linear.h"
 #include "model/rotary.h"
@@ -13,7 +17,7 @@ namespace bakallm {
 // q, k, v projections and the query/key shaping (`attn.qkv.`).
 class QkvImpl : public torch::nn::Module {
  public:
-  QkvImpl(int64_t dim, double rope_base);
+  explicit QkvImpl(const Config& config);
 
   // h: [B, T, D] -> LayerNorm([W h ; negator − W h]) rotated from the window's
   // position (o.start, or o.rows per row): [B, T, 2D]
@@ -21,19 +25,23 @@ class QkvImpl : public torch::nn::Module {
   torch::Tensor key(const torch::Tensor& h, const WindowOffsets& o);
   torch::Tensor value(const torch::Tensor& m) { return v(m); }  // [B, T, D]
 
+  int64_t width() const { return width_; }  // of Q and K: 2D, or D without the negator
+
   Linear q, k, v;
-  torch::nn::LayerNorm q_norm, k_norm;
-  torch::Tensor negator;  // scalar, init 1
-  Rotary pos_emb;
+  torch::nn::LayerNorm q_norm{nullptr}, k_norm{nullptr};  // absent without qk_norm
+  torch::Tensor negator;  // scalar, init 1; undefined when the switch is off
+  Rotary pos_emb{nullptr};
 
  private:
   torch::Tensor shape(const torch::Tensor& x, torch::nn::LayerNorm& norm, const WindowOffsets& o);
+  int64_t width_;
 };
 TORCH_MODULE(Qkv);
 
 class AttentionImpl : public torch::nn::Module {
  public:
-  AttentionImpl(int64_t dim, double rope_base, double dropout);
+  explicit AttentionImpl(const Config& config);
+  int64_t key_width() const { return qkv->width(); }
 
   // Rows of an open window at positions AT: their keys and values are appended
   // to W's, and each row attends causally to every key so far (the gated
@@ -48,7 +56,7 @@ class AttentionImpl : public torch::nn::Module {
 
   // Gated past keys [B, Tp, 2D] (each D-wide half gated alone) and values [B, Tp, D].
   torch::Tensor past_keys(const torch::Tensor& k);
-  torch::Tensor past_values(const torch::Tensor& v) { return past_v_gate(v); }
+  torch::Tensor past_values(const torch::Tensor& v) { return past_v_gate ? past_v_gate(v) : v; }
 
   // softmax(q Kᵀ / sqrt(2D) + mask) V, then output_gate. q [B,Tq,2D], K [B,Tk,2D],
   // V [B,Tk,D], mask [Tq,Tk] bool (true = may attend) or undefined.  -> [B, Tq, D]
@@ -56,13 +64,14 @@ class AttentionImpl : public torch::nn::Module {
                        const torch::Tensor& mask);
 
   Qkv qkv;
-  Gate past_k_gate, past_v_gate, output_gate;
+  Gate past_k_gate{nullptr}, past_v_gate{nullptr}, output_gate{nullptr};  // past gates absent when switched off
 
   void set_compute_dtype(torch::ScalarType dtype) { compute_ = dtype; }
 
  private:
   torch::ScalarType compute_ = torch::kFloat;
   int64_t dim_;
+  int64_t heads_;
   double dropout_;
 };
 TORCH_MODULE(Attention);

@@ -25,6 +25,7 @@ OpenWindow BakaNetImpl::open_window(const State& state, int64_t B, int64_t reser
 }
 
 torch::Tensor BakaNetImpl::extend(OpenWindow& w, torch::Tensor rows) {
+  if (rows.size(1) == 0) return rows;  // e.g. the head of a window with no memory and no separator
   const auto at = w.offsets.shifted(w.rows());  // the rows' rotary positions
   for (size_t i = 0; i < layers->size(); ++i) rows = layer(i).forward(rows, w.layers[i], at);
   w.top.append(rows);
@@ -33,10 +34,11 @@ torch::Tensor BakaNetImpl::extend(OpenWindow& w, torch::Tensor rows) {
 
 void BakaNetImpl::close_window(OpenWindow& w, State& state, int64_t tokens) {
   state.layers.clear();
-  for (const auto& l : w.layers) state.layers.push_back(l.cache());
-  state.memory = memory_injector->solidify(w.top.rows());  // [B, M, D]
+  if (config_.xl_cache)  // without it no layer sees the previous window: no cache is kept
+    for (const auto& l : w.layers) state.layers.push_back(l.cache());
+  state.memory = memory_injector->next_memory(w.top.rows());  // [B, M, D]
   state.advance(tokens);
-  if (is_training() && state.windows % config_.detach_every == 0) state.detach_();
+  if (is_training() && config_.detach_every > 0 && state.windows % config_.detach_every == 0) state.detach_();
 }
 
 torch::Tensor BakaNetImpl::window(const torch::Tensor& x, State& state) {

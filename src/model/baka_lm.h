@@ -6,7 +6,7 @@
 //       open the window: per layer the gated cache_i and its EMA value
 //       s = memory_injector.inject(x[:, p:p+W], memory)         [B, W+2M+2, D]
 //       for layer i: s = layers[i](s, window_i, seen + p)
-//       memory = memory_injector.solidify(s)                    [B, M, D]
+//       memory = memory_injector.next_memory(s)  (the solidifier) [B, M, D]
 //       cache_i = this window's rows of layer i
 //       out_c  = s[:, M+1 : M+1+W]
 //       training and every detach_every-th window: detach memory and caches

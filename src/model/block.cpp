@@ -4,62 +4,78 @@
 
 namespace bakallm {
 
-BlockImpl::BlockImpl(const Config& c)
-    : mega(register_module("mega", Mega(c.hidden_dim))),
-      norm_mega(register_module("norm_mega", layer_norm(c.hidden_dim))),
-      norm_input(register_module("norm_input", layer_norm(c.hidden_dim))),
-      mlp_attn_norm(register_module("mlp_attn_norm", layer_norm(c.hidden_dim))),
-      attn(register_module("attn", Attention(c.hidden_dim, c.rope_base, c.attn_dropout))),
-      mlp(register_module("mlp", Mlp(c.hidden_dim, c.intermediate_dim))),
-      mlp_attn_gate(register_module("mlp_attn_gate", Linear(c.hidden_dim, c.hidden_dim))),
-      mega_gate(register_module("mega_gate", Linear(c.hidden_dim, c.hidden_dim, /*bias=*/true))),
-      mega_cache_(c.mega_cache) {}
+BlockImpl::BlockImpl(const Config& c) : config_(c) {
+  const int64_t D = c.hidden_dim;
+  const bool ema = c.ema_input != EmaInput::kNone;
+  // Registered in the prototype's order: a seed gives its initial values.
+  if (ema) mega = register_module("mega", Mega(D));
+  if (ema) norm_mega = register_module("norm_mega", layer_norm(D));
+  norm_input = register_module("norm_input", layer_norm(D));
+  if (c.mlp_gate == MlpGate::kAttention) mlp_attn_norm = register_module("mlp_attn_norm", layer_norm(D));
+  attn = register_module("attn", Attention(c));
+  mlp = register_module("mlp", Mlp(D, c.intermediate_dim, c.activation));
+  if (c.mlp_gate != MlpGate::kNone) mlp_attn_gate = register_module("mlp_attn_gate", Linear(D, D));
+  if (ema && c.mega_gate) mega_gate = register_module("mega_gate", Linear(D, D, /*bias=*/true));
+}
 
 torch::Tensor BlockImpl::combine(const torch::Tensor& x, const torch::Tensor& h,
                                  const torch::Tensor& m, const torch::Tensor& a) {
-  auto gated_mlp = mlp(h) * torch::sigmoid(mlp_attn_gate(mlp_attn_norm(a)));  // [B, T, D]
-  auto g = m * torch::sigmoid(mega_gate(m));                                  // [B, T, D]
-  return x + a + gated_mlp + g;
+  auto out = x + a;
+  auto m_out = mlp(h);                                                             // [B, T, D]
+  if (config_.mlp_gate == MlpGate::kAttention) m_out = m_out * torch::sigmoid(mlp_attn_gate(mlp_attn_norm(a)));
+  if (config_.mlp_gate == MlpGate::kSelf) m_out = m_out * torch::sigmoid(mlp_attn_gate(h));
+  out = out + m_out;
+  if (mega_gate) out = out + m * torch::sigmoid(mega_gate(m));                    // [B, T, D]
+  return out;
 }
 
 LayerWindow BlockImpl::open(const LayerCache* cache, const torch::Tensor& keep_past, int64_t B,
                             const torch::TensorOptions& options, int64_t reserve) {
   LayerWindow w;
-  std::tie(w.alpha, w.q) = mega->coefficients();
+  if (mega) std::tie(w.alpha, w.q) = mega->coefficients();
   const bool cached = cache && cache->defined();
-  const int64_t D = w.alpha.size(0);
+  const int64_t D = config_.hidden_dim;
   w.past = cached ? cache->k.size(1) : 0;
   w.keep_past = cached ? keep_past : torch::Tensor();
   if (reserve > 0) {
-    w.keys.reserve({B, w.past + reserve, 2 * D}, options);
+    w.keys.reserve({B, w.past + reserve, attn->key_width()}, options);
     w.values.reserve({B, w.past + reserve, D}, options);
     w.sources.reserve({B, reserve, D}, options);
   }
   if (!cached) return w;  // y_{-1} = 0, nothing to attend to before the window
   w.keys.append(attn->past_keys(cache->k));      // [B, Tp, 2D]
   w.values.append(attn->past_values(cache->v));  // [B, Tp, D]
+  if (!mega) return w;
   w.ema = mega->state_after(cache->output, w.alpha, w.q);  // [B, D]
   if (w.keep_past.defined()) w.ema = w.ema * w.keep_past.view({-1, 1}).to(w.ema.scalar_type());  // restarted rows: 0
   return w;
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x, LayerWindow& w, const WindowOffsets& at) {
-  auto y = mega->continued(x, w.ema, w.alpha, w.q);    // [B, n, D]
-  w.ema = y.select(1, y.size(1) - 1);                   // [B, D]
-  auto m = norm_mega(y);                                // [B, n, D]
+  torch::Tensor m;                                      // [B, n, D], undefined without an EMA
+  if (mega) {
+    auto y = mega->continued(x, w.ema, w.alpha, w.q);  // [B, n, D]
+    w.ema = y.select(1, y.size(1) - 1);                 // [B, D]
+    m = norm_mega(y);
+  }
   auto h = norm_input(x);                               // [B, n, D]
-  auto a = attn(h, m, w, at);                           // [B, n, D]
+  const auto& qk_in = config_.ema_input == EmaInput::kQueriesKeys ? m : h;
+  const auto& v_in = config_.ema_input == EmaInput::kValues ? m : h;
+  auto a = attn(qk_in, v_in, w, at);                    // [B, n, D]
   auto out = combine(x, h, m, a);                       // [B, n, D]
-  w.sources.append(mega_cache_ == MegaCache::kPreviousLayerOutput ? out : x);
+  w.sources.append(config_.mega_cache == MegaCache::kPreviousLayerOutput ? out : x);
   return out;
 }
 
 torch::Tensor BlockImpl::solidify(const torch::Tensor& x, int64_t n) {
   const int64_t T = x.size(1);
-  auto m = norm_mega(mega(x));                   // [B, T, D], causal EMA over all rows
+  torch::Tensor m;
+  if (mega) m = norm_mega(mega(x));              // [B, T, D], causal EMA over all rows
   auto h = norm_input(x);                        // [B, T, D]
-  auto a = attn->solidify(h, m, n);              // [B, n, D]
-  auto tail = [&](const torch::Tensor& t) { return t.narrow(1, T - n, n); };
+  const auto& qk_in = config_.ema_input == EmaInput::kQueriesKeys ? m : h;
+  const auto& v_in = config_.ema_input == EmaInput::kValues ? m : h;
+  auto a = attn->solidify(qk_in, v_in, n);       // [B, n, D]
+  auto tail = [&](const torch::Tensor& t) { return t.defined() ? t.narrow(1, T - n, n) : t; };
   return combine(tail(x), tail(h), tail(m), a);  // [B, n, D]
 }
 

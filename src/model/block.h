@@ -6,6 +6,9 @@
 //   mlp = mlp(h) ⊙ sigmoid( mlp_attn_gate( mlp_attn_norm(a) ) )
 //   g   = m ⊙ sigmoid( mega_gate(m) )          (mega_gate has a bias)
 //   out = x + a + mlp + g
+// The switches of docs/VARIANTS.md change this here and nowhere else:
+// ema_input (queries_keys: qk_in = m, v_in = h; none: no m, no g), mlp_gate
+// (self: sigmoid(mlp_attn_gate(h)); none: no gate), mega_gate (no g).
 #pragma once
 #include <torch/torch.h>
 
@@ -37,18 +40,18 @@ class BlockImpl : public torch::nn::Module {
   // the last n rows only, whose output [B, n, D] is returned.
   torch::Tensor solidify(const torch::Tensor& x, int64_t n);
 
-  Mega mega;
-  torch::nn::LayerNorm norm_mega, norm_input, mlp_attn_norm;
-  Attention attn;
-  Mlp mlp;
-  Linear mlp_attn_gate, mega_gate;
+  Mega mega{nullptr};                        // absent when ema_input is none
+  torch::nn::LayerNorm norm_mega{nullptr}, norm_input{nullptr}, mlp_attn_norm{nullptr};
+  Attention attn{nullptr};
+  Mlp mlp{nullptr};
+  Linear mlp_attn_gate{nullptr}, mega_gate{nullptr};  // absent when their switch is off
 
  private:
   // x + a + mlp(h) ⊙ sigmoid(mlp_attn_gate(mlp_attn_norm(a))) + m ⊙ sigmoid(mega_gate(m))
   torch::Tensor combine(const torch::Tensor& x, const torch::Tensor& h, const torch::Tensor& m,
                         const torch::Tensor& a);
 
-  MegaCache mega_cache_;
+  Config config_;
 };
 TORCH_MODULE(Block);
 

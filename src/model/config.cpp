@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <cstdio>
 #include <fstream>
 
@@ -52,6 +53,37 @@ const char* mega_cache_name(MegaCache m) {
         [](const Config& c) { const auto x = c.NAME; return unless(OK, WHY, x); }                            \
   }
 
+#define BAKALLM_BOOL_FIELD(NAME, HELP)                                                              \
+  ConfigField {                                                                                    \
+    #NAME, HELP, false,                                                                            \
+        [](Config& c, const nlohmann::json& v, const std::string& w) {                             \
+          if (!v.is_boolean()) throw Error(w + " must be true or false");                          \
+          c.NAME = v.get<bool>();                                                                  \
+        },                                                                                         \
+        [](const Config& c) { return nlohmann::json(c.NAME); }, [](const Config&) { return std::string(); } \
+  }
+
+// An enum field from its names, in the enum's order.
+template <typename E, size_t N>
+E enum_from(const nlohmann::json& v, const std::string& where, const std::array<const char*, N>& names) {
+  const auto name = as_text(v, where);
+  for (size_t i = 0; i < N; ++i)
+    if (name == names[i]) return static_cast<E>(i);
+  std::string known;
+  for (size_t i = 0; i < N; ++i) known += std::string(i ? ", " : "") + names[i];
+  throw Error(where + " must be one of " + known + ", got \"" + name + "\"");
+}
+constexpr std::array<const char*, 3> kEmaInputs = {"values", "queries_keys", "none"};
+constexpr std::array<const char*, 3> kMlpGates = {"attention", "self", "none"};
+constexpr std::array<const char*, 3> kActivations = {"relu", "silu", "gelu"};
+#define BAKALLM_ENUM_FIELD(NAME, TYPE, NAMES, HELP)                                                         \
+  ConfigField {                                                                                            \
+    #NAME, HELP, false,                                                                                    \
+        [](Config& c, const nlohmann::json& v, const std::string& w) { c.NAME = enum_from<TYPE>(v, w, NAMES); }, \
+        [](const Config& c) { return nlohmann::json(NAMES[static_cast<size_t>(c.NAME)]); },                 \
+        [](const Config&) { return std::string(); }                                                        \
+  }
+
 const std::vector<ConfigField> kFields = {
     ConfigField{"model_type", "always \"bakallm\"", false,
                 [](Config&, const nlohmann::json& v, const std::string& w) {
@@ -61,15 +93,16 @@ const std::vector<ConfigField> kFields = {
     BAKALLM_INT_FIELD(hidden_dim, true, "D, the width of every layer", x > 0 && x % 2 == 0,
                       "must be a positive even number (rotary pairs)"),
     BAKALLM_INT_FIELD(num_layers, true, "L, the number of blocks", x > 0, "must be positive"),
-    BAKALLM_INT_FIELD(num_memory_tokens, true, "M, memory tokens handed from window to window", x > 0,
-                      "must be positive"),
+    BAKALLM_INT_FIELD(num_memory_tokens, true, "M, memory tokens handed from window to window (0: none)",
+                      x >= 0, "must be >= 0"),
     BAKALLM_INT_FIELD(intermediate_dim, false, "I, the MLP's inner width (4·D when absent)", x > 0, "must be positive"),
     BAKALLM_INT_FIELD(window_size, true, "W, text tokens per window", x > 0, "must be positive"),
     BAKALLM_INT_FIELD(vocab_size, true, "V, the embedding and head rows", x > 0, "must be positive"),
     BAKALLM_REAL_FIELD(attn_dropout, "dropout on the attention weights in training", x >= 0.0 && x < 1.0,
                        "must be in [0, 1)"),
-    BAKALLM_INT_FIELD(detach_every, false, "training: cut the graph to earlier windows every this many windows",
-                      x > 0, "must be positive"),
+    BAKALLM_INT_FIELD(detach_every, false,
+                      "training: cut the graph to earlier windows every this many windows (0: only between steps)",
+                      x >= 0, "must be >= 0"),
     ConfigField{"mega_cache", "what the EMA continues from: previous_layer_output or previous_layer_input", false,
                 [](Config& c, const nlohmann::json& v, const std::string& w) {
                   const auto m = as_text(v, w);
@@ -81,7 +114,32 @@ const std::vector<ConfigField> kFields = {
                 [](const Config& c) { return nlohmann::json(mega_cache_name(c.mega_cache)); },
                 [](const Config&) { return std::string(); }},
     BAKALLM_REAL_FIELD(rope_base, "rotary frequency base", x > 1.0, "must be > 1"),
+    BAKALLM_ENUM_FIELD(ema_input, EmaInput, kEmaInputs, "what reads the EMA: values, queries_keys, none"),
+    BAKALLM_BOOL_FIELD(negator, "Q/K are [x ; negator - x] (2D wide), else x (D wide)"),
+    BAKALLM_BOOL_FIELD(qk_norm, "LayerNorm on queries and keys"),
+    BAKALLM_BOOL_FIELD(sep_tokens, "a separator row on each side of a window's tokens"),
+    BAKALLM_BOOL_FIELD(xl_cache, "each layer attends to the previous window (Transformer-XL cache)"),
+    BAKALLM_BOOL_FIELD(past_kv_gates, "the previous window's keys and values are gated"),
+    BAKALLM_ENUM_FIELD(mlp_gate, MlpGate, kMlpGates, "what gates the MLP: attention, self, none"),
+    BAKALLM_BOOL_FIELD(mega_gate, "the m * sigmoid(mega_gate(m)) term"),
+    BAKALLM_ENUM_FIELD(activation, Activation, kActivations, "the MLP's activation: relu, silu, gelu"),
+    ConfigField{"solidifier", "the memory handed on is the solidifier's output (else the suffix rows, as in RMT)",
+                false,
+                [](Config& c, const nlohmann::json& v, const std::string& w) {
+                  if (!v.is_boolean()) throw Error(w + " must be true or false");
+                  c.solidifier = v.get<bool>();
+                },
+                [](const Config& c) { return nlohmann::json(c.solidifier); },
+                [](const Config& c) {
+                  return c.solidifier && c.num_memory_tokens == 0
+                             ? std::string("cannot be true with num_memory_tokens 0 (there is no memory to solidify)")
+                             : std::string();
+                }},
+    BAKALLM_INT_FIELD(num_heads, false, "attention heads", x >= 1 && c.hidden_dim % x == 0,
+                      "must be >= 1 and divide hidden_dim"),
 };
+#undef BAKALLM_BOOL_FIELD
+#undef BAKALLM_ENUM_FIELD
 #undef BAKALLM_INT_FIELD
 #undef BAKALLM_REAL_FIELD
 

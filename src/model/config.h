@@ -15,6 +15,20 @@ enum class MegaCache {
   kPreviousLayerInput,   // layer i's input
 };
 
+// What feeds the EMA's output into attention (docs/VARIANTS.md).
+enum class EmaInput {
+  kValues,       // the prototype's: V and the mega gate read the EMA
+  kQueriesKeys,  // MEGA as published: Q and K read the EMA, V the normed input
+  kNone,         // no EMA and no mega-gate term
+};
+// What gates the MLP's output.
+enum class MlpGate {
+  kAttention,  // the prototype's: sigmoid(mlp_attn_gate(mlp_attn_norm(a)))
+  kSelf,       // sigmoid(mlp_attn_gate(h)), the block's own normed input
+  kNone,       // not gated
+};
+enum class Activation { kRelu, kSilu, kGelu };  // the MLP's
+
 struct Config {
   int64_t hidden_dim = 768;        // D
   int64_t num_layers = 12;         // L
@@ -26,9 +40,22 @@ struct Config {
   int64_t detach_every = 2;
   MegaCache mega_cache = MegaCache::kPreviousLayerOutput;
   double rope_base = 10000.0;
+  // Design switches (docs/VARIANTS.md); the defaults are the prototype.
+  EmaInput ema_input = EmaInput::kValues;
+  bool negator = true;        // Q/K are [x ; negator − x] (2D wide), else x (D wide)
+  bool qk_norm = true;        // LayerNorm on Q and K
+  bool sep_tokens = true;     // a separator row on each side of the tokens
+  bool xl_cache = true;       // each layer attends to (and its EMA continues from) the previous window
+  bool past_kv_gates = true;  // the previous window's keys and values are gated
+  MlpGate mlp_gate = MlpGate::kAttention;
+  bool mega_gate = true;      // the m ⊙ sigmoid(mega_gate(m)) term
+  Activation activation = Activation::kRelu;
+  bool solidifier = true;     // the memory handed on is the solidifier's output, else the suffix rows (RMT)
+  int64_t num_heads = 1;      // attention heads (Q/K width and D split evenly)
 
   // Rows of one extended window: [memory(M); sep; W tokens; sep; suffix(M)].
-  int64_t extended_window() const { return window_size + 2 * num_memory_tokens + 2; }
+  int64_t separators() const { return sep_tokens ? 1 : 0; }
+  int64_t extended_window() const { return window_size + 2 * (num_memory_tokens + separators()); }
 
   // Throws Error("SOURCE: field: problem") on an impossible value, or when
   // training the model would need more memory than this machine has.

@@ -2,12 +2,28 @@
 
 namespace bakallm {
 
-MemoryInjectorImpl::MemoryInjectorImpl(const Config& c)
-    : memory_tokens(register_parameter("memory_tokens",
-                                       torch::randn({2, c.num_memory_tokens, c.hidden_dim}))),
-      sep_tokens(register_parameter("sep_tokens", torch::randn({2, c.hidden_dim}))),
-      memory_solidifer(register_module("memory_solidifer", Block(c))),
-      m_(c.num_memory_tokens) {}
+MemoryInjectorImpl::MemoryInjectorImpl(const Config& c) : m_(c.num_memory_tokens), sep_(c.separators()) {
+  memory_tokens = register_parameter("memory_tokens", torch::randn({2, c.num_memory_tokens, c.hidden_dim}));
+  if (c.sep_tokens) sep_tokens = register_parameter("sep_tokens", torch::randn({2, c.hidden_dim}));
+  if (c.solidifier) memory_solidifer = register_module("memory_solidifer", Block(c));
+}
+
+torch::Tensor MemoryInjectorImpl::next_memory(const torch::Tensor& s) {
+  if (memory_solidifer) return memory_solidifer->solidify(s, m_);  // non-causal pass over the window
+  return s.narrow(1, s.size(1) - m_, m_);                          // RMT: the suffix rows' outputs
+}
+
+// [prefix ; sep0 ; x ; sep1 ; suffix], the separators only when the config has them.
+torch::Tensor MemoryInjectorImpl::rows(const std::vector<torch::Tensor>& pieces, torch::ScalarType dtype) const {
+  std::vector<torch::Tensor> parts;
+  for (const auto& p : pieces)
+    if (p.defined()) parts.push_back(p.to(dtype));
+  return torch::cat(parts, 1);
+}
+
+torch::Tensor MemoryInjectorImpl::separator(int i, int64_t B) const {
+  return sep_ ? sep_tokens[i].expand({B, 1, memory_tokens.size(2)}) : torch::Tensor();
+}
 
 torch::Tensor MemoryInjectorImpl::prefix(const State& s, int64_t B) const {
   const int64_t D = memory_tokens.size(2);
@@ -18,26 +34,21 @@ torch::Tensor MemoryInjectorImpl::prefix(const State& s, int64_t B) const {
 }
 
 torch::Tensor MemoryInjectorImpl::head(const torch::Tensor& prefix) const {
-  const int64_t B = prefix.size(0), D = prefix.size(2);
-  return torch::cat({prefix, sep_tokens[0].expand({B, 1, D}).to(prefix.scalar_type())}, 1);
+  return rows({prefix, separator(0, prefix.size(0))}, prefix.scalar_type());
 }
 
 torch::Tensor MemoryInjectorImpl::tail(int64_t B, torch::ScalarType dtype) const {
-  const int64_t D = memory_tokens.size(2);
-  return torch::cat({sep_tokens[1].expand({B, 1, D}), memory_tokens[1].expand({B, m_, D})}, 1).to(dtype);
+  return rows({separator(1, B), memory_tokens[1].expand({B, m_, memory_tokens.size(2)})}, dtype);
 }
 
 torch::Tensor MemoryInjectorImpl::inject(const torch::Tensor& x, const torch::Tensor& prefix) const {
-  const int64_t B = x.size(0), D = x.size(2);
-  const auto dtype = x.scalar_type();
-  auto sep0 = sep_tokens[0].expand({B, 1, D});
-  auto sep1 = sep_tokens[1].expand({B, 1, D});
-  auto suffix = memory_tokens[1].expand({B, m_, D});
-  return torch::cat({prefix.to(dtype), sep0.to(dtype), x, sep1.to(dtype), suffix.to(dtype)}, 1);
+  const int64_t B = x.size(0);
+  return rows({prefix, separator(0, B), x, separator(1, B), memory_tokens[1].expand({B, m_, x.size(2)})},
+              x.scalar_type());
 }
 
 torch::Tensor MemoryInjectorImpl::text_rows(const torch::Tensor& s) const {
-  return s.narrow(1, m_ + 1, s.size(1) - 2 * (m_ + 1));
+  return s.narrow(1, m_ + sep_, s.size(1) - 2 * (m_ + sep_));
 }
 
 }  // namespace bakallm

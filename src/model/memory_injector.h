@@ -1,5 +1,5 @@
 // RMT-style memory (`model.memory_injector.`): the layout of an extended window
-//   [prefix(M) ; sep0 ; tokens ; sep1 ; suffix(M)]
+//   [prefix(M) ; sep0 ; tokens ; sep1 ; suffix(M)]   (no sep rows when sep_tokens is off)
 // where prefix is memory_tokens[0] for a stream's first window and the
 // solidified memory of the previous window after that, suffix is always
 // memory_tokens[1]; the solidifier turns the last layer's output into the
@@ -32,15 +32,19 @@ class MemoryInjectorImpl : public torch::nn::Module {
   // The text rows of an extended window s: s[:, M+1 : M+1+n].       -> [B, n, D]
   torch::Tensor text_rows(const torch::Tensor& s) const;
 
-  // The next window's memory from the last layer's output.          -> [B, M, D]
-  torch::Tensor solidify(const torch::Tensor& s) { return memory_solidifer->solidify(s, m_); }
+  // The next window's memory from the last layer's output s: the solidifier's
+  // pass, or without it (config `solidifier`) the suffix rows of s.  -> [B, M, D]
+  torch::Tensor next_memory(const torch::Tensor& s);
 
   torch::Tensor memory_tokens;  // [2, M, D]
-  torch::Tensor sep_tokens;     // [2, D]
-  Block memory_solidifer;       // spelled as in the prototype's checkpoints
+  torch::Tensor sep_tokens;     // [2, D]; undefined without sep_tokens
+  Block memory_solidifer{nullptr};  // spelled as in the prototype's checkpoints; absent without `solidifier`
 
  private:
+  torch::Tensor rows(const std::vector<torch::Tensor>& pieces, torch::ScalarType dtype) const;
+  torch::Tensor separator(int i, int64_t batch) const;  // [B, 1, D] or undefined
   int64_t m_;
+  int64_t sep_;  // separator rows on each side: 1, or 0 without sep_tokens
 };
 TORCH_MODULE(MemoryInjector);
 

@@ -103,6 +103,7 @@ State State::from_tensors(const std::map<std::string, torch::Tensor>& t, int64_t
   if (!t.count("memory")) return s;  // saved before the first step
   s.memory = t.at("memory");
   if (t.count("row_seen")) s.row_seen = t.at("row_seen");
+  if (!t.count("layers.0.k")) return s;  // a model without the XL cache keeps none
   for (int64_t i = 0; i < layers; ++i) {
     const auto p = "layers." + std::to_string(i) + ".";
     if (!t.count(p + "k")) throw file_error(source, "missing " + p + "k");

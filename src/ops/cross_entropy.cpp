@@ -66,7 +66,8 @@ class FusedHeadLoss : public torch::autograd::Function<FusedHeadLoss> {
 
 torch::Tensor cross_entropy_rows(const torch::Tensor& logits, const torch::Tensor& targets) {
   namespace F = torch::nn::functional;
-  return F::cross_entropy(logits.to(torch::kFloat), targets,
+  const auto wide = logits.scalar_type() == torch::kDouble ? logits : logits.to(torch::kFloat);
+  return F::cross_entropy(wide, targets,
                           F::CrossEntropyFuncOptions().reduction(torch::kNone).ignore_index(kIgnoreIndex));
 }
 

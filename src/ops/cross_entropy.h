@@ -13,7 +13,7 @@
 
 namespace bakallm {
 
-// −log softmax(logits)[target] per row, in float32; 0 where the target is
+// −log softmax(logits)[target] per row, in float32 (double stays double); 0 where the target is
 // kIgnoreIndex. logits [N, V], targets [N] int64.                      -> [N]
 torch::Tensor cross_entropy_rows(const torch::Tensor& logits, const torch::Tensor& targets);
 

@@ -79,7 +79,10 @@ bool onednn_enabled() {
   return enabled;
 }
 
-Tensor matmul_nt(const Tensor& a, const Tensor& b, torch::ScalarType compute) {
+Tensor matmul_nt(const Tensor& a, const Tensor& b, torch::ScalarType compute_in) {
+  // Double operands (gradient checks) are multiplied in double, whatever the
+  // model's compute dtype: a float32 product would hide the differences.
+  const auto compute = a.scalar_type() == torch::kDouble ? torch::kDouble : compute_in;
   // Our backward only where oneDNN runs and a gradient is wanted; elsewhere
   // product() is plain libtorch ops (autograd's own backward) or needs none.
   const bool wants_grad = torch::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad());

@@ -10,8 +10,8 @@
 namespace bakallm {
 
 // a: [..., M, K], b: [..., N, K] (same leading dims, or b 2-D)   -> [..., M, N]
-// COMPUTE: the dtype the product runs in (kFloat or kBFloat16); the result
-// comes back in a's dtype.
+// COMPUTE: the dtype the product runs in (kFloat or kBFloat16; double
+// operands always run in double); the result comes back in a's dtype.
 torch::Tensor matmul_nt(const torch::Tensor& a, const torch::Tensor& b,
                         torch::ScalarType compute = torch::kFloat);
 

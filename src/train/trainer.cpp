@@ -150,7 +150,9 @@ class Run {
   }
 
   const Config& config() const { return model_->config(); }
-  int64_t windows_per_step() const { return o_.windows_per_step > 0 ? o_.windows_per_step : config().detach_every; }
+  int64_t windows_per_step() const {  // default: the config's detach_every (2 when it is 0: never inside a step)
+    return o_.windows_per_step > 0 ? o_.windows_per_step : config().detach_every > 0 ? config().detach_every : 2;
+  }
 
   // --resume: the newest checkpoint's model, optimizer, stream and loader; else a seeded start.
   void start() {

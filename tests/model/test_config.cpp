@@ -58,7 +58,9 @@ TEST(Config, RejectsUnknownAndImpossible) {
   EXPECT_NE(error_of(with("num_layers", 0)).find("num_layers"), std::string::npos);
   EXPECT_NE(error_of(with("window_size", 2.5)).find("'window_size' must be an integer"), std::string::npos);
   EXPECT_NE(error_of(with("attn_dropout", 1.0)).find("attn_dropout"), std::string::npos);
-  EXPECT_NE(error_of(with("detach_every", 0)).find("detach_every"), std::string::npos);
+  EXPECT_NE(error_of(with("detach_every", -1)).find("detach_every"), std::string::npos);
+  EXPECT_NE(error_of(with("negator", 1)).find("'negator' must be true or false"), std::string::npos);
+  EXPECT_NE(error_of(with("ema_input", "keys")).find("'ema_input' must be one of values, queries_keys, none"), std::string::npos);
   EXPECT_NE(error_of(with("mega_cache", "both")).find("mega_cache"), std::string::npos);
   EXPECT_NE(error_of(with("vocab_size", "64")).find("vocab_size"), std::string::npos);
   auto j = small();
