@@ -27,6 +27,9 @@ void add_train(CLI::App& app) {
   cmd->add_option("--steps", o.steps, "optimizer steps in all")->check(CLI::PositiveNumber);
   cmd->add_option("--batch", o.batch_rows, "rows per batch (each reads its own document)")->check(CLI::PositiveNumber);
   cmd->add_option("--windows-per-step", o.windows_per_step, "windows per row per step (default: detach_every)");
+  cmd->add_option("--packing", o.packing,
+                  "documents (each starts a window, fresh state; the author's) or stream (back to back, no padding)")
+      ->check(CLI::IsMember({"documents", "stream"}));
   cmd->add_option("--grad-accum", o.grad_accum, "micro-batches per step")->check(CLI::PositiveNumber);
   cmd->add_option("--lr", o.optimizer.lr, "peak learning rate");
   cmd->add_option("--min-lr-ratio", o.min_lr_ratio, "final learning rate as a share of the peak");

@@ -2,7 +2,8 @@
 // document window after window, so the model's state (memory, caches,
 // position) can be carried from step to step; a row that finishes its
 // document starts the next one at the following window, with a reset flag.
-// Padding happens only after the last tokens of a document.
+// Padding happens only after the last tokens of a document; with
+// Packing::kStream, never (documents follow each other inside a window).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -16,12 +17,20 @@
 
 namespace bakallm {
 
+// How a row moves from one document to the next.
+enum class Packing {
+  kDocuments,  // a new document starts a new window with a fresh state (the author's; padding after each end)
+  kStream,     // documents back to back, BOS between, the state carried across (nanoGPT, llm.c): no padding
+};
+Packing parse_packing(const std::string& name);  // "documents", "stream"
+
 struct LoaderOptions {
   std::vector<std::string> shards;
   int64_t rows = 8;              // B
   int64_t windows_per_step = 2;  // k: each batch is k·W tokens per row
   uint32_t bos_id = 1;
   uint64_t seed = 0;             // document order, reshuffled each epoch
+  Packing packing = Packing::kDocuments;
 };
 
 struct Batch {
@@ -29,6 +38,7 @@ struct Batch {
   torch::Tensor targets;  // [B, k·W] int64, kIgnoreIndex where nothing is predicted
   torch::Tensor resets;   // [B, k] bool: row b starts a new document at window c
   int64_t tokens = 0;     // predicted tokens in this batch
+  double padding = 0;     // share of the batch's B·k·W input slots that are padding
 };
 
 class Loader {

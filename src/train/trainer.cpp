@@ -146,6 +146,7 @@ class Run {
     lo.windows_per_step = windows_per_step();
     lo.bos_id = data_.bos;
     lo.seed = o.seed;
+    lo.packing = parse_packing(o.packing);
     loader_ = std::make_unique<Loader>(lo, config());
   }
 
@@ -170,6 +171,7 @@ class Run {
                         {"batch_rows", o_.batch_rows},         {"windows_per_step", windows_per_step()},
                         {"grad_accum", o_.grad_accum},         {"lr", o_.optimizer.lr}, {"weight_decay", o_.optimizer.weight_decay},
                         {"warmup", o_.warmup},                 {"clip", o_.clip},       {"dtype", o_.dtype},
+                        {"packing", o_.packing},
                         {"seed", o_.seed}};
     write_file_atomically(o_.run_dir + "/train_config.json", [&](std::ostream& out) { out << j.dump(2) << "\n"; });
     metrics_ = std::make_unique<MetricsLog>(o_.run_dir + "/metrics.jsonl", progress_.step);
@@ -177,6 +179,7 @@ class Run {
 
   // One optimizer step over grad_accum batches; returns the mean loss and the tokens read.
   std::pair<double, int64_t> step(double lr) {
+    padding_ = 0;
     set_learning_rate(*optimizer_, lr);
     optimizer_->zero_grad();
     double loss_sum = 0;
@@ -189,6 +192,7 @@ class Run {
       stream_.detach_();
       loss_sum += out.loss.item<double>();
       tokens += batch.tokens;
+      padding_ += batch.padding / static_cast<double>(o_.grad_accum);
     }
     const double loss = loss_sum / static_cast<double>(o_.grad_accum);
     if (!std::isfinite(loss))
@@ -244,10 +248,11 @@ class Run {
       result_.last_loss = loss;
       smoothed = std::isnan(smoothed) ? loss : 0.9 * smoothed + 0.1 * loss;
       metrics_->write({{"step", progress_.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm_},
-                       {"tokens", progress_.tokens}, {"tok_per_s", tokens / step_seconds}, {"seconds", progress_.seconds}});
+                       {"tokens", progress_.tokens}, {"tok_per_s", tokens / step_seconds}, {"padding", padding_},
+                       {"seconds", progress_.seconds}});
       char status[160];
-      std::snprintf(status, sizeof status, "step %lld/%lld loss %.4f lr %.2e %.0f tok/s", (long long)progress_.step,
-                    (long long)o_.steps, smoothed, lr, tokens / step_seconds);
+      std::snprintf(status, sizeof status, "step %lld/%lld loss %.4f lr %.2e %.0f tok/s pad %.0f%%",
+                    (long long)progress_.step, (long long)o_.steps, smoothed, lr, tokens / step_seconds, 100 * padding_);
       bar.update(static_cast<double>(progress_.step - first_step) /
                      static_cast<double>(std::max<int64_t>(1, o_.steps - first_step)) * static_cast<double>(o_.steps),
                  status);
@@ -284,6 +289,7 @@ class Run {
   TrainProgress progress_;
   State stream_;
   double grad_norm_ = 0;
+  double padding_ = 0;  // share of the last step's input slots that were padding
   TrainResult result_;
 };
 

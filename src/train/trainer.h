@@ -22,6 +22,7 @@ struct TrainOptions {
   int64_t steps = 1000;
   int64_t batch_rows = 8;             // B
   int64_t windows_per_step = 0;       // k; 0: the config's detach_every
+  std::string packing = "documents";  // or "stream": short documents back to back, no padding
   int64_t grad_accum = 1;
   OptimizerOptions optimizer;
   double min_lr_ratio = 0.1;

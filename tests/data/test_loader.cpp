@@ -2,7 +2,9 @@
 // document's last tokens, exact restore.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 
 #include "data/loader.h"
 #include "data/shard.h"
@@ -61,6 +63,47 @@ TEST(Loader, RowsWalkDocumentsAndResetAtNewOnes) {
   std::set<int64_t> first_epoch(starts.begin(), starts.begin() + 3);
   EXPECT_EQ(first_epoch, (std::set<int64_t>{100, 200, 300}));
   EXPECT_GT(predicted, 0);
+}
+
+// --packing stream: documents back to back inside a window, BOS between,
+// no reset after a row's first document, no padding; every document read
+// whole and in order; the padding share is reported for both modes.
+TEST(Loader, StreamPackingFillsEveryWindow) {
+  test::TempDir dir;
+  std::vector<uint32_t> tokens;
+  for (auto& d : {doc(100, 3), doc(200, 5), doc(300, 2), doc(400, 6)}) tokens.insert(tokens.end(), d.begin(), d.end());
+  write_shard(dir / "s.bin", tokens);
+  LoaderOptions o;
+  o.shards = {dir / "s.bin"};
+  o.rows = 1;
+  o.windows_per_step = 2;
+  o.packing = Packing::kStream;
+  const auto model = window_config(4);
+  Loader loader(o, model);
+  std::vector<int64_t> seen;  // the row's input ids, in order
+  for (int step = 0; step < 2; ++step) {
+    auto b = loader.next();
+    EXPECT_EQ(b.padding, 0.0);
+    EXPECT_EQ(b.resets[0][0].item<bool>(), step == 0);  // only the row's first document starts fresh
+    EXPECT_FALSE(b.resets[0][1].item<bool>());
+    for (int64_t i = 0; i < 8; ++i) {
+      const auto x = b.ids[0][i].item<int64_t>(), t = b.targets[0][i].item<int64_t>();
+      seen.push_back(x);
+      if (t != kIgnoreIndex) EXPECT_TRUE(t == x + 1 || (x == 1 && t % 100 == 0)) << x << " -> " << t;
+      else EXPECT_NE(x, 1) << "only a document's last token predicts nothing";
+    }
+  }
+  // 16 ids: 4 documents of 3+5+2+6 = 16 tokens, each whole, in the epoch's order.
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), 4);
+  std::set<int64_t> firsts;
+  for (size_t i = 0; i + 1 < seen.size(); ++i)
+    if (seen[i] == 1) firsts.insert(seen[i + 1]);
+  EXPECT_EQ(firsts, (std::set<int64_t>{100, 200, 300, 400}));
+  o.packing = Packing::kDocuments;  // the same data padded: 4 windows of 4 hold 3, 4+1, 2, 4+2 tokens
+  Loader padded(o, model);
+  auto b = padded.next();
+  EXPECT_GT(b.padding, 0.0);
+  EXPECT_THROW(padded.restore(loader.state()), Error);  // a checkpoint resumes with its own packing
 }
 
 TEST(Loader, PaddingOnlyAfterADocumentsLastTokens) {

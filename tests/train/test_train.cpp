@@ -92,6 +92,34 @@ TEST_F(TrainRun, ResumeGivesTheSameLosses) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * a[i]) << "step " << i + 1;
 }
 
+// --packing stream: no padding in any step, and a resume is as exact as with documents.
+TEST_F(TrainRun, StreamPackingHasNoPaddingAndResumesExactly) {
+  o.packing = "stream";
+  o.steps = 8;
+  o.run_dir = dir / "whole";
+  train(o);
+  o.run_dir = dir / "split";
+  o.checkpoint_every = 3;
+  o.max_minutes = 1e-9;  // stops (with a checkpoint) after its first step
+  train(o);
+  o.max_minutes = 0;
+  o.resume = true;
+  train(o);
+  auto a = losses(dir / "whole"), b = losses(dir / "split");
+  ASSERT_EQ(a.size(), 8u);
+  ASSERT_EQ(b.size(), 8u);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * a[i]) << "step " << i + 1;
+  std::ifstream in(dir / "whole/metrics.jsonl");
+  int steps = 0;
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (!j.contains("padding")) continue;
+    EXPECT_EQ(j["padding"].get<double>(), 0.0);
+    ++steps;
+  }
+  EXPECT_EQ(steps, 8);
+}
+
 TEST_F(TrainRun, NanLossStopsNamingTheStep) {
   o.steps = 40;
   o.optimizer.lr = 1e9;
