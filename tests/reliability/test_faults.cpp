@@ -227,6 +227,41 @@ TEST_F(Faults, NothingForeignIsOverwritten) {
   EXPECT_FALSE(fs::exists(dir / "p"));
 }
 
+// The smaller cases: each a one-line error naming the file or option, exit 1, nothing written.
+TEST_F(Faults, SmallMistakesAreNamed) {
+  auto expect_error = [](const test::CliRun& r, const std::string& words) {
+    EXPECT_NE(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find("bakallm: error: "), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(words), std::string::npos) << r.out;
+  };
+  ASSERT_EQ(test::run_cli("init --config " + dir / "c.json" + " --seed 0 --out " + dir / "m").status, 0);
+  expect_error(test::run_cli("generate --model " + dir / "m" + " --prompt-ids 1,2 --temperature inf"),
+               "--temperature must be a finite number");
+  // Shards whose documents are single tokens: nothing to score, no database left behind.
+  write_shard(dir / "ones.bin", std::vector<uint32_t>{1, 1, 1});
+  expect_error(test::run_cli("eval --model " + dir / "m" + " --data " + dir / "ones.bin" + " --record " + dir / "r.db"),
+               "ones.bin: no token to score");
+  EXPECT_FALSE(fs::exists(dir / "r.db"));
+  // A manifest that is JSON but not a manifest; a checkpoint whose rng file is another file.
+  fs::create_directories(dir / "bad");
+  std::ofstream(dir / "bad/manifest.json") << R"({"train_shards": 3})";
+  expect_error(test::run_cli("train --config " + dir / "c.json" + " --data " + dir / "bad --out " + dir / "r1"),
+               "bad/manifest.json: not a bakallm manifest");
+  const std::string run = dir / "r2";
+  ASSERT_EQ(wait_for(start(train_args(run, 2, 2), dir / "g.log")), 0) << read_file(dir / "g.log");
+  fs::copy_file(run + "/checkpoints/step_2/stream.safetensors", run + "/checkpoints/step_2/rng.safetensors",
+                fs::copy_options::overwrite_existing);
+  expect_error(test::run_cli(train_args(run, 4, 2) + " --resume"), "rng.safetensors: holds no 'cpu' generator state");
+  // spm_train's own reason, not "unrecoverable error".
+  {
+    std::ofstream text(dir / "t.txt");
+    for (int i = 0; i < 200; ++i) text << "Line " << i << " of some text, with words and numbers " << i * 7 << ".\n";
+  }
+  expect_error(test::run_cli("tokenizer train --input " + dir / "t.txt" + " --vocab 260 --out " + dir / "t.model"),
+               "Vocabulary size is smaller than required_chars");
+  EXPECT_FALSE(fs::exists(dir / "t.model"));
+}
+
 // Ids beyond the vocabulary are found before the first step, by file and position.
 TEST_F(Faults, OutOfVocabularyIdsNamedBeforeTraining) {
   std::vector<uint32_t> bad(40, 5);
