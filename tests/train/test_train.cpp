@@ -72,43 +72,12 @@ TEST_F(TrainRun, LossFallsWellBelowItsStart) {
   EXPECT_TRUE(std::filesystem::exists(o.run_dir + "/checkpoints/step_60/model.safetensors"));
 }
 
-TEST_F(TrainRun, ResumeGivesTheSameLosses) {
-  o.steps = 12;
-  o.run_dir = dir / "whole";
-  train(o);
-  o.run_dir = dir / "split";
-  o.steps = 12;
-  o.checkpoint_every = 5;
-  o.max_minutes = 1e-9;  // stops (with a checkpoint) after its first step
-  auto first = train(o);
-  EXPECT_TRUE(first.interrupted);
-  EXPECT_EQ(first.steps, 1);
-  o.max_minutes = 0;
-  o.resume = true;
-  train(o);
-  auto a = losses(dir / "whole"), b = losses(dir / "split");
-  ASSERT_EQ(a.size(), 12u);
-  ASSERT_EQ(b.size(), 12u);
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * a[i]) << "step " << i + 1;
-}
+TEST_F(TrainRun, ResumeGivesTheSameLosses) { expect_exact_resume(12, 5); }
 
 // --packing stream: no padding in any step, and a resume is as exact as with documents.
 TEST_F(TrainRun, StreamPackingHasNoPaddingAndResumesExactly) {
   o.packing = "stream";
-  o.steps = 8;
-  o.run_dir = dir / "whole";
-  train(o);
-  o.run_dir = dir / "split";
-  o.checkpoint_every = 3;
-  o.max_minutes = 1e-9;  // stops (with a checkpoint) after its first step
-  train(o);
-  o.max_minutes = 0;
-  o.resume = true;
-  train(o);
-  auto a = losses(dir / "whole"), b = losses(dir / "split");
-  ASSERT_EQ(a.size(), 8u);
-  ASSERT_EQ(b.size(), 8u);
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * a[i]) << "step " << i + 1;
+  expect_exact_resume(8, 3);
   std::ifstream in(dir / "whole/metrics.jsonl");
   int steps = 0;
   for (std::string line; std::getline(in, line);) {

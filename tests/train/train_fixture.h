@@ -52,6 +52,26 @@ class TrainRun : public ::testing::Test {
     }
     return out;
   }
+  // STEPS in one run ("whole"), and in a run stopped after its first step
+  // and resumed ("split", checkpoints every CHECKPOINT_EVERY): equal losses.
+  void expect_exact_resume(int64_t steps, int64_t checkpoint_every) {
+    o.steps = steps;
+    o.run_dir = dir / "whole";
+    train(o);
+    o.run_dir = dir / "split";
+    o.checkpoint_every = checkpoint_every;
+    o.max_minutes = 1e-9;  // stops (with a checkpoint) after its first step
+    auto first = train(o);
+    EXPECT_TRUE(first.interrupted);
+    EXPECT_EQ(first.steps, 1);
+    o.max_minutes = 0;
+    o.resume = true;
+    train(o);
+    auto a = losses(dir / "whole"), b = losses(dir / "split");
+    ASSERT_EQ(a.size(), static_cast<size_t>(steps));
+    ASSERT_EQ(b.size(), static_cast<size_t>(steps));
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * a[i]) << "step " << i + 1;
+  }
   test::TempDir dir;
   std::string data;
   TrainOptions o;
