@@ -2,7 +2,9 @@
 # On a machine with a CUDA PyTorch (no network): build bakallm against that
 # PyTorch's libtorch, with the Debian -dev packages it needs unpacked from
 # .deps/*.deb (`apt-get download` them on a Debian machine first), then run
-# the golden-parity and decoder tests on the GPU and time a forward there.
+# the golden-parity and decoder tests on the GPU. The golden files are read
+# from .shared/golden (a copy of ../shared/golden, since only the checkout
+# travels to such a machine).
 # Usage: scripts/gpu_check.sh [OUT_DIR]
 set -uo pipefail
 cd "$(dirname "$0")/.."
