@@ -2,8 +2,11 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <thread>
 
 #include <torch/csrc/autograd/profiler_legacy.h>
 
@@ -113,7 +116,39 @@ nlohmann::json decode_rates(BakaLM& model, const BenchOptions& o) {
   return out;
 }
 
+// CPU time of the whole machine from /proc/stat: {busy, total} jiffies.
+std::pair<double, double> cpu_jiffies() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  double v[10] = {0};
+  in >> cpu;
+  for (double& x : v) in >> x;
+  double total = 0;
+  for (double x : v) total += x;
+  return {total - v[3] - v[4], total};  // idle and iowait are not busy
+}
+
 }  // namespace
+
+MachineLoad measure_background_load(double seconds) {
+  MachineLoad m;
+  const auto before = cpu_jiffies();
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));  // this process idles meanwhile
+  const auto after = cpu_jiffies();
+  const double total = after.second - before.second;
+  m.busy_share = total > 0 ? std::clamp((after.first - before.first) / total, 0.0, 1.0) : 0.0;
+  std::ifstream("/proc/loadavg") >> m.loadavg_1m;
+  std::ifstream info("/proc/cpuinfo");
+  for (std::string line; std::getline(info, line);) {
+    if (m.cpu_model.empty() && line.rfind("model name", 0) == 0) m.cpu_model = line.substr(line.find(':') + 2);
+    if (line.rfind("flags", 0) == 0) {
+      m.amx = line.find(" amx_bf16") != std::string::npos;
+      m.avx512_bf16 = line.find(" avx512_bf16") != std::string::npos;
+      break;
+    }
+  }
+  return m;
+}
 
 int64_t peak_rss_bytes() {
   struct rusage ru {};
@@ -128,6 +163,14 @@ nlohmann::json run_benchmarks(const BenchOptions& o) {
   nlohmann::json j;
   j["config"] = config_to_json(c);
   j["threads"] = torch::get_num_threads();
+  // Other processes' load, measured while this one idles: a figure taken on
+  // a busy machine is recognisable (with 2 threads every small op then waits).
+  const auto load = measure_background_load();
+  j["machine"] = {{"cpu_model", load.cpu_model},
+                  {"amx", load.amx},
+                  {"avx512_bf16", load.avx512_bf16},
+                  {"background_cpu_share", load.busy_share},
+                  {"loadavg_1m", load.loadavg_1m}};
   j["onednn_float32"] = onednn_enabled();
   const double peak32 = measure_matmul_flops(torch::kFloat);
   j["matmul_flops_per_s"]["float32"] = peak32;

@@ -25,6 +25,15 @@ struct BenchOptions {
 // Runs every measurement and returns them as JSON (see README for the fields).
 nlohmann::json run_benchmarks(const BenchOptions& options);
 
+// The machine a figure was taken on, and how busy other processes kept it.
+struct MachineLoad {
+  std::string cpu_model;     // /proc/cpuinfo's model name
+  bool amx = false, avx512_bf16 = false;
+  double busy_share = 0;     // of all cores, used by others while this process idled
+  double loadavg_1m = 0;
+};
+MachineLoad measure_background_load(double seconds = 0.5);
+
 // Peak resident memory of this process so far, in bytes.
 int64_t peak_rss_bytes();
 

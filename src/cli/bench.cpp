@@ -34,7 +34,13 @@ void add_bench(CLI::App& app) {
       std::cout << j.dump(2) << "\n";
       return;
     }
-    std::printf("threads %d, oneDNN float32 %s\n", j["threads"].get<int>(), j["onednn_float32"].get<bool>() ? "on" : "off");
+    const auto& m = j["machine"];
+    std::printf("%s (AMX %s), threads %d, oneDNN float32 %s\n", m["cpu_model"].get<std::string>().c_str(),
+                m["amx"].get<bool>() ? "yes" : "no", j["threads"].get<int>(), j["onednn_float32"].get<bool>() ? "on" : "off");
+    const double others = m["background_cpu_share"].get<double>();
+    if (others > 0.1)
+      std::printf("note: other processes kept %.0f%% of the CPUs busy before the run: these figures will be low\n",
+                  100 * others);
     std::printf("%-34s %12s\n", "measure", "value");
     for (const auto& [k, v] : j["matmul_flops_per_s"].items())
       std::printf("%-34s %9.1f GFLOP/s\n", ("matmul peak " + k).c_str(), v.get<double>() / 1e9);

@@ -241,6 +241,10 @@ TEST(BenchCli, JsonShape) {
   EXPECT_EQ(j["decode"][1]["context_tokens"], 32);
   EXPECT_GT(j["decode"][0]["decode_ms_per_token"].get<double>(), 0);
   EXPECT_GT(j["read_bytes_per_s"].get<double>(), 0);
+  const double others = j["machine"]["background_cpu_share"].get<double>();
+  EXPECT_TRUE(others >= 0 && others <= 1) << others;
+  EXPECT_FALSE(j["machine"]["cpu_model"].get<std::string>().empty());
+  EXPECT_TRUE(j["machine"]["amx"].is_boolean());
   ASSERT_EQ(j["decode_bfloat16_weights"].size(), 2u);
   EXPECT_EQ(2 * j["decode_weight_bytes"]["bfloat16"].get<int64_t>(), j["decode_weight_bytes"]["float32"].get<int64_t>());
 }
