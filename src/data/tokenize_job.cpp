@@ -1,7 +1,5 @@
 #include "data/tokenize_job.h"
 
-#include <unistd.h>
-
 #include <cmath>
 #include <filesystem>
 #include <mutex>
@@ -80,34 +78,14 @@ TokenizeTotals tokenize_corpus(const TokenizeOptions& o) {
   // The new dataset is built beside the old one (OUT.tmp.PID) and swapped in
   // only when complete; OUT may hold an earlier dataset, nothing else.
   const std::string out_dir = clean_dir(o.out_dir);
-  if (fs::exists(out_dir) && !fs::is_directory(out_dir)) throw file_error(out_dir, "exists and is not a directory");
   require_only_own_files(out_dir, is_dataset_file, "tokenize", "choose another --out (nothing was changed)");
   const fs::path parent = fs::absolute(out_dir).parent_path();
-  fs::create_directories(parent);
   remove_orphans(parent.string(), fs::path(out_dir).filename().string());
-  const std::string staging = out_dir + ".tmp." + std::to_string(::getpid());
-  fs::remove_all(staging);
-  fs::create_directories(staging);
-  try {
-    auto totals = write_dataset(o, tok, total_bytes, staging);
-    const std::string old = out_dir + ".old." + std::to_string(::getpid());
-    const bool had_old = fs::exists(out_dir);
-    if (had_old) fs::rename(out_dir, old);
-    fs::rename(staging, out_dir);
-    std::error_code ec;
-    if (had_old) fs::remove_all(old, ec);
-    for (auto* shards : {&totals.train_shards, &totals.val_shards})
-      for (auto& path : *shards) path = (fs::path(out_dir) / fs::path(path).filename()).string();
-    return totals;
-  } catch (const fs::filesystem_error& e) {
-    std::error_code ec;
-    fs::remove_all(staging, ec);
-    throw file_error(out_dir, std::string("cannot write the dataset: ") + e.code().message());
-  } catch (...) {
-    std::error_code ec;
-    fs::remove_all(staging, ec);
-    throw;
-  }
+  TokenizeTotals totals;
+  write_dir_atomically(out_dir, [&](const std::string& staging) { totals = write_dataset(o, tok, total_bytes, staging); });
+  for (auto* shards : {&totals.train_shards, &totals.val_shards})
+    for (auto& path : *shards) path = (fs::path(out_dir) / fs::path(path).filename()).string();
+  return totals;
 }
 
 namespace {

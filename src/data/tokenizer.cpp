@@ -154,6 +154,12 @@ std::string tokenizer_file_name(const std::string& path) {
   return ends_with(path, ".json") ? "tokenizer.json" : "tokenizer.model";
 }
 
+std::string find_tokenizer(const std::string& dir) {
+  for (const char* name : {"tokenizer.model", "tokenizer.json"})
+    if (fs::exists(dir + "/" + name)) return dir + "/" + name;
+  return "";
+}
+
 BosPolicy parse_bos(const std::string& name) {
   if (name == "auto") return BosPolicy::kAuto;
   if (name == "add") return BosPolicy::kAdd;

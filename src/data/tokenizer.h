@@ -53,6 +53,8 @@ void require_vocab_fits(int64_t tokenizer_vocab, int64_t model_vocab, const std:
 // The name a tokenizer file takes in a model or data directory:
 // "tokenizer.json" for a .json, else "tokenizer.model".
 std::string tokenizer_file_name(const std::string& path);
+// DIR/tokenizer.model, else DIR/tokenizer.json, else "" (a model or data directory's tokenizer).
+std::string find_tokenizer(const std::string& dir);
 
 // "5,17,33" -> ids, each checked against VOCAB; errors name WHAT (e.g. "--prompt-ids").
 std::vector<int64_t> parse_token_ids(const std::string& text, int64_t vocab, const std::string& what);

@@ -16,19 +16,21 @@ namespace bakallm {
 
 namespace {
 
-// −log p(TARGETS) [n] at each position of one model call on IDS [n] from
-// STATE (updated): the head runs on 1024 rows at a time, so a long call
-// never holds [n, V] logits. kIgnoreIndex targets give 0.
-torch::Tensor call_losses(BakaLM& model, const torch::Tensor& ids, const torch::Tensor& targets, State& state) {
+// −log p(doc[t]) for the COUNT targets t = FIRST, FIRST+1, ..., from one
+// model call on doc[BEGIN, BEGIN+LEN) continuing STATE (updated); each target
+// is predicted by the row before it, which the call must hold. The head runs
+// only on those rows, 1024 at a time, so no [LEN, V] logits ever exist.
+torch::Tensor call_losses(BakaLM& model, const torch::Tensor& doc, int64_t begin, int64_t len, int64_t first,
+                          int64_t count, State& state) {
   const auto device = model->embed_out->weight.device();
-  auto net = model->model(ids.unsqueeze(0).to(device), std::move(state));
+  auto net = model->model(doc.narrow(0, begin, len).unsqueeze(0).to(device), std::move(state));
   state = std::move(net.state);
-  const auto hidden = net.hidden[0];  // [n, D]
-  const int64_t n = ids.size(0), chunk = 1024;
-  auto out = torch::empty({n}, torch::kFloat);
-  for (int64_t r = 0; r < n; r += chunk) {
-    const int64_t m = std::min(chunk, n - r);
-    out.narrow(0, r, m).copy_(cross_entropy_rows(model->head(hidden.narrow(0, r, m)), targets.narrow(0, r, m).to(device)));
+  const auto rows = net.hidden[0].narrow(0, first - 1 - begin, count);  // [count, D]
+  const auto targets = doc.narrow(0, first, count).to(device);
+  auto out = torch::empty({count}, torch::kFloat);
+  for (int64_t r = 0, chunk = 1024; r < count; r += chunk) {
+    const int64_t m = std::min(chunk, count - r);
+    out.narrow(0, r, m).copy_(cross_entropy_rows(model->head(rows.narrow(0, r, m)), targets.narrow(0, r, m)));
   }
   return out;
 }
@@ -42,11 +44,9 @@ torch::Tensor author_losses(BakaLM& model, const torch::Tensor& doc, int64_t con
     // The first target scored (a token index): every one in the first window,
     // then those of the window's last `half` tokens (its second half).
     const int64_t first = begin == 0 ? 1 : begin + context - half;
-    if (first >= end) break;                               // nothing left to score: the document ends
-    auto targets = torch::full({end - begin}, kIgnoreIndex, torch::kLong);
-    targets.narrow(0, first - 1 - begin, end - first).copy_(doc.narrow(0, first, end - first));
-    State fresh;  // one fresh model call per window
-    auto losses = call_losses(model, doc.narrow(0, begin, end - begin), targets, fresh).narrow(0, first - 1 - begin, end - first);
+    if (first >= end) break;  // nothing left to score: the document ends
+    State fresh;              // one fresh model call per window
+    auto losses = call_losses(model, doc, begin, end - begin, first, end - first, fresh);
     out.narrow(0, first - 1, end - first).copy_(losses);
     window_means.push_back(losses.to(torch::kDouble).mean().item<double>());
   }
@@ -54,7 +54,6 @@ torch::Tensor author_losses(BakaLM& model, const torch::Tensor& doc, int64_t con
 }
 
 torch::Tensor stream_losses(BakaLM& model, const torch::Tensor& doc, int64_t windows_per_call) {
-  const auto device = model->embed_out->weight.device();
   const int64_t n = doc.size(0);
   const int64_t piece = model->config().window_size * std::max<int64_t>(1, windows_per_call);
   auto out = torch::empty({std::max<int64_t>(0, n - 1)}, torch::kFloat);
@@ -63,16 +62,13 @@ torch::Tensor stream_losses(BakaLM& model, const torch::Tensor& doc, int64_t win
     // Inputs [p, p+len); targets [p+1, p+len+1) clipped to the document.
     const int64_t len = std::min(piece, n - p);
     const int64_t scored = std::min(len, n - 1 - p);
-    auto r = model(doc.narrow(0, p, len).unsqueeze(0).to(device), std::move(state));
-    state = std::move(r.state);
-    out.narrow(0, p, scored).copy_(cross_entropy_rows(r.logits[0].narrow(0, 0, scored), doc.narrow(0, p + 1, scored).to(device)));
+    out.narrow(0, p, scored).copy_(call_losses(model, doc, p, len, p + 1, scored, state));
   }
   return out;
 }
 
 torch::Tensor sliding_losses(BakaLM& model, const torch::Tensor& doc, int64_t context) {
   if (context < 2) throw Error("--ctx must be at least 2 for the sliding protocol");
-  const auto device = model->embed_out->weight.device();
   const int64_t n = doc.size(0), stride = std::max<int64_t>(1, context / 2);
   auto out = torch::empty({std::max<int64_t>(0, n - 1)}, torch::kFloat);
   int64_t scored_to = 1;  // targets [1, scored_to) are done
@@ -80,9 +76,8 @@ torch::Tensor sliding_losses(BakaLM& model, const torch::Tensor& doc, int64_t co
     const int64_t end = std::min(begin + context, n);
     const int64_t first = std::max(scored_to, begin + 1);  // first target scored in this window
     if (first < end) {
-      auto logits = model(doc.narrow(0, begin, end - begin).unsqueeze(0).to(device)).logits[0];  // fresh state
-      auto pred = logits.narrow(0, first - 1 - begin, end - first);
-      out.narrow(0, first - 1, end - first).copy_(cross_entropy_rows(pred, doc.narrow(0, first, end - first).to(device)));
+      State fresh;  // no state carried between windows
+      out.narrow(0, first - 1, end - first).copy_(call_losses(model, doc, begin, end - begin, first, end - first, fresh));
       scored_to = end;
     }
   }

@@ -111,7 +111,6 @@ void save_model_dir(const std::string& dir_in, BakaLM& model, const std::string&
     const Tokenizer tok(tokenizer_path);  // throws naming the file when it is no SentencePiece model
     require_vocab_fits(tok.vocab_size(), model->config().vocab_size, tokenizer_path);
   }
-  if (fs::exists(dir) && !fs::is_directory(dir)) throw file_error(dir, "exists and is not a directory");
   // Replace a model directory (ours: config, weights, tokenizer), never anything else.
   require_only_own_files(dir, is_model_file, "bakallm",
                          "not a model directory; choose another --out (nothing was changed)");
@@ -130,8 +129,7 @@ LoadedModel load_model_dir(const std::string& dir, const Runtime& runtime) {
   load_weights(out.model, read_safetensors(weights).tensors, weights);
   out.model->to(runtime.device, runtime.dtype);
   out.model->eval();
-  for (const char* name : {"tokenizer.model", "tokenizer.json"})
-    if (out.tokenizer_path.empty() && fs::exists(dir + "/" + name)) out.tokenizer_path = dir + "/" + name;
+  out.tokenizer_path = find_tokenizer(dir);
   return out;
 }
 

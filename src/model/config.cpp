@@ -35,10 +35,6 @@ std::string unless(bool ok, const std::string& why, double value) {
   return why + ", got " + v;
 }
 
-const char* mega_cache_name(MegaCache m) {
-  return m == MegaCache::kPreviousLayerOutput ? "previous_layer_output" : "previous_layer_input";
-}
-
 // One row per field. The lambdas are captureless so the table is plain data.
 #define BAKALLM_INT_FIELD(NAME, REQUIRED, HELP, OK, WHY)                                                     \
   ConfigField {                                                                                            \
@@ -53,15 +49,18 @@ const char* mega_cache_name(MegaCache m) {
         [](const Config& c) { const auto x = c.NAME; return unless(OK, WHY, x); }                            \
   }
 
-#define BAKALLM_BOOL_FIELD(NAME, HELP)                                                              \
+// A boolean field; OK (over c) says when its value is possible with the others.
+#define BAKALLM_CHECKED_BOOL_FIELD(NAME, HELP, OK, WHY)                                            \
   ConfigField {                                                                                    \
     #NAME, HELP, false,                                                                            \
         [](Config& c, const nlohmann::json& v, const std::string& w) {                             \
           if (!v.is_boolean()) throw Error(w + " must be true or false");                          \
           c.NAME = v.get<bool>();                                                                  \
         },                                                                                         \
-        [](const Config& c) { return nlohmann::json(c.NAME); }, [](const Config&) { return std::string(); } \
+        [](const Config& c) { return nlohmann::json(c.NAME); },                                    \
+        [](const Config& c) { return (OK) ? std::string() : std::string(WHY); }                    \
   }
+#define BAKALLM_BOOL_FIELD(NAME, HELP) BAKALLM_CHECKED_BOOL_FIELD(NAME, HELP, true, "")
 
 // An enum field from its names, in the enum's order.
 template <typename E, size_t N>
@@ -73,6 +72,7 @@ E enum_from(const nlohmann::json& v, const std::string& where, const std::array<
   for (size_t i = 0; i < N; ++i) known += std::string(i ? ", " : "") + names[i];
   throw Error(where + " must be one of " + known + ", got \"" + name + "\"");
 }
+constexpr std::array<const char*, 2> kMegaCaches = {"previous_layer_output", "previous_layer_input"};
 constexpr std::array<const char*, 3> kEmaInputs = {"values", "queries_keys", "none"};
 constexpr std::array<const char*, 3> kMlpGates = {"attention", "self", "none"};
 constexpr std::array<const char*, 3> kActivations = {"relu", "silu", "gelu"};
@@ -103,16 +103,8 @@ const std::vector<ConfigField> kFields = {
     BAKALLM_INT_FIELD(detach_every, false,
                       "training: cut the graph to earlier windows every this many windows (0: only between steps)",
                       x >= 0, "must be >= 0"),
-    ConfigField{"mega_cache", "what the EMA continues from: previous_layer_output or previous_layer_input", false,
-                [](Config& c, const nlohmann::json& v, const std::string& w) {
-                  const auto m = as_text(v, w);
-                  if (m == "previous_layer_output") c.mega_cache = MegaCache::kPreviousLayerOutput;
-                  else if (m == "previous_layer_input") c.mega_cache = MegaCache::kPreviousLayerInput;
-                  else
-                    throw Error(w + " must be \"previous_layer_output\" or \"previous_layer_input\", got \"" + m + "\"");
-                },
-                [](const Config& c) { return nlohmann::json(mega_cache_name(c.mega_cache)); },
-                [](const Config&) { return std::string(); }},
+    BAKALLM_ENUM_FIELD(mega_cache, MegaCache, kMegaCaches,
+                       "what the EMA continues from: previous_layer_output or previous_layer_input"),
     BAKALLM_REAL_FIELD(rope_base, "rotary frequency base", x > 1.0, "must be > 1"),
     BAKALLM_ENUM_FIELD(ema_input, EmaInput, kEmaInputs, "what reads the EMA: values, queries_keys, none"),
     BAKALLM_BOOL_FIELD(negator, "Q/K are [x ; negator - x] (2D wide), else x (D wide)"),
@@ -123,22 +115,15 @@ const std::vector<ConfigField> kFields = {
     BAKALLM_ENUM_FIELD(mlp_gate, MlpGate, kMlpGates, "what gates the MLP: attention, self, none"),
     BAKALLM_BOOL_FIELD(mega_gate, "the m * sigmoid(mega_gate(m)) term"),
     BAKALLM_ENUM_FIELD(activation, Activation, kActivations, "the MLP's activation: relu, silu, gelu"),
-    ConfigField{"solidifier", "the memory handed on is the solidifier's output (else the suffix rows, as in RMT)",
-                false,
-                [](Config& c, const nlohmann::json& v, const std::string& w) {
-                  if (!v.is_boolean()) throw Error(w + " must be true or false");
-                  c.solidifier = v.get<bool>();
-                },
-                [](const Config& c) { return nlohmann::json(c.solidifier); },
-                [](const Config& c) {
-                  return c.solidifier && c.num_memory_tokens == 0
-                             ? std::string("cannot be true with num_memory_tokens 0 (there is no memory to solidify)")
-                             : std::string();
-                }},
+    BAKALLM_CHECKED_BOOL_FIELD(solidifier,
+                               "the memory handed on is the solidifier's output (else the suffix rows, as in RMT)",
+                               !(c.solidifier && c.num_memory_tokens == 0),
+                               "cannot be true with num_memory_tokens 0 (there is no memory to solidify)"),
     BAKALLM_INT_FIELD(num_heads, false, "attention heads", x >= 1 && c.hidden_dim % x == 0,
                       "must be >= 1 and divide hidden_dim"),
 };
 #undef BAKALLM_BOOL_FIELD
+#undef BAKALLM_CHECKED_BOOL_FIELD
 #undef BAKALLM_ENUM_FIELD
 #undef BAKALLM_INT_FIELD
 #undef BAKALLM_REAL_FIELD

@@ -60,8 +60,7 @@ DataSet read_manifest(const std::string& dir) {
   } catch (const nlohmann::json::exception& e) {
     throw file_error(path, std::string("not a bakallm manifest: ") + e.what());
   }
-  for (const char* name : {"tokenizer.model", "tokenizer.json"})
-    if (d.tokenizer.empty() && fs::exists(dir + "/" + name)) d.tokenizer = dir + "/" + name;
+  d.tokenizer = find_tokenizer(dir);
   if (d.train.empty()) throw file_error(path, "lists no training shards");
   return d;
 }

@@ -95,6 +95,8 @@ std::vector<std::string> foreign_entries(const std::string& dir,
 
 void require_only_own_files(const std::string& dir, const std::function<bool(const std::string&, bool)>& mine,
                             const std::string& noun, const std::string& hint) {
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) throw file_error(dir, "exists and is not a directory");
   const auto foreign = foreign_entries(dir, mine);
   if (foreign.empty()) return;
   std::string list;
@@ -121,7 +123,7 @@ int remove_orphans(const std::string& dir, const std::string& prefix) {
     std::smatch m;
     const auto name = e.path().filename().string();
     if (!std::regex_match(name, m, temporary_pattern())) continue;
-    if (!prefix.empty() && name.compare(0, prefix.size() + 1, prefix + ".") != 0) continue;
+    if (!prefix.empty() && m[1].str() != prefix) continue;
     const auto pid = static_cast<pid_t>(std::stoll(m[3].str()));
     const bool alive = pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
     if (!alive) gone.push_back(e.path());

@@ -21,13 +21,14 @@ void write_dir_atomically(const std::string& dir,
 // DIR without trailing slashes ("out/" -> "out"; "/" stays "/").
 std::string clean_dir(const std::string& dir);
 
-// The entries of DIR (at most a few, by name) that MINE(name, is_directory)
+// The entries of DIR, by name and sorted, that MINE(name, is_directory)
 // does not claim: what a command must not delete or overwrite. Empty when DIR
 // is missing or holds only what MINE claims.
 std::vector<std::string> foreign_entries(const std::string& dir,
                                          const std::function<bool(const std::string&, bool)>& mine);
 
-// Throws "DIR: holds files NOUN did not write (a, b): HINT" when foreign_entries is not empty.
+// Throws "DIR: holds files NOUN did not write (a, b): HINT" when foreign_entries
+// is not empty, and "DIR: exists and is not a directory" for a file.
 void require_only_own_files(const std::string& dir, const std::function<bool(const std::string&, bool)>& mine,
                             const std::string& noun, const std::string& hint);
 

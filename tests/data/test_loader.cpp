@@ -28,14 +28,20 @@ std::vector<uint32_t> doc(uint32_t first, int64_t n) {
   return d;
 }
 
-TEST(Loader, RowsWalkDocumentsAndResetAtNewOnes) {
-  test::TempDir dir;
+// DOCS written one after another into DIR/s.bin, read by ROWS rows.
+LoaderOptions one_shard(const test::TempDir& dir, const std::vector<std::vector<uint32_t>>& docs, int64_t rows) {
   std::vector<uint32_t> tokens;
-  for (auto& d : {doc(100, 10), doc(200, 3), doc(300, 7)}) tokens.insert(tokens.end(), d.begin(), d.end());
+  for (const auto& d : docs) tokens.insert(tokens.end(), d.begin(), d.end());
   write_shard(dir / "s.bin", tokens);
   LoaderOptions o;
   o.shards = {dir / "s.bin"};
-  o.rows = 1;
+  o.rows = rows;
+  return o;
+}
+
+TEST(Loader, RowsWalkDocumentsAndResetAtNewOnes) {
+  test::TempDir dir;
+  auto o = one_shard(dir, {doc(100, 10), doc(200, 3), doc(300, 7)}, 1);
   const auto model = window_config(4);
   o.windows_per_step = 2;
   Loader loader(o, model);
@@ -70,12 +76,7 @@ TEST(Loader, RowsWalkDocumentsAndResetAtNewOnes) {
 // whole and in order; the padding share is reported for both modes.
 TEST(Loader, StreamPackingFillsEveryWindow) {
   test::TempDir dir;
-  std::vector<uint32_t> tokens;
-  for (auto& d : {doc(100, 3), doc(200, 5), doc(300, 2), doc(400, 6)}) tokens.insert(tokens.end(), d.begin(), d.end());
-  write_shard(dir / "s.bin", tokens);
-  LoaderOptions o;
-  o.shards = {dir / "s.bin"};
-  o.rows = 1;
+  auto o = one_shard(dir, {doc(100, 3), doc(200, 5), doc(300, 2), doc(400, 6)}, 1);
   o.windows_per_step = 2;
   o.packing = Packing::kStream;
   const auto model = window_config(4);
@@ -108,10 +109,7 @@ TEST(Loader, StreamPackingFillsEveryWindow) {
 
 TEST(Loader, PaddingOnlyAfterADocumentsLastTokens) {
   test::TempDir dir;
-  write_shard(dir / "s.bin", doc(100, 6));  // 6 tokens: windows of 4 -> 4 + 2 (padded)
-  LoaderOptions o;
-  o.shards = {dir / "s.bin"};
-  o.rows = 1;
+  auto o = one_shard(dir, {doc(100, 6)}, 1);  // 6 tokens: windows of 4 -> 4 + 2 (padded)
   const auto model = window_config(4);
   o.windows_per_step = 2;
   Loader loader(o, model);
@@ -128,15 +126,9 @@ TEST(Loader, PaddingOnlyAfterADocumentsLastTokens) {
 
 TEST(Loader, RestoreContinuesExactly) {
   test::TempDir dir;
-  std::vector<uint32_t> tokens;
-  for (uint32_t d = 0; d < 7; ++d) {
-    auto x = doc(100 * (d + 1), 5 + d);
-    tokens.insert(tokens.end(), x.begin(), x.end());
-  }
-  write_shard(dir / "s.bin", tokens);
-  LoaderOptions o;
-  o.shards = {dir / "s.bin"};
-  o.rows = 2;
+  std::vector<std::vector<uint32_t>> docs;
+  for (uint32_t d = 0; d < 7; ++d) docs.push_back(doc(100 * (d + 1), 5 + d));
+  auto o = one_shard(dir, docs, 2);
   const auto model = window_config(3);
   o.seed = 5;
   Loader a(o, model), b(o, model);

@@ -199,7 +199,7 @@ TEST_F(Faults, NothingForeignIsOverwritten) {
   };
   fs::create_directories(dir / "precious/sub");
   std::ofstream(dir / "precious/thesis.txt") << "years of work";
-  for (const std::string out : {dir / "precious", dir / "precious/"}) {
+  for (const std::string& out : {dir / "precious", dir / "precious/"}) {
     expect_refused(test::run_cli("init --preset tiny --seed 0 --out " + out), "thesis.txt");
     expect_refused(test::run_cli("convert --from " + test::fixture("tiny_proto_f32.pt") + " --config " +
                                  test::golden("tiny.config.json") + " --out " + out),
