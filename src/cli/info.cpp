@@ -35,8 +35,8 @@ void add_info(CLI::App& app) {
       return;
     }
     std::cout << "model " << args->dir << "\nconfig\n";
-    for (const auto& f : config_fields())
-      std::printf("  %-18s %-24s %s\n", f.name, f.write(loaded.config).dump().c_str(), f.help);
+    for (const auto& f : config_fields(loaded.config.model_type))
+      std::printf("  %-24s %-24s %s\n", f.name, f.write(loaded.config).dump().c_str(), f.help);
     std::cout << "parameters\n";
     for (const auto& [name, n] : groups) std::printf("  %-18s %14lld  (%.2fM)\n", name.c_str(), (long long)n, n / 1e6);
     std::printf("FLOPs per token\n  forward  %.3f GFLOP (attention %.0f%%)\n  training %.3f GFLOP\n",

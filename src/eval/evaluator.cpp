@@ -23,7 +23,7 @@ namespace {
 torch::Tensor call_losses(BakaLM& model, const torch::Tensor& doc, int64_t begin, int64_t len, int64_t first,
                           int64_t count, State& state) {
   const auto device = model->embed_out->weight.device();
-  auto net = model->model(doc.narrow(0, begin, len).unsqueeze(0).to(device), std::move(state));
+  auto net = model->trunk(doc.narrow(0, begin, len).unsqueeze(0).to(device), std::move(state));
   state = std::move(net.state);
   const auto rows = net.hidden[0].narrow(0, first - 1 - begin, count);  // [count, D]
   const auto targets = doc.narrow(0, first, count).to(device);

@@ -138,6 +138,10 @@ std::string guess_split(const std::string& name) {
 }
 
 std::string architecture_text(const Config& c) {
+  if (c.is_gpt_neox())
+    return "GPT-NeoX D=" + std::to_string(c.hidden_dim) + " L=" + std::to_string(c.num_layers) +
+           " H=" + std::to_string(c.num_heads) + " I=" + std::to_string(c.intermediate_dim) +
+           " W=" + std::to_string(c.window_size);
   return "BakaLLM D=" + std::to_string(c.hidden_dim) + " L=" + std::to_string(c.num_layers) +
          " I=" + std::to_string(c.intermediate_dim) + " M=" + std::to_string(c.num_memory_tokens) +
          " W=" + std::to_string(c.window_size);
@@ -147,6 +151,7 @@ ResultRow evaluation_row(const std::string& model_dir, BakaLM& model, const Eval
                          const std::string& protocol, int64_t context, const std::string& first_input,
                          const std::string& benchmark, const std::string& split) {
   ResultRow r;
+  r.model_type = model->config().is_gpt_neox() ? "gpt_neox" : "bakallm";
   const auto groups = parameter_groups(model);
   r.n_params = groups.back().second;
   r.n_embed_params = groups.front().second;

@@ -19,12 +19,29 @@ void Decoder::close_window() {
   in_window_ = 0;
 }
 
+torch::Tensor Decoder::feed_stateless(const torch::Tensor& ids) {
+  const int64_t W = model_->config().window_size;
+  for (int64_t p = 0, n = ids.size(1); p < n;) {
+    if (in_window_ == W) {  // the window is full: the next token starts a new one
+      state_.seen += W;
+      in_window_ = 0;
+    }
+    const int64_t take = std::min(W - in_window_, n - p);
+    auto piece = ids.narrow(1, p, take);
+    window_ids_ = in_window_ == 0 ? piece : torch::cat({window_ids_, piece}, 1);
+    in_window_ += take;
+    p += take;
+  }
+  return model_->gpt_neox(window_ids_).select(1, in_window_ - 1);
+}
+
 torch::Tensor Decoder::feed(const torch::Tensor& ids_in) {
   c10::InferenceMode inference;  // no autograd bookkeeping at all: cheaper than NoGradGuard per op
   TORCH_CHECK(ids_in.dim() == 2 && ids_in.size(0) == batch_ && ids_in.size(1) > 0, "Decoder::feed: ids must be [B, n>0]");
+  const auto ids = ids_in.to(model_->embed_out->weight.device());
+  if (model_->gpt_neox) return model_->head(feed_stateless(ids));
   const int64_t W = model_->config().window_size;
   auto& net = model_->model;
-  const auto ids = ids_in.to(model_->embed_out->weight.device());
   torch::Tensor hidden;  // [B, D] after the last token read
   for (int64_t p = 0, n = ids.size(1); p < n;) {
     const int64_t take = window_ ? std::min(W - in_window_, n - p) : std::min(W, n - p);

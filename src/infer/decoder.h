@@ -8,6 +8,10 @@
 // suffix, solidifier: the next memory and caches). The logits equal the
 // batched forward's, and memory is bounded by one window whatever the length
 // of the stream.
+//
+// GPT-NeoX (the baseline) has no state: each window of W tokens is read alone
+// by the batched forward, so the decoder keeps the open window's tokens and
+// re-reads them for each new token (O(W²·D) a token, the same logits).
 #pragma once
 #include <optional>
 
@@ -32,12 +36,14 @@ class Decoder {
  private:
   void open_window();   // [prefix ; sep0] read
   void close_window();  // [sep1 ; suffix] read, then the next memory and caches
+  torch::Tensor feed_stateless(const torch::Tensor& ids);  // GPT-NeoX: [B, n] -> [B, D]
 
   BakaLM model_;
   int64_t batch_;
   State state_;                      // at the last window boundary
   std::optional<OpenWindow> window_;  // the window being read, if any
   int64_t in_window_ = 0;            // text tokens of the open window
+  torch::Tensor window_ids_;         // GPT-NeoX: the open window's tokens [B, in_window_]
 };
 
 }  // namespace bakallm

@@ -18,6 +18,13 @@ namespace {
 
 bool is_rotary_buffer(const std::string& name) { return ends_with(name, "pos_emb.freqs"); }
 
+// Buffers a Hugging Face GPT-NeoX checkpoint may hold that are computed, not
+// learned (the causal mask, its fill value, the rotary frequencies): skipped.
+bool is_hf_computed_buffer(const std::string& name) {
+  return ends_with(name, ".attention.bias") || ends_with(name, ".attention.masked_bias") ||
+         ends_with(name, "rotary_emb.inv_freq");
+}
+
 std::string shape_str(const torch::Tensor& t) {
   std::ostringstream s;
   s << t.sizes();
@@ -65,7 +72,7 @@ void load_weights(BakaLM& model, const std::map<std::string, torch::Tensor>& ten
   for (auto& p : model->named_parameters()) copy_into(p.key(), p.value(), false);
   for (auto& b : model->named_buffers()) copy_into(b.key(), b.value(), is_rotary_buffer(b.key()));
   for (const auto& [name, t] : tensors)
-    if (!used.count(name)) unexpected.push_back(name);
+    if (!used.count(name) && !(model->gpt_neox && is_hf_computed_buffer(name))) unexpected.push_back(name);
 
   std::string problems;
   auto add = [&](const char* what, const std::vector<std::string>& names) {

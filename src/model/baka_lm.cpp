@@ -61,15 +61,44 @@ NetOutput BakaNetImpl::forward(const torch::Tensor& ids, State state, const torc
   return {hidden, std::move(state)};
 }
 
+namespace {
+// Hugging Face's GPTNeoXPreTrainedModel._init_weights: normal(0, 0.02) for
+// every matrix and embedding, zero biases (LayerNorms stay ones and zeros).
+void init_like_hugging_face(torch::nn::Module& m) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : m.named_parameters()) {
+    const auto& name = p.key();
+    const bool norm = name.find("layernorm") != std::string::npos || name.find("layer_norm") != std::string::npos;
+    if (norm) continue;
+    if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) p.value().zero_();
+    else p.value().normal_(0.0, 0.02);
+  }
+}
+}  // namespace
+
 BakaLMImpl::BakaLMImpl(const Config& c)
-    : model(register_module("model", BakaNet(c))),
-      lm_norm(register_module("lm_norm", layer_norm(c.hidden_dim))),
-      embed_out(register_module("embed_out", Linear(c.hidden_dim, c.vocab_size))),
-      config_(c) {}
+    : model(c.is_gpt_neox() ? BakaNet(nullptr) : register_module("model", BakaNet(c))),
+      lm_norm(nullptr),
+      embed_out(nullptr),
+      config_(c) {
+  if (c.is_gpt_neox()) {
+    gpt_neox = register_module("gpt_neox", GptNeoxNet(c));
+    lm_norm = gpt_neox->final_layer_norm;
+  } else {
+    lm_norm = register_module("lm_norm", layer_norm(c.hidden_dim));
+  }
+  embed_out = register_module("embed_out", Linear(c.hidden_dim, c.vocab_size));
+  if (c.is_gpt_neox()) init_like_hugging_face(*this);
+}
+
+NetOutput BakaLMImpl::trunk(const torch::Tensor& ids, State state, const torch::Tensor& resets) {
+  if (gpt_neox) return {gpt_neox(ids), std::move(state)};
+  return model(ids, std::move(state), resets);
+}
 
 BakaLMImpl::LossOutput BakaLMImpl::forward_loss(const torch::Tensor& ids, const torch::Tensor& targets,
                                                 State state, const torch::Tensor& resets) {
-  auto net = model(ids, std::move(state), resets);
+  auto net = trunk(ids, std::move(state), resets);
   auto h = lm_norm(net.hidden).reshape({-1, config_.hidden_dim});  // [B·T, D]
   auto loss = fused_head_loss(h, embed_out->weight, targets.reshape({-1}), compute_);
   return {loss, std::move(net.state)};
@@ -80,6 +109,7 @@ void BakaLMImpl::set_compute_dtype(torch::ScalarType dtype) {
   for (const auto& m : modules()) {
     if (auto linear = std::dynamic_pointer_cast<LinearImpl>(m)) linear->set_compute_dtype(dtype);
     if (auto attention = std::dynamic_pointer_cast<AttentionImpl>(m)) attention->set_compute_dtype(dtype);
+    if (auto attention = std::dynamic_pointer_cast<GptNeoxAttentionImpl>(m)) attention->set_compute_dtype(dtype);
   }
 }
 
@@ -94,7 +124,7 @@ void BakaLMImpl::store_linear_weights(torch::ScalarType dtype) {
 }
 
 LMOutput BakaLMImpl::forward(const torch::Tensor& ids, State state) {
-  auto net = model(ids, std::move(state));
+  auto net = trunk(ids, std::move(state));
   return {head(net.hidden), std::move(net.state)};
 }
 

@@ -14,11 +14,17 @@
 //     h = concat(out_c)                                         [B, T, D]
 //   BakaLM:
 //     logits = embed_out( lm_norm(h) )                          [B, T, V]
+//
+// BakaLM also holds the GPT-NeoX baseline (model_type "gpt_neox",
+// model/gpt_neox.h): then `gpt_neox` replaces `model`, its final_layer_norm
+// is `lm_norm`, and the state stays empty. Training, evaluation and decoding
+// reach either network through trunk() and head().
 #pragma once
 #include <torch/torch.h>
 
 #include "model/block.h"
 #include "model/config.h"
+#include "model/gpt_neox.h"
 #include "model/linear.h"
 #include "model/memory_injector.h"
 #include "model/state.h"
@@ -76,6 +82,9 @@ class BakaLMImpl : public torch::nn::Module {
 
   LMOutput forward(const torch::Tensor& ids, State state = {});
 
+  // The network below the head: BakaNet, or GPT-NeoX (whose state stays empty).
+  NetOutput trunk(const torch::Tensor& ids, State state = {}, const torch::Tensor& resets = {});
+
   // Mean cross-entropy of the next-token predictions against TARGETS [B, T]
   // (kIgnoreIndex skips a position), with the head fused into the loss so the
   // [B, T, V] logits are never stored (training and evaluation).
@@ -89,8 +98,9 @@ class BakaLMImpl : public torch::nn::Module {
 
   const Config& config() const { return config_; }
 
-  BakaNet model;
-  torch::nn::LayerNorm lm_norm;
+  BakaNet model;                      // BakaLLM, else null
+  GptNeoxNet gpt_neox{nullptr};       // GPT-NeoX, else null
+  torch::nn::LayerNorm lm_norm;       // GPT-NeoX: gpt_neox->final_layer_norm
   Linear embed_out;  // weight [V, D]
 
   // FLOAT or BFLOAT16 for every matrix product (mixed precision: parameters,
@@ -112,8 +122,9 @@ TORCH_MODULE(BakaLM);
 // Mean cross-entropy of logits[:, :-1] against ids[:, 1:].   logits [B, T, V], ids [B, T]
 torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& ids);
 
-// The prototype's initial values for every parameter, drawn from torch's
-// global generator (seed it with torch::manual_seed first).
+// The prototype's initial values for every parameter (GPT-NeoX: Hugging
+// Face's, normal(0, 0.02) weights and zero biases), drawn from torch's global
+// generator after seeding it with SEED.
 BakaLM make_model(const Config& config, uint64_t seed);
 
 }  // namespace bakallm

@@ -36,23 +36,24 @@ std::string unless(bool ok, const std::string& why, double value) {
 }
 
 // One row per field. The lambdas are captureless so the table is plain data.
-#define BAKALLM_INT_FIELD(NAME, REQUIRED, HELP, OK, WHY)                                                     \
+// KEY is the JSON name of the Config member NAME (the same but for GPT-NeoX's fields).
+#define BAKALLM_INT_KEY(KEY, NAME, REQUIRED, HELP, OK, WHY)                                                   \
   ConfigField {                                                                                            \
-    #NAME, HELP, REQUIRED, [](Config& c, const nlohmann::json& v, const std::string& w) { c.NAME = as_int(v, w); }, \
+    KEY, HELP, REQUIRED, [](Config& c, const nlohmann::json& v, const std::string& w) { c.NAME = as_int(v, w); }, \
         [](const Config& c) { return nlohmann::json(c.NAME); },                                            \
         [](const Config& c) { const auto x = c.NAME; return unless(OK, WHY, static_cast<double>(x)); }     \
   }
-#define BAKALLM_REAL_FIELD(NAME, HELP, OK, WHY)                                                                \
+#define BAKALLM_REAL_KEY(KEY, NAME, HELP, OK, WHY)                                                             \
   ConfigField {                                                                                              \
-    #NAME, HELP, false, [](Config& c, const nlohmann::json& v, const std::string& w) { c.NAME = as_real(v, w); }, \
+    KEY, HELP, false, [](Config& c, const nlohmann::json& v, const std::string& w) { c.NAME = as_real(v, w); }, \
         [](const Config& c) { return nlohmann::json(c.NAME); },                                              \
         [](const Config& c) { const auto x = c.NAME; return unless(OK, WHY, x); }                            \
   }
 
 // A boolean field; OK (over c) says when its value is possible with the others.
-#define BAKALLM_CHECKED_BOOL_FIELD(NAME, HELP, OK, WHY)                                            \
+#define BAKALLM_CHECKED_BOOL_KEY(KEY, NAME, HELP, OK, WHY)                                         \
   ConfigField {                                                                                    \
-    #NAME, HELP, false,                                                                            \
+    KEY, HELP, false,                                                                            \
         [](Config& c, const nlohmann::json& v, const std::string& w) {                             \
           if (!v.is_boolean()) throw Error(w + " must be true or false");                          \
           c.NAME = v.get<bool>();                                                                  \
@@ -60,6 +61,9 @@ std::string unless(bool ok, const std::string& why, double value) {
         [](const Config& c) { return nlohmann::json(c.NAME); },                                    \
         [](const Config& c) { return (OK) ? std::string() : std::string(WHY); }                    \
   }
+#define BAKALLM_INT_FIELD(NAME, REQUIRED, HELP, OK, WHY) BAKALLM_INT_KEY(#NAME, NAME, REQUIRED, HELP, OK, WHY)
+#define BAKALLM_REAL_FIELD(NAME, HELP, OK, WHY) BAKALLM_REAL_KEY(#NAME, NAME, HELP, OK, WHY)
+#define BAKALLM_CHECKED_BOOL_FIELD(NAME, HELP, OK, WHY) BAKALLM_CHECKED_BOOL_KEY(#NAME, NAME, HELP, OK, WHY)
 #define BAKALLM_BOOL_FIELD(NAME, HELP) BAKALLM_CHECKED_BOOL_FIELD(NAME, HELP, true, "")
 
 // An enum field from its names, in the enum's order.
@@ -72,13 +76,14 @@ E enum_from(const nlohmann::json& v, const std::string& where, const std::array<
   for (size_t i = 0; i < N; ++i) known += std::string(i ? ", " : "") + names[i];
   throw Error(where + " must be one of " + known + ", got \"" + name + "\"");
 }
+#define BAKALLM_ENUM_FIELD(NAME, TYPE, NAMES, HELP) BAKALLM_ENUM_KEY(#NAME, NAME, TYPE, NAMES, HELP)
 constexpr std::array<const char*, 2> kMegaCaches = {"previous_layer_output", "previous_layer_input"};
 constexpr std::array<const char*, 3> kEmaInputs = {"values", "queries_keys", "none"};
 constexpr std::array<const char*, 3> kMlpGates = {"attention", "self", "none"};
 constexpr std::array<const char*, 3> kActivations = {"relu", "silu", "gelu"};
-#define BAKALLM_ENUM_FIELD(NAME, TYPE, NAMES, HELP)                                                         \
+#define BAKALLM_ENUM_KEY(KEY, NAME, TYPE, NAMES, HELP)                                                      \
   ConfigField {                                                                                            \
-    #NAME, HELP, false,                                                                                    \
+    KEY, HELP, false,                                                                                    \
         [](Config& c, const nlohmann::json& v, const std::string& w) { c.NAME = enum_from<TYPE>(v, w, NAMES); }, \
         [](const Config& c) { return nlohmann::json(NAMES[static_cast<size_t>(c.NAME)]); },                 \
         [](const Config&) { return std::string(); }                                                        \
@@ -122,18 +127,68 @@ const std::vector<ConfigField> kFields = {
     BAKALLM_INT_FIELD(num_heads, false, "attention heads", x >= 1 && c.hidden_dim % x == 0,
                       "must be >= 1 and divide hidden_dim"),
 };
+// GPT-NeoX, in the names of Hugging Face's GPTNeoXConfig (window_size is ours).
+const std::vector<ConfigField> kNeoXFields = {
+    ConfigField{"model_type", "always \"gpt_neox\"", true,
+                [](Config& c, const nlohmann::json& v, const std::string& w) {
+                  if (as_text(v, w) != "gpt_neox") throw Error(w + " must be \"gpt_neox\"");
+                  c.model_type = ModelType::kGptNeox;
+                },
+                [](const Config&) { return nlohmann::json("gpt_neox"); }, [](const Config&) { return std::string(); }},
+    BAKALLM_INT_KEY("hidden_size", hidden_dim, true, "D, the width of every layer", x > 0, "must be positive"),
+    BAKALLM_INT_KEY("num_hidden_layers", num_layers, true, "L, the number of layers", x > 0, "must be positive"),
+    BAKALLM_INT_KEY("num_attention_heads", num_heads, true, "H, attention heads of D/H features",
+                    x >= 1 && c.hidden_dim % x == 0, "must be >= 1 and divide hidden_size"),
+    BAKALLM_INT_KEY("intermediate_size", intermediate_dim, true, "I, the MLP's inner width", x > 0, "must be positive"),
+    BAKALLM_INT_FIELD(vocab_size, true, "V, the embedding and head rows", x > 0, "must be positive"),
+    BAKALLM_INT_FIELD(max_position_embeddings, false, "the longest context the model was trained for", x > 0,
+                      "must be positive"),
+    BAKALLM_INT_FIELD(window_size, false,
+                      "bakallm: tokens per training row and per stream-protocol window (max_position_embeddings "
+                      "when absent)",
+                      x > 0, "must be positive"),
+    BAKALLM_REAL_FIELD(rotary_pct, "share of each head's features that rotate",
+                       x > 0.0 && x <= 1.0 && static_cast<int64_t>(c.hidden_dim / c.num_heads * x) % 2 == 0,
+                       "must be in (0, 1] and rotate an even number of each head's features"),
+    BAKALLM_REAL_KEY("rotary_emb_base", rope_base, "rotary frequency base", x > 1.0, "must be > 1"),
+    BAKALLM_REAL_FIELD(layer_norm_eps, "LayerNorm epsilon", x > 0.0, "must be > 0"),
+    BAKALLM_BOOL_FIELD(use_parallel_residual, "x + attn(ln1(x)) + mlp(ln2(x)) (else the sequential residual)"),
+    BAKALLM_ENUM_KEY("hidden_act", activation, Activation, kActivations,
+                     "the MLP's activation: gelu (exact, erf), relu, silu"),
+    BAKALLM_REAL_KEY("attention_dropout", attn_dropout, "dropout on the attention weights in training",
+                     x >= 0.0 && x < 1.0, "must be in [0, 1)"),
+    BAKALLM_REAL_FIELD(hidden_dropout, "dropout on the attention and MLP outputs in training", x >= 0.0 && x < 1.0,
+                       "must be in [0, 1)"),
+};
+
+// Hugging Face fields that do not change the computation: read and ignored.
+const char* const kNeoXIgnored[] = {"architectures", "bos_token_id", "eos_token_id", "initializer_range",
+                                    "torch_dtype", "transformers_version", "use_cache", "classifier_dropout",
+                                    "_name_or_path"};
+// Hugging Face fields with the one value bakallm implements.
+const std::pair<const char*, nlohmann::json> kNeoXFixed[] = {
+    {"tie_word_embeddings", false}, {"attention_bias", true}, {"rope_scaling", nullptr}};
 #undef BAKALLM_BOOL_FIELD
 #undef BAKALLM_CHECKED_BOOL_FIELD
 #undef BAKALLM_ENUM_FIELD
 #undef BAKALLM_INT_FIELD
 #undef BAKALLM_REAL_FIELD
+#undef BAKALLM_INT_KEY
+#undef BAKALLM_REAL_KEY
+#undef BAKALLM_CHECKED_BOOL_KEY
+#undef BAKALLM_ENUM_KEY
 
 }  // namespace
 
-const std::vector<ConfigField>& config_fields() { return kFields; }
+const std::vector<ConfigField>& config_fields(ModelType type) {
+  return type == ModelType::kGptNeox ? kNeoXFields : kFields;
+}
 
 double Config::parameter_estimate() const {
   const double D = static_cast<double>(hidden_dim), I = static_cast<double>(intermediate_dim);
+  if (is_gpt_neox())  // embed_in, embed_out; per layer qkv, dense, MLP, two norms; final norm
+    return 2 * static_cast<double>(vocab_size) * D + static_cast<double>(num_layers) * (4 * D * D + 2 * D * I + 9 * D + I) +
+           2 * D;
   const double block = 8 * D * D + 3 * D * I + 21 * D;  // qkv, gates, MLP, norms, EMA
   return 2 * static_cast<double>(vocab_size) * D + (static_cast<double>(num_layers) + 1) * block +
          2 * static_cast<double>(num_memory_tokens) * D;
@@ -143,7 +198,8 @@ double Config::memory_estimate() const {
   const double T = static_cast<double>(extended_window()), D = static_cast<double>(hidden_dim);
   const double L = static_cast<double>(num_layers) + 1, I = static_cast<double>(intermediate_dim);
   const double weights = 16 * parameter_estimate();                   // float32 weights, gradients, AdamW
-  const double activations = 4 * L * T * (2 * T + 24 * D + 3 * I);    // one row of one window, kept for backward
+  const double scores = 2 * T * (is_gpt_neox() ? static_cast<double>(num_heads) : 1.0);
+  const double activations = 4 * L * T * (scores + 24 * D + 3 * I);  // one row of one window, kept for backward
   return weights + activations;
 }
 
@@ -175,7 +231,7 @@ void require_fits_in_memory(const Config& c, const std::string& source) {
 }  // namespace
 
 void Config::validate(const std::string& source) const {
-  for (const auto& f : kFields) {
+  for (const auto& f : config_fields(model_type)) {
     const auto why = f.problem(*this);
     if (!why.empty()) throw Error(source + ": " + f.name + " " + why);
   }
@@ -186,17 +242,36 @@ void Config::validate(const std::string& source) const {
 
 Config config_from_json(const nlohmann::json& j, const std::string& source) {
   if (!j.is_object()) throw Error(source + ": config must be a JSON object");
+  const bool neox = j.contains("model_type") && j.at("model_type") == "gpt_neox";
+  const auto& fields = neox ? kNeoXFields : kFields;
   for (const auto& item : j.items()) {
     bool known = false;
-    for (const auto& f : kFields) known = known || item.key() == f.name;
+    for (const auto& f : fields) known = known || item.key() == f.name;
+    if (neox) {
+      for (const char* name : kNeoXIgnored) known = known || item.key() == name;
+      for (const auto& fixed : kNeoXFixed)
+        if (item.key() == fixed.first) {
+          if (item.value() != fixed.second)
+            throw Error(source + ": field '" + item.key() + "' must be " + fixed.second.dump() +
+                        " (the only value bakallm implements)");
+          known = true;
+        }
+    }
     if (!known) throw Error(source + ": unknown field '" + item.key() + "'");
   }
   Config c;
-  for (const auto& f : kFields) {
+  if (neox) {  // what a GPT-NeoX layer does not have
+    c.num_memory_tokens = 0;
+    c.solidifier = false;
+    c.activation = Activation::kGelu;
+    c.attn_dropout = 0.0;
+  }
+  for (const auto& f : fields) {
     if (j.contains(f.name)) f.read(c, j.at(f.name), source + ": field '" + f.name + "'");
     else if (f.required) throw Error(source + ": missing field '" + std::string(f.name) + "'");
   }
-  if (!j.contains("intermediate_dim")) c.intermediate_dim = 4 * c.hidden_dim;
+  if (!neox && !j.contains("intermediate_dim")) c.intermediate_dim = 4 * c.hidden_dim;
+  if (neox && !j.contains("window_size")) c.window_size = c.max_position_embeddings;
   c.validate(source);
   return c;
 }
@@ -215,7 +290,11 @@ Config load_config(const std::string& path) {
 
 nlohmann::json config_to_json(const Config& c) {
   nlohmann::json j = nlohmann::json::object();
-  for (const auto& f : kFields) j[f.name] = f.write(c);
+  if (c.is_gpt_neox()) {  // so Hugging Face's transformers load the directory too
+    j["architectures"] = {"GPTNeoXForCausalLM"};
+    j["tie_word_embeddings"] = false;
+  }
+  for (const auto& f : config_fields(c.model_type)) j[f.name] = f.write(c);
   return j;
 }
 
@@ -236,12 +315,18 @@ Config preset(const std::string& name) {
     c.hidden_dim = 768;
     c.num_layers = 12;
     c.intermediate_dim = 2048;
+  } else if (name == "pythia-14m") {  // EleutherAI/pythia-14m's config.json
+    c = config_from_json({{"model_type", "gpt_neox"}, {"hidden_size", 128}, {"num_hidden_layers", 6},
+                          {"num_attention_heads", 4}, {"intermediate_size", 512}, {"vocab_size", 50304},
+                          {"max_position_embeddings", 2048}, {"rotary_pct", 0.25}, {"rotary_emb_base", 10000},
+                          {"layer_norm_eps", 1e-5}, {"use_parallel_residual", true}, {"hidden_act", "gelu"}},
+                         "preset pythia-14m");
   } else {
-    throw Error("unknown preset '" + name + "' (known: tiny, base)");
+    throw Error("unknown preset '" + name + "' (known: tiny, base, pythia-14m)");
   }
   return c;
 }
 
-std::vector<std::string> preset_names() { return {"tiny", "base"}; }
+std::vector<std::string> preset_names() { return {"tiny", "base", "pythia-14m"}; }
 
 }  // namespace bakallm

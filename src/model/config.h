@@ -29,7 +29,12 @@ enum class MlpGate {
 };
 enum class Activation { kRelu, kSilu, kGelu };  // the MLP's
 
+// Which network: BakaLLM, or the plain transformer it is compared with
+// (GPT-NeoX / Pythia, docs/GPT_NEOX.md; config.json in Hugging Face's names).
+enum class ModelType { kBakaLLM, kGptNeox };
+
 struct Config {
+  ModelType model_type = ModelType::kBakaLLM;
   int64_t hidden_dim = 768;        // D
   int64_t num_layers = 12;         // L
   int64_t num_memory_tokens = 32;  // M
@@ -53,9 +58,21 @@ struct Config {
   bool solidifier = true;     // the memory handed on is the solidifier's output, else the suffix rows (RMT)
   int64_t num_heads = 1;      // attention heads (Q/K width and D split evenly)
 
+  // GPT-NeoX only (Hugging Face's fields; window_size is its training and
+  // stream context, the attention sees no further back than its window).
+  double rotary_pct = 0.25;             // share of each head's features that rotate
+  bool use_parallel_residual = true;    // x + attn(ln1(x)) + mlp(ln2(x)), else sequential
+  double layer_norm_eps = 1e-5;
+  double hidden_dropout = 0.0;          // on the attention and MLP outputs in training
+  int64_t max_position_embeddings = 2048;
+
+  bool is_gpt_neox() const { return model_type == ModelType::kGptNeox; }
+
   // Rows of one extended window: [memory(M); sep; W tokens; sep; suffix(M)].
-  int64_t separators() const { return sep_tokens ? 1 : 0; }
-  int64_t extended_window() const { return window_size + 2 * (num_memory_tokens + separators()); }
+  int64_t separators() const { return sep_tokens && !is_gpt_neox() ? 1 : 0; }
+  int64_t extended_window() const {
+    return is_gpt_neox() ? window_size : window_size + 2 * (num_memory_tokens + separators());
+  }
 
   // Throws Error("SOURCE: field: problem") on an impossible value, or when
   // training the model would need more memory than this machine has.
@@ -70,7 +87,7 @@ struct Config {
 
 // Each config.json field, declared once: name, meaning, how it is read,
 // written and checked. Parsing, validation, writing and `bakallm info` all
-// walk this table.
+// walk this table. A GPT-NeoX config has its own table, in Hugging Face's names.
 struct ConfigField {
   const char* name;
   const char* help;
@@ -79,7 +96,7 @@ struct ConfigField {
   nlohmann::json (*write)(const Config& c);
   std::string (*problem)(const Config& c);  // "" when the value is possible
 };
-const std::vector<ConfigField>& config_fields();
+const std::vector<ConfigField>& config_fields(ModelType type = ModelType::kBakaLLM);
 
 // Parses and validates; unknown fields are errors. SOURCE names the file.
 Config config_from_json(const nlohmann::json& j, const std::string& source);
@@ -87,7 +104,8 @@ Config load_config(const std::string& path);
 nlohmann::json config_to_json(const Config& c);
 void save_config(const Config& c, const std::string& path);
 
-// "tiny" (D=320, L=8, I=1280) and "base" (D=768, L=12, I=2048), M=32, W=512.
+// "tiny" (D=320, L=8, I=1280) and "base" (D=768, L=12, I=2048), M=32, W=512;
+// "pythia-14m" (GPT-NeoX: D=128, L=6, 4 heads, I=512, V=50304, W=2048).
 Config preset(const std::string& name);
 std::vector<std::string> preset_names();
 

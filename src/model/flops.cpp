@@ -7,11 +7,12 @@ std::vector<std::pair<std::string, int64_t>> parameter_groups(BakaLM& model) {
       {"embed_in", 0}, {"layers", 0}, {"memory_solidifer", 0}, {"memory/sep tokens", 0},
       {"lm_norm", 0},  {"embed_out", 0}};
   auto group_of = [](const std::string& name) -> size_t {
-    if (name.rfind("model.embed_in.", 0) == 0) return 0;
-    if (name.rfind("model.layers.", 0) == 0) return 1;
-    if (name.rfind("model.memory_injector.memory_solidifer.", 0) == 0) return 2;
-    if (name.rfind("model.memory_injector.", 0) == 0) return 3;
-    if (name.rfind("lm_norm.", 0) == 0) return 4;
+    auto starts = [&](const char* prefix) { return name.rfind(prefix, 0) == 0; };
+    if (starts("model.embed_in.") || starts("gpt_neox.embed_in.")) return 0;
+    if (starts("model.layers.") || starts("gpt_neox.layers.")) return 1;
+    if (starts("model.memory_injector.memory_solidifer.")) return 2;
+    if (starts("model.memory_injector.")) return 3;
+    if (starts("lm_norm.") || starts("gpt_neox.final_layer_norm.")) return 4;
     return 5;
   };
   int64_t total = 0;
@@ -29,6 +30,12 @@ FlopCount flops_per_token(const Config& c) {
   const double T = c.extended_window();  // rows of this window
   const double Tp = T;                   // rows of the cached previous window
   const double mm = 2.0;                 // FLOPs per multiply-add
+  if (c.is_gpt_neox()) {  // a window of W tokens, causal: on average (W+1)/2 keys per query
+    const double linear = mm * W * (4 * D * D + 2 * D * I);
+    const double attention = mm * W * ((W + 1) / 2) * 2 * D;
+    const double window = L * (linear + attention) + mm * W * D * V;
+    return FlopCount{window / W, 3 * window / W, L * attention / window};
+  }
 
   const double layer_linear = mm * (T * D * D * 3        // q, k, v
                                     + 2 * Tp * D * D     // past_k_gate on 2·Tp rows of D

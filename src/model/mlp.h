@@ -8,6 +8,11 @@
 
 namespace bakallm {
 
+// The configured activation, elementwise (gelu is the exact, erf one).
+inline torch::Tensor activate(const torch::Tensor& x, Activation activation) {
+  return activation == Activation::kRelu ? torch::relu(x) : activation == Activation::kSilu ? torch::silu(x) : torch::gelu(x);
+}
+
 class MlpImpl : public torch::nn::Module {
  public:
   MlpImpl(int64_t dim, int64_t inner, Activation activation = Activation::kRelu)
@@ -17,10 +22,7 @@ class MlpImpl : public torch::nn::Module {
         activation_(activation) {}
 
   torch::Tensor forward(const torch::Tensor& h) {          // [B, T, D] -> [B, T, D]
-    auto g = fc_gate(h);                                    // [B, T, I]
-    g = activation_ == Activation::kRelu ? torch::relu(g)
-        : activation_ == Activation::kSilu ? torch::silu(g)
-                                           : torch::gelu(g);
+    auto g = activate(fc_gate(h), activation_);             // [B, T, I]
     return fc_down(fc_up(h) * g);
   }
 
