@@ -2,6 +2,7 @@
 
 #include <caffe2/serialize/inline_container.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "io/pickle.h"
@@ -58,6 +59,16 @@ std::map<std::string, torch::Tensor> read_checkpoint(const std::string& path) {
   std::map<std::string, torch::Tensor> out;
   for (auto& [name, t] : raw) out[strip_wrappers(name)] = t;
   return out;
+}
+
+std::string hugging_face_weights(const std::string& dir) {
+  namespace fs = std::filesystem;
+  for (const char* name : {"model.safetensors", "pytorch_model.bin"})
+    if (fs::is_regular_file(fs::path(dir) / name)) return (fs::path(dir) / name).string();
+  for (const char* index : {"model.safetensors.index.json", "pytorch_model.bin.index.json"})
+    if (fs::exists(fs::path(dir) / index))
+      throw file_error(dir, std::string("holds a sharded checkpoint (") + index + "), which bakallm does not read");
+  throw file_error(dir, "holds no model.safetensors or pytorch_model.bin");
 }
 
 }  // namespace bakallm

@@ -16,4 +16,8 @@ std::map<std::string, torch::Tensor> read_torch_state_dict(const std::string& pa
 // Prefixes added by wrappers ("module.", "_orig_mod.") are stripped.
 std::map<std::string, torch::Tensor> read_checkpoint(const std::string& path);
 
+// The weights file of a Hugging Face model directory: model.safetensors, else
+// pytorch_model.bin. A sharded checkpoint (*.index.json) is an Error.
+std::string hugging_face_weights(const std::string& dir);
+
 }  // namespace bakallm

@@ -113,6 +113,42 @@ TEST_F(CliGolden, ConvertWithTheWrongConfigNamesTheTensors) {
   EXPECT_FALSE(std::filesystem::exists(dir / "m"));
 }
 
+// A Hugging Face GPT-NeoX directory (config.json with HF's fields,
+// model.safetensors with the buffers old checkpoints carry) converts with
+// --from DIR alone, and eval gives the plain-PyTorch reference's loss.
+TEST(Cli, ConvertHuggingFaceGptNeoxDirectoryThenEval) {
+  test::TempDir dir;
+  auto conv = run("convert --from " + test::fixture("neox_parallel") + " --out " + dir / "m");
+  ASSERT_EQ(conv.status, 0) << conv.out;
+  auto info = nlohmann::json::parse(run("info --json " + dir / "m").out);
+  EXPECT_EQ(info["config"]["model_type"], "gpt_neox");
+  EXPECT_EQ(info["config"]["hidden_size"], 32);
+  auto cases = read_safetensors(test::fixture("neox_parallel.expected.safetensors")).tensors;
+  auto ids = cases.at("ids");
+  std::string shards;
+  for (int64_t b = 0; b < ids.size(0); ++b) {
+    std::vector<uint32_t> row;
+    for (int64_t t = 0; t < ids.size(1); ++t) row.push_back(static_cast<uint32_t>(ids[b][t].item<int64_t>()));
+    const auto path = dir / ("row" + std::to_string(b) + ".bin");
+    write_shard(path, row);
+    shards += " " + path;
+  }
+  for (const char* protocol : {"stream", "sliding --ctx 64"}) {
+    auto ev = run("eval --model " + dir / "m" + " --bos-id 1000000 --json --protocol " + protocol + " --data" + shards);
+    ASSERT_EQ(ev.status, 0) << ev.out;
+    const double expected = cases.at("loss").item<double>();
+    EXPECT_NEAR(nlohmann::json::parse(ev.out)["loss"].get<double>(), expected, 1e-5 * expected) << protocol;
+  }
+  // A directory without weights, and one with a sharded checkpoint: one line each.
+  std::filesystem::create_directories(dir / "empty");
+  std::filesystem::copy_file(test::fixture("neox_parallel/config.json"), dir / "empty/config.json");
+  expect_one_line_error(run("convert --from " + dir / "empty" + " --out " + dir / "m2"),
+                        "holds no model.safetensors or pytorch_model.bin");
+  std::ofstream(dir / "empty/model.safetensors.index.json") << "{}";
+  expect_one_line_error(run("convert --from " + dir / "empty" + " --out " + dir / "m2"), "sharded checkpoint");
+  EXPECT_FALSE(std::filesystem::exists(dir / "m2"));
+}
+
 TEST(Cli, BadInput) {
   test::TempDir dir;
   expect_one_line_error(run("info " + dir / "nothing"), "nothing: not a model directory");

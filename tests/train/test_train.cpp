@@ -89,6 +89,25 @@ TEST_F(TrainRun, StreamPackingHasNoPaddingAndResumesExactly) {
   EXPECT_EQ(steps, 8);
 }
 
+// The GPT-NeoX baseline trains with the same trainer: windows of W read
+// alone, no state; it learns, and a resume (dropout on) is exact.
+Config small_neox() {
+  return config_from_json({{"model_type", "gpt_neox"}, {"hidden_size", 32}, {"num_hidden_layers", 2},
+                           {"num_attention_heads", 4}, {"intermediate_size", 64}, {"vocab_size", 64},
+                           {"max_position_embeddings", 16}, {"window_size", 8}, {"attention_dropout", 0.1},
+                           {"hidden_dropout", 0.1}},
+                          "small neox");
+}
+
+TEST_F(TrainRun, GptNeoxLearnsAndResumesExactly) {
+  o.config = small_neox();
+  o.steps = 40;
+  o.run_dir = dir / "run";
+  auto r = train(o);
+  EXPECT_LT(r.last_loss, 0.6 * r.first_loss) << r.first_loss << " -> " << r.last_loss;
+  expect_exact_resume(8, 3);
+}
+
 TEST_F(TrainRun, NanLossStopsNamingTheStep) {
   o.steps = 40;
   o.optimizer.lr = 1e9;
