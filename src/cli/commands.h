@@ -14,5 +14,6 @@ void add_train(CLI::App& app);
 void add_generate(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_results(CLI::App& app);
+void add_experiment(CLI::App& app);
 
 }  // namespace bakallm::cli

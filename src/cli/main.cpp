@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   bakallm::cli::add_generate(app);
   bakallm::cli::add_bench(app);
   bakallm::cli::add_results(app);
+  bakallm::cli::add_experiment(app);
 
   try {
     app.parse(argc, argv);

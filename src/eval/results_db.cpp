@@ -1,7 +1,5 @@
 #include "eval/results_db.h"
 
-#include <sqlite3.h>
-
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -9,6 +7,7 @@
 #include "model/flops.h"
 #include "util/error.h"
 #include "util/fingerprint.h"
+#include "util/sqlite.h"
 
 namespace bakallm {
 
@@ -37,94 +36,51 @@ CREATE TABLE IF NOT EXISTS results (
   window_loss REAL
 );)";
 
-using Db = std::unique_ptr<sqlite3, decltype(&sqlite3_close)>;
-
-Db open_db(const std::string& path, bool create) {
-  sqlite3* raw = nullptr;
-  const int flags = create ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY;
-  if (!create && !std::filesystem::exists(path)) throw file_error(path, "no such results database");
-  if (sqlite3_open_v2(path.c_str(), &raw, flags, nullptr) != SQLITE_OK) {
-    const std::string msg = raw ? sqlite3_errmsg(raw) : "cannot open";
-    sqlite3_close(raw);
-    throw file_error(path, "cannot open results database: " + msg);
-  }
-  sqlite3_busy_timeout(raw, 30000);
-  return Db(raw, sqlite3_close);
-}
-
-void exec(sqlite3* db, const char* sql, const std::string& path) {
-  char* err = nullptr;
-  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    const std::string msg = err ? err : "error";
-    sqlite3_free(err);
-    throw file_error(path, msg);
-  }
-}
-
 }  // namespace
 
 void record_result(const std::string& path, const ResultRow& r) {
-  auto db = open_db(path, true);
-  exec(db.get(), "PRAGMA journal_mode=WAL;", path);
-  exec(db.get(), "BEGIN IMMEDIATE;", path);
-  try {
-    exec(db.get(), kSchema, path);
-    sqlite3_stmt* raw = nullptr;
-    const char* sql =
-        "INSERT INTO results (model_type, n_params, n_embed_params, benchmark, split, context, nans, loss, ppl, arch,"
-        " config_json, protocol, checkpoint_hash, tool_version, tokens, documents, window_loss)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
-    if (sqlite3_prepare_v2(db.get(), sql, -1, &raw, nullptr) != SQLITE_OK)
-      throw file_error(path, sqlite3_errmsg(db.get()));
-    std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)> stmt(raw, sqlite3_finalize);
-    int i = 0;
-    auto text = [&](const std::string& s) { sqlite3_bind_text(raw, ++i, s.c_str(), -1, SQLITE_TRANSIENT); };
-    auto integer = [&](int64_t v) { sqlite3_bind_int64(raw, ++i, v); };
-    auto real = [&](double v) { sqlite3_bind_double(raw, ++i, v); };
-    text(r.model_type), integer(r.n_params), integer(r.n_embed_params), text(r.benchmark), text(r.split);
-    integer(r.context), integer(r.nans), real(r.loss), real(r.ppl), text(r.arch), text(r.config_json);
-    text(r.protocol), text(r.checkpoint_hash), text(r.tool_version), integer(r.tokens), integer(r.documents);
-    real(r.window_loss);
-    if (sqlite3_step(raw) != SQLITE_DONE) throw file_error(path, std::string("insert failed: ") + sqlite3_errmsg(db.get()));
-    exec(db.get(), "COMMIT;", path);
-  } catch (...) {
-    sqlite3_exec(db.get(), "ROLLBACK;", nullptr, nullptr, nullptr);
-    throw;
-  }
+  SqliteDb db(path, true);
+  db.transaction([&] {
+    db.exec(kSchema);
+    SqliteStatement(db,
+                    "INSERT INTO results (model_type, n_params, n_embed_params, benchmark, split, context, nans, loss,"
+                    " ppl, arch, config_json, protocol, checkpoint_hash, tool_version, tokens, documents, window_loss)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+        .text(r.model_type).integer(r.n_params).integer(r.n_embed_params).text(r.benchmark).text(r.split)
+        .integer(r.context).integer(r.nans).real(r.loss).real(r.ppl).text(r.arch).text(r.config_json)
+        .text(r.protocol).text(r.checkpoint_hash).text(r.tool_version).integer(r.tokens).integer(r.documents)
+        .real(r.window_loss)
+        .run();
+  });
 }
 
 std::vector<ResultRow> read_results(const std::string& path, const std::string& benchmark) {
-  auto db = open_db(path, false);
-  const std::string sql =
-      "SELECT model_type, n_params, n_embed_params, benchmark, split, context, nans, loss, ppl, arch, created_at,"
-      " protocol, checkpoint_hash, tool_version, tokens, documents, window_loss FROM results" +
-      std::string(benchmark.empty() ? "" : " WHERE benchmark = ?") + " ORDER BY loss ASC";
-  sqlite3_stmt* raw = nullptr;
-  if (sqlite3_prepare_v2(db.get(), sql.c_str(), -1, &raw, nullptr) != SQLITE_OK)
-    throw file_error(path, std::string("not a bakallm results database: ") + sqlite3_errmsg(db.get()));
-  std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)> stmt(raw, sqlite3_finalize);
-  if (!benchmark.empty()) sqlite3_bind_text(raw, 1, benchmark.c_str(), -1, SQLITE_TRANSIENT);
+  SqliteDb db(path, false);
+  SqliteStatement q(db,
+                    "SELECT model_type, n_params, n_embed_params, benchmark, split, context, nans, loss, ppl, arch,"
+                    " created_at, protocol, checkpoint_hash, tool_version, tokens, documents, window_loss FROM results" +
+                        std::string(benchmark.empty() ? "" : " WHERE benchmark = ?") + " ORDER BY loss ASC");
+  if (!benchmark.empty()) q.text(benchmark);
   std::vector<ResultRow> rows;
-  auto str = [&](int c) { auto p = sqlite3_column_text(raw, c); return p ? std::string(reinterpret_cast<const char*>(p)) : ""; };
-  while (sqlite3_step(raw) == SQLITE_ROW) {
+  while (q.row()) {
     ResultRow r;
-    r.model_type = str(0);
-    r.n_params = sqlite3_column_int64(raw, 1);
-    r.n_embed_params = sqlite3_column_int64(raw, 2);
-    r.benchmark = str(3);
-    r.split = str(4);
-    r.context = sqlite3_column_int64(raw, 5);
-    r.nans = sqlite3_column_int64(raw, 6);
-    r.loss = sqlite3_column_double(raw, 7);
-    r.ppl = sqlite3_column_double(raw, 8);
-    r.arch = str(9);
-    r.created_at = str(10);
-    r.protocol = str(11);
-    r.checkpoint_hash = str(12);
-    r.tool_version = str(13);
-    r.tokens = sqlite3_column_int64(raw, 14);
-    r.documents = sqlite3_column_int64(raw, 15);
-    r.window_loss = sqlite3_column_double(raw, 16);
+    r.model_type = q.column_text(0);
+    r.n_params = q.column_int(1);
+    r.n_embed_params = q.column_int(2);
+    r.benchmark = q.column_text(3);
+    r.split = q.column_text(4);
+    r.context = q.column_int(5);
+    r.nans = q.column_int(6);
+    r.loss = q.column_real(7);
+    r.ppl = q.column_real(8);
+    r.arch = q.column_text(9);
+    r.created_at = q.column_text(10);
+    r.protocol = q.column_text(11);
+    r.checkpoint_hash = q.column_text(12);
+    r.tool_version = q.column_text(13);
+    r.tokens = q.column_int(14);
+    r.documents = q.column_int(15);
+    r.window_loss = q.column_real(16);
     rows.push_back(r);
   }
   return rows;

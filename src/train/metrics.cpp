@@ -9,6 +9,7 @@
 
 #include "util/atomic_file.h"
 #include "util/error.h"
+#include "util/plot.h"
 
 namespace fs = std::filesystem;
 
@@ -51,29 +52,15 @@ std::string plot_losses(const std::string& metrics_path, const std::string& png_
     }
   }
   if (train.str().empty()) return "no training loss logged yet";
-  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) return "gnuplot not found (apt-get install gnuplot-nox)";
-  const std::string tmp = png_path + ".tmp." + std::to_string(::getpid());
-  FILE* gp = ::popen("gnuplot 2>/dev/null", "w");
-  if (!gp) return "cannot start gnuplot";
   std::ostringstream script;
-  script << "set terminal png size 900,540\nset output '" << tmp << "'\n"
-         << "set title 'BakaLLM training'\nset xlabel 'step'\nset ylabel 'loss (nats/token)'\nset grid\n"
+  script << "set title 'BakaLLM training'\nset xlabel 'step'\nset ylabel 'loss (nats/token)'\nset grid\n"
          << "$train << EOD\n" << train.str() << "EOD\n";
   const bool has_val = !val.str().empty();
   if (has_val) script << "$val << EOD\n" << val.str() << "EOD\n";
   script << "plot $train using 1:2 with lines lw 1 lc rgb '#7f7fbf' title 'train'";
   if (has_val) script << ", $val using 1:2 with linespoints lw 2 pt 7 lc rgb '#d62728' title 'validation'";
   script << "\n";
-  const auto s = script.str();
-  std::fwrite(s.data(), 1, s.size(), gp);
-  const int rc = ::pclose(gp);
-  if (rc != 0 || !fs::exists(tmp)) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    return "gnuplot failed";
-  }
-  fs::rename(tmp, png_path);
-  return "";
+  return render_png(script.str(), png_path);
 }
 
 }  // namespace bakallm

@@ -219,7 +219,7 @@ class Run {
     auto s = evaluate_shards(model_, data_.val, data_.bos, 1, {}, o_.eval_tokens);
     model_->train();
     result_.val_loss = s.loss();
-    metrics_->write({{"step", progress_.step}, {"val_loss", s.loss()}, {"val_ppl", s.perplexity()}, {"val_tokens", s.tokens}});
+    metrics_->write({{"step", progress_.step}, {"tokens", progress_.tokens}, {"val_loss", s.loss()}, {"val_ppl", s.perplexity()}, {"val_tokens", s.tokens}});
   }
 
   void sample() { result_.sample = sample_text(model_, tokenizer_, o_.prompt, o_.sample_tokens, o_.seed); }
@@ -274,6 +274,8 @@ class Run {
     checkpoint();
     sample();
     result_.steps = progress_.step;
+    result_.tokens = progress_.tokens;
+    result_.seconds = progress_.seconds;
     return result_;
   }
 

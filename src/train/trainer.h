@@ -43,6 +43,8 @@ struct TrainOptions {
 
 struct TrainResult {
   int64_t steps = 0;
+  int64_t tokens = 0;    // text tokens trained on, over every resumed part
+  double seconds = 0;    // wall time of the run, over every resumed part
   double last_loss = 0, first_loss = 0, val_loss = 0;
   bool interrupted = false;
   std::string last_checkpoint;

@@ -17,6 +17,7 @@
 #include <random>
 #include <thread>
 
+#include "process.h"
 #include "run_cli.h"
 #include "train/checkpoint.h"
 #include "train/train_fixture.h"
@@ -26,43 +27,10 @@ namespace bakallm {
 namespace {
 
 namespace fs = std::filesystem;
-
-// Starts `bakallm ARGS` in the background (output into LOG); FILE_LIMIT > 0
-// caps every file it writes at that many bytes (EFBIG, as on a full disk).
-pid_t start(const std::string& args, const std::string& log, long file_limit = 0) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    if (file_limit > 0) {
-      ::signal(SIGXFSZ, SIG_IGN);  // a write past the limit fails instead of killing
-      rlimit r{static_cast<rlim_t>(file_limit), static_cast<rlim_t>(file_limit)};
-      setrlimit(RLIMIT_FSIZE, &r);
-    }
-    const std::string cmd = "exec " + test::binary() + " --threads 1 " + args + " >" + log + " 2>&1";
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
-    _exit(127);
-  }
-  return pid;
-}
-
-int wait_for(pid_t pid) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return status;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// Every temporary or half-deleted entry under DIR (recursively).
-std::vector<std::string> leftovers(const std::string& dir) {
-  std::vector<std::string> out;
-  if (!fs::exists(dir)) return out;
-  for (const auto& e : fs::recursive_directory_iterator(dir))
-    if (is_temporary_name(e.path().filename().string())) out.push_back(e.path().string());
-  return out;
-}
+using test::leftovers;
+using test::read_file;
+using test::start;
+using test::wait_for;
 
 class Faults : public TrainRun {
  protected:
