@@ -14,7 +14,8 @@ PACKAGES=(
   libpcre2-dev libicu-dev                 # the byte-level BPE (tokenizer.json): pre-tokenizer, NFC
   libgtest-dev libbenchmark-dev
   libgoogle-perftools-dev                 # tcmalloc: no page-fault storm on big activations
-  gnuplot-nox                             # loss curves
+  gnuplot-nox                             # loss curves, experiment curves
+  libcpp-httplib-dev                      # bakallm serve (as llama.cpp's server)
 )
 
 missing=()

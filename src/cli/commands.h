@@ -15,5 +15,6 @@ void add_generate(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_results(CLI::App& app);
 void add_experiment(CLI::App& app);
+void add_serve(CLI::App& app);
 
 }  // namespace bakallm::cli

@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   bakallm::cli::add_bench(app);
   bakallm::cli::add_results(app);
   bakallm::cli::add_experiment(app);
+  bakallm::cli::add_serve(app);
 
   try {
     app.parse(argc, argv);
