@@ -298,6 +298,34 @@ TEST_F(Serve, AClientThatLeavesStopsItsGenerationAndThePageIsServed) {
   EXPECT_NE(page->body.find("/v1/completions"), std::string::npos);
 }
 
+// The playground in a real browser: headless chromium loads `/`, submits a
+// prompt and sees the text stream in; the screenshot is kept beside the binary.
+TEST_F(Serve, ThePlaygroundStreamsInChromium) {
+  const std::string js = std::string(BAKALLM_SOURCE_DIR) + "/tests/js";
+  ASSERT_TRUE(fs::exists("/usr/bin/chromium")) << "chromium missing: run scripts/test.sh";
+  ASSERT_TRUE(fs::exists(js + "/node_modules/puppeteer-core")) << "npm packages missing: run scripts/test.sh";
+  start_server();
+  const std::string shot = (fs::path(test::binary()).parent_path() / "playground.png").string();
+  fs::remove(shot);
+  const std::string cmd = "node " + js + "/playground.mjs http://127.0.0.1:" + std::to_string(port) +
+                          "/ /usr/bin/chromium " + shot + " 2>&1";
+  std::string out;
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
+  EXPECT_EQ(::pclose(pipe), 0) << out;
+  auto j = json::parse(out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << out;
+  EXPECT_EQ(j["status"], "done");
+  EXPECT_GT(j["updates"].get<int>(), 1) << "the text did not stream in";
+  // The page shows what the API gives for the same request.
+  auto api = post("/v1/completions", {{"prompt", "Once upon a time"}, {"max_tokens", 24}, {"temperature", 0},
+                                      {"top_p", 0.95}, {"top_k", 40}, {"seed", 0}});
+  EXPECT_EQ(j["text"], api["choices"][0]["text"]);
+  ASSERT_TRUE(fs::exists(shot));
+  EXPECT_GT(fs::file_size(shot), 10000u);
+}
+
 // The official OpenAI client for Node (npm `openai`, tests/js): completions and
 // chat, streamed and not, and a 400 it reports as an APIError.
 TEST_F(Serve, TheOfficialOpenAIClientWorks) {
