@@ -25,6 +25,19 @@ void expect_one_line_error(const Run& r, const std::string& needle) {
   EXPECT_EQ(r.out.find('\n'), r.out.size() - 1) << "not one line: " << r.out;
 }
 
+// Each row of IDS [B, T] as its own shard in DIR: " DIR/row0.bin DIR/row1.bin ...".
+std::string shard_per_row(const torch::Tensor& ids, const test::TempDir& dir) {
+  std::string shards;
+  for (int64_t b = 0; b < ids.size(0); ++b) {
+    std::vector<uint32_t> row;
+    for (int64_t t = 0; t < ids.size(1); ++t) row.push_back(static_cast<uint32_t>(ids[b][t].item<int64_t>()));
+    const auto path = dir / ("row" + std::to_string(b) + ".bin");
+    write_shard(path, row);
+    shards += " " + path;
+  }
+  return shards;
+}
+
 const char* kSmallConfig =
     R"({"hidden_dim": 16, "num_layers": 2, "num_memory_tokens": 2, "window_size": 8, "vocab_size": 50})";
 
@@ -77,14 +90,7 @@ TEST_F(CliGolden, ConvertThenEvalGivesTheGoldenLoss) {
   ASSERT_EQ(conv.status, 0) << conv.out;
   auto cases = read_safetensors(test::golden("tiny.cases.safetensors")).tensors;
   auto ids = cases.at("ids");
-  std::string shards;
-  for (int64_t b = 0; b < ids.size(0); ++b) {
-    std::vector<uint32_t> row;
-    for (int64_t t = 0; t < ids.size(1); ++t) row.push_back(static_cast<uint32_t>(ids[b][t].item<int64_t>()));
-    const auto path = dir / ("row" + std::to_string(b) + ".bin");
-    write_shard(path, row);
-    shards += " " + path;
-  }
+  const std::string shards = shard_per_row(ids, dir);
   auto ev = run("eval --model " + dir / "m" + " --bos-id 1000000 --json --data" + shards);
   ASSERT_EQ(ev.status, 0) << ev.out;
   auto j = nlohmann::json::parse(ev.out);
@@ -125,14 +131,7 @@ TEST(Cli, ConvertHuggingFaceGptNeoxDirectoryThenEval) {
   EXPECT_EQ(info["config"]["hidden_size"], 32);
   auto cases = read_safetensors(test::fixture("neox_parallel.expected.safetensors")).tensors;
   auto ids = cases.at("ids");
-  std::string shards;
-  for (int64_t b = 0; b < ids.size(0); ++b) {
-    std::vector<uint32_t> row;
-    for (int64_t t = 0; t < ids.size(1); ++t) row.push_back(static_cast<uint32_t>(ids[b][t].item<int64_t>()));
-    const auto path = dir / ("row" + std::to_string(b) + ".bin");
-    write_shard(path, row);
-    shards += " " + path;
-  }
+  const std::string shards = shard_per_row(ids, dir);
   for (const char* protocol : {"stream", "sliding --ctx 64"}) {
     auto ev = run("eval --model " + dir / "m" + " --bos-id 1000000 --json --protocol " + protocol + " --data" + shards);
     ASSERT_EQ(ev.status, 0) << ev.out;
