@@ -309,7 +309,7 @@ std::string report_experiment(const std::string& out_in) {
 
   // Every variant's validation curve: the mean over its seeds at each step.
   std::ostringstream plot;
-  plot << "set title 'validation loss'\nset xlabel 'training tokens'\nset ylabel 'loss (nats/token)'\nset grid\n"
+  plot << "set termoption noenhanced\nset title 'validation loss'\nset xlabel 'training tokens'\nset ylabel 'loss (nats/token)'\nset grid\n"
           "set key outside right\n";
   std::string plot_cmd;
   for (size_t i = 0; i < rows.size(); ++i) {
