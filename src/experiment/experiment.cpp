@@ -138,6 +138,7 @@ bool run_experiment(const Plan& plan, const std::string& out_in, std::ostream& l
       o.seed = seed;
       o.steps = v.steps;
       o.max_minutes = plan.budget_minutes;
+      o.minutes_span_resumes = true;  // a resumed run gets what is left of its minutes, not a new budget
       o.run_dir = out + "/runs/" + v.name + "/seed" + std::to_string(seed);
       o.resume = fs::exists(o.run_dir);  // killed before: continue from its checkpoint
       if (o.checkpoint_every > o.steps) o.checkpoint_every = o.steps;

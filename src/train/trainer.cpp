@@ -234,7 +234,11 @@ class Run {
     const double seconds_before = progress_.seconds;
     const int64_t first_step = progress_.step;
     double smoothed = NAN;
-    bool timed_out = false;
+    auto out_of_time = [&] {
+      if (o_.max_minutes <= 0) return false;
+      return (o_.minutes_span_resumes ? progress_.seconds : elapsed()) > o_.max_minutes * 60;
+    };
+    bool timed_out = o_.minutes_span_resumes && out_of_time();  // a resumed run whose time was already spent
     while (progress_.step < o_.steps && !g_stop && !timed_out) {
       const auto t0 = std::chrono::steady_clock::now();
       const double lr = schedule.at(progress_.step);
@@ -256,7 +260,7 @@ class Run {
                      static_cast<double>(std::max<int64_t>(1, o_.steps - first_step)) * static_cast<double>(o_.steps),
                  status);
       if (o_.eval_every > 0 && progress_.step % o_.eval_every == 0) validate();
-      timed_out = o_.max_minutes > 0 && elapsed() > o_.max_minutes * 60;
+      timed_out = out_of_time();
       if (o_.checkpoint_every > 0 && progress_.step % o_.checkpoint_every == 0 && progress_.step < o_.steps &&
           !g_stop && !timed_out) {
         checkpoint();

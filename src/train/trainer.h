@@ -38,6 +38,7 @@ struct TrainOptions {
   std::string prompt = "Once upon a time";
   int64_t sample_tokens = 48;
   double max_minutes = 0;             // stop (with a checkpoint) after this long; 0: no limit
+  bool minutes_span_resumes = false;  // max_minutes counts the run's time over every resumed part (an experiment's budget)
   bool progress = true;
 };
 

@@ -197,5 +197,28 @@ TEST_F(Experiment, KilledInTheMiddleOfARunEndsWithTheSameNumbers) {
   EXPECT_EQ(test::leftovers(out), std::vector<std::string>{});
 }
 
+// A budget in minutes: each run trains for that long on a schedule of
+// budget.steps, then is evaluated and recorded like any other.
+TEST_F(Experiment, AMinutesBudgetStopsEveryRunOnTime) {
+  plan["budget"] = {{"minutes", 0.03}, {"steps", 100000}};
+  plan["variants"].erase("no_negator");
+  plan["seeds"] = {1};
+  plan["train"]["eval_every"] = 1000000;
+  auto r = test::run_cli("experiment run " + write_plan(plan) + " --out " + dir / "timed");
+  ASSERT_EQ(r.status, 0) << r.out;
+  SqliteDb db(dir / "timed/results.sqlite3", false);
+  SqliteStatement q(db, "SELECT variant, steps, seconds, budget FROM runs");
+  int runs = 0;
+  while (q.row()) {
+    ++runs;
+    EXPECT_GT(q.column_int(1), 0) << q.column_text(0);
+    EXPECT_LT(q.column_int(1), 100000) << q.column_text(0);
+    EXPECT_GE(q.column_real(2), 0.03 * 60) << q.column_text(0);
+    EXPECT_LT(q.column_real(2), 0.03 * 60 + 30) << q.column_text(0);
+    EXPECT_EQ(q.column_text(3), "0.03 minutes");
+  }
+  EXPECT_EQ(runs, 2);
+}
+
 }  // namespace
 }  // namespace bakallm
