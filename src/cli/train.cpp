@@ -36,8 +36,10 @@ void add_train(CLI::App& app) {
   cmd->add_option("--warmup", o.warmup, "warmup steps");
   cmd->add_option("--weight-decay", o.optimizer.weight_decay, "AdamW decoupled weight decay");
   cmd->add_option("--clip", o.clip, "gradient norm clip");
-  cmd->add_option("--dtype", o.dtype, "float32, or bfloat16 (products in bf16, float32 master weights)")
-      ->check(CLI::IsMember({"float32", "bfloat16"}));
+  o.dtype = "auto";
+  cmd->add_option("--dtype", o.dtype,
+                  "auto (the faster here: bfloat16 on AMX), float32, or bfloat16 (products in bf16, float32 master weights)")
+      ->check(CLI::IsMember({"auto", "float32", "bfloat16"}));
   cmd->add_option("--seed", o.seed, "seed for init, data order and dropout");
   cmd->add_option("--eval-every", o.eval_every, "validation every N steps (0: only at the end)");
   cmd->add_option("--eval-tokens", o.eval_tokens, "validation tokens per evaluation");

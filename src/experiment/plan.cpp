@@ -64,7 +64,8 @@ void read_train(const ordered& j, TrainOptions& o, const std::string& where) {
     else if (k == "checkpoint_every") o.checkpoint_every = positive_int(v, w);
     else if (k == "dtype") {
       o.dtype = text(v, w);
-      if (o.dtype != "float32" && o.dtype != "bfloat16") throw Error(w + " must be float32 or bfloat16");
+      if (o.dtype != "float32" && o.dtype != "bfloat16" && o.dtype != "auto")
+        throw Error(w + " must be auto, float32 or bfloat16");
     } else if (k == "packing") {
       o.packing = text(v, w);
       if (o.packing != "documents" && o.packing != "stream") throw Error(w + " must be documents or stream");

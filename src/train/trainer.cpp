@@ -85,6 +85,26 @@ std::string sample_text(BakaLM& model, const std::string& tokenizer, const std::
 
 bool stop_requested() { return g_stop; }
 
+std::string resolve_dtype(const TrainOptions& o, bool on_cpu) {
+  if (o.dtype == "float32" || o.dtype == "bfloat16") return o.dtype;
+  if (o.dtype != "auto") throw Error("--dtype must be auto, float32 or bfloat16, got '" + o.dtype + "'");
+  const std::string recorded = o.run_dir + "/train_config.json";
+  if (o.resume && std::filesystem::exists(recorded)) {  // a resumed run keeps the dtype it started with
+    try {
+      const auto j = nlohmann::json::parse(std::ifstream(recorded));
+      const auto d = j.value("dtype", std::string());
+      if (d == "float32" || d == "bfloat16") return d;
+    } catch (const nlohmann::json::exception&) {
+    }
+  }
+  if (!on_cpu) return "float32";
+  const double f32 = measure_matmul_flops(torch::kFloat, 512), bf16 = measure_matmul_flops(torch::kBFloat16, 512);
+  const std::string pick = bf16 > 1.2 * f32 ? "bfloat16" : "float32";  // bf16 costs a little precision: only for a clear gain
+  std::cerr << "dtype auto: " << pick << " (products: bfloat16 " << static_cast<int>(bf16 / 1e9) << ", float32 "
+            << static_cast<int>(f32 / 1e9) << " GFLOP/s on this CPU)\n";
+  return pick;
+}
+
 std::string bfloat16_advice(double float32_flops, double bfloat16_flops) {
   if (bfloat16_flops >= float32_flops) return "";
   return "note: bfloat16 products run at " + std::to_string(static_cast<int>(bfloat16_flops / 1e9)) +
@@ -129,11 +149,11 @@ class Run {
     require_vocab_fits(data_.vocab, config().vocab_size, o.data_dir);
     for (const auto* shards : {&data_.train, &data_.val})  // every id, before the first step
       for (const auto& path : *shards) ShardReader(path).require_ids_below(config().vocab_size);
-    const bool bf16 = o.dtype == "bfloat16";
-    if (!bf16 && o.dtype != "float32") throw Error("--dtype must be float32 or bfloat16");
+    dtype_ = resolve_dtype(o, model_->embed_out->weight.device().is_cpu());
+    const bool bf16 = dtype_ == "bfloat16";
     model_->set_compute_dtype(bf16 ? torch::kBFloat16 : torch::kFloat);
     model_->train();
-    if (bf16 && model_->embed_out->weight.device().is_cpu()) {
+    if (bf16 && o.dtype != "auto" && model_->embed_out->weight.device().is_cpu()) {
       const auto advice = bfloat16_advice(measure_matmul_flops(torch::kFloat, 512),
                                           measure_matmul_flops(torch::kBFloat16, 512));
       if (!advice.empty()) std::cerr << advice << "\n";
@@ -169,7 +189,7 @@ class Run {
     nlohmann::json j = {{"config", config_to_json(config())}, {"data", o_.data_dir},      {"steps", o_.steps},
                         {"batch_rows", o_.batch_rows},         {"windows_per_step", windows_per_step()},
                         {"grad_accum", o_.grad_accum},         {"lr", o_.optimizer.lr}, {"weight_decay", o_.optimizer.weight_decay},
-                        {"warmup", o_.warmup},                 {"clip", o_.clip},       {"dtype", o_.dtype},
+                        {"warmup", o_.warmup},                 {"clip", o_.clip},       {"dtype", dtype_},
                         {"packing", o_.packing},
                         {"seed", o_.seed}};
     write_file_atomically(o_.run_dir + "/train_config.json", [&](std::ostream& out) { out << j.dump(2) << "\n"; });
@@ -292,6 +312,7 @@ class Run {
   std::unique_ptr<Loader> loader_;
   std::unique_ptr<MetricsLog> metrics_;
   TrainProgress progress_;
+  std::string dtype_;  // float32 or bfloat16 (--dtype auto resolved)
   State stream_;
   double grad_norm_ = 0;
   double padding_ = 0;  // share of the last step's input slots that were padding

@@ -28,7 +28,8 @@ struct TrainOptions {
   double min_lr_ratio = 0.1;
   int64_t warmup = 100;
   double clip = 1.0;
-  std::string dtype = "float32";      // or "bfloat16": products in bf16, master weights float32
+  std::string dtype = "float32";      // or "bfloat16": products in bf16, master weights float32;
+                                      // or "auto": the faster on this CPU (a resumed run keeps its own)
   uint64_t seed = 0;
 
   int64_t eval_every = 100;
@@ -58,6 +59,10 @@ TrainResult train(const TrainOptions& options);
 // on this CPU (no AMX: BENCHMARKS.md), given the two measured product rates;
 // empty when bfloat16 is at least as fast.
 std::string bfloat16_advice(double float32_flops, double bfloat16_flops);
+
+// OPTIONS.dtype made concrete: "auto" is the run's recorded dtype when it
+// resumes, else bfloat16 where its products measure over 1.2x float32's (AMX).
+std::string resolve_dtype(const TrainOptions& options, bool on_cpu);
 
 // Set by SIGINT/SIGTERM once train() has installed its handlers.
 bool stop_requested();

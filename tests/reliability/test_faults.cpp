@@ -42,7 +42,8 @@ class Faults : public TrainRun {
   std::string train_args(const std::string& run, int64_t steps, int64_t checkpoint_every = 1, int seed = 7) {
     return "train --config " + dir / "c.json" + " --data " + data + " --out " + run + " --steps " +
            std::to_string(steps) + " --batch 2 --lr 3e-3 --warmup 3 --checkpoint-every " +
-           std::to_string(checkpoint_every) + " --keep 2 --sample-tokens 0 --eval-every 0 --seed " + std::to_string(seed);
+           std::to_string(checkpoint_every) + " --keep 2 --sample-tokens 0 --eval-every 0 --dtype float32 --seed " +
+           std::to_string(seed);  // float32 whatever `auto` would measure: runs in separate processes compare
   }
 };
 

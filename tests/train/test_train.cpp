@@ -108,6 +108,41 @@ TEST_F(TrainRun, GptNeoxLearnsAndResumesExactly) {
   expect_exact_resume(8, 3);
 }
 
+// --dtype auto: a concrete dtype is recorded; a resumed run keeps the one it
+// started with whatever this machine measures, so the resume stays exact.
+TEST_F(TrainRun, DtypeAutoRecordsItsChoiceAndAResumeKeepsTheRunsOwn) {
+  auto recorded = [](const std::string& run) {
+    return nlohmann::json::parse(std::ifstream(run + "/train_config.json"))["dtype"].get<std::string>();
+  };
+  o.dtype = "auto";
+  o.steps = 2;
+  o.run_dir = dir / "auto";
+  train(o);
+  const auto picked = recorded(dir / "auto");
+  EXPECT_TRUE(picked == "float32" || picked == "bfloat16") << picked;
+  // Whole in bfloat16; split: bfloat16, then resumed with auto. Same losses.
+  o.steps = 6;
+  o.dtype = "bfloat16";
+  o.run_dir = dir / "whole";
+  train(o);
+  o.run_dir = dir / "split";
+  o.checkpoint_every = 2;
+  o.max_minutes = 1e-9;  // stops with a checkpoint after its first step
+  train(o);
+  o.max_minutes = 0;
+  o.resume = true;
+  o.dtype = "auto";
+  EXPECT_EQ(resolve_dtype(o, true), "bfloat16");
+  train(o);
+  EXPECT_EQ(recorded(dir / "split"), "bfloat16");
+  auto a = losses(dir / "whole"), b = losses(dir / "split");
+  ASSERT_EQ(a.size(), 6u);
+  ASSERT_EQ(b.size(), 6u);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * a[i]) << "step " << i + 1;
+  o.dtype = "float64";
+  EXPECT_THROW(resolve_dtype(o, true), Error);
+}
+
 TEST_F(TrainRun, NanLossStopsNamingTheStep) {
   o.steps = 40;
   o.optimizer.lr = 1e9;
