@@ -82,14 +82,16 @@ bool Engine::session_exists(const std::string& id) {
 std::shared_ptr<Job> Engine::submit(CompletionRequest request) {
   std::lock_guard<std::mutex> lock(m_);
   if (stopping_) throw ApiError(503, "the server is shutting down", "", "server_error");
-  if (static_cast<int64_t>(queue_.size()) >= o_.queue)
-    throw ApiError(429, "too many requests are waiting (" + std::to_string(o_.queue) + "); try again later", "",
-                   "rate_limit_error");
   if (!request.session.empty()) {
     if (busy_.count(request.session))
       throw ApiError(409, "session '" + request.session + "' is in use by another request", "session");
-    busy_[request.session] = true;
   }
+  int64_t free_slots = 0;  // requests there will take at once, beyond those waiting
+  for (const auto& slot : slots_) free_slots += slot == nullptr;
+  if (static_cast<int64_t>(queue_.size()) >= o_.queue + free_slots)
+    throw ApiError(429, "too many requests are waiting (" + std::to_string(o_.queue) + "); try again later", "",
+                   "rate_limit_error");
+  if (!request.session.empty()) busy_[request.session] = true;
   auto job = std::make_shared<Job>(std::move(request));
   queue_.push_back(job);
   ++stats_.requests;

@@ -298,6 +298,28 @@ TEST_F(Serve, AClientThatLeavesStopsItsGenerationAndThePageIsServed) {
   EXPECT_NE(page->body.find("/v1/completions"), std::string::npos);
 }
 
+// One stream and no queue: a second request while the first runs gets 429; a
+// second request on a session in use gets 409; both are answered, not hung.
+TEST_F(Serve, AFullQueueGets429AndABusySession409) {
+  start_server("--parallel 1 --queue 0");
+  std::thread first([&] {
+    client().Post("/v1/completions", json{{"prompt", {1, 400}}, {"max_tokens", 400}, {"session", "busy"}}.dump(),
+                  "application/json");
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the first is running
+  auto queued = client().Post("/v1/completions", json{{"prompt", {1, 401}}, {"max_tokens", 2}}.dump(), "application/json");
+  auto busy = client().Post("/v1/completions", json{{"prompt", {402}}, {"max_tokens", 2}, {"session", "busy"}}.dump(),
+                            "application/json");
+  first.join();
+  ASSERT_TRUE(queued && busy);
+  EXPECT_EQ(queued->status, 429) << queued->body;
+  EXPECT_EQ(json::parse(queued->body)["error"]["type"], "rate_limit_error");
+  EXPECT_EQ(busy->status, 409) << busy->body;
+  auto after = client().Post("/v1/completions", json{{"prompt", {1, 401}}, {"max_tokens", 2}}.dump(), "application/json");
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->status, 200);
+}
+
 // The playground in a real browser: headless chromium loads `/`, submits a
 // prompt and sees the text stream in; the screenshot is kept beside the binary.
 TEST_F(Serve, ThePlaygroundStreamsInChromium) {
