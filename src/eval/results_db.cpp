@@ -38,20 +38,22 @@ CREATE TABLE IF NOT EXISTS results (
 
 }  // namespace
 
+void insert_result(const SqliteDb& db, const ResultRow& r) {
+  db.exec(kSchema);
+  SqliteStatement(db,
+                  "INSERT INTO results (model_type, n_params, n_embed_params, benchmark, split, context, nans, loss,"
+                  " ppl, arch, config_json, protocol, checkpoint_hash, tool_version, tokens, documents, window_loss)"
+                  " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+      .text(r.model_type).integer(r.n_params).integer(r.n_embed_params).text(r.benchmark).text(r.split)
+      .integer(r.context).integer(r.nans).real(r.loss).real(r.ppl).text(r.arch).text(r.config_json)
+      .text(r.protocol).text(r.checkpoint_hash).text(r.tool_version).integer(r.tokens).integer(r.documents)
+      .real(r.window_loss)
+      .run();
+}
+
 void record_result(const std::string& path, const ResultRow& r) {
   SqliteDb db(path, true);
-  db.transaction([&] {
-    db.exec(kSchema);
-    SqliteStatement(db,
-                    "INSERT INTO results (model_type, n_params, n_embed_params, benchmark, split, context, nans, loss,"
-                    " ppl, arch, config_json, protocol, checkpoint_hash, tool_version, tokens, documents, window_loss)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-        .text(r.model_type).integer(r.n_params).integer(r.n_embed_params).text(r.benchmark).text(r.split)
-        .integer(r.context).integer(r.nans).real(r.loss).real(r.ppl).text(r.arch).text(r.config_json)
-        .text(r.protocol).text(r.checkpoint_hash).text(r.tool_version).integer(r.tokens).integer(r.documents)
-        .real(r.window_loss)
-        .run();
-  });
+  db.transaction([&] { insert_result(db, r); });
 }
 
 std::vector<ResultRow> read_results(const std::string& path, const std::string& benchmark) {

@@ -25,6 +25,9 @@ struct ResultRow {
 };
 
 void record_result(const std::string& db_path, const ResultRow& row);
+class SqliteDb;
+// The same row into DB inside the caller's transaction (with other tables' rows).
+void insert_result(const SqliteDb& db, const ResultRow& row);
 
 // The row for an evaluation of the model directory MODEL_DIR (its config and
 // weights: parameter counts, architecture text, a fingerprint of

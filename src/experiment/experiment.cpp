@@ -178,10 +178,10 @@ bool run_experiment(const Plan& plan, const std::string& out_in, std::ostream& l
               .text(v.name).integer(static_cast<int64_t>(seed)).text(e->name).text(e->protocol)
               .integer(e->options.context).real(s.loss()).integer(s.tokens)
               .run();
+        for (const auto& [e, s] : evals)  // the author's table too, for `bakallm results`
+          insert_result(db, evaluation_row(r.last_checkpoint, loaded.model, s, e->protocol, e->options.context,
+                                           e->texts[0], e->name));
       });
-      for (const auto& [e, s] : evals)  // the author's table too, for `bakallm results`
-        record_result(db_path(out), evaluation_row(r.last_checkpoint, loaded.model, s, e->protocol, e->options.context,
-                                                   e->texts[0], e->name));
       log << "[" << index << "/" << total << "] " << tag << ": val loss " << metrics.last_val_loss;
       for (const auto& [e, s] : evals) log << ", " << e->name << " " << s.loss();
       log << " (" << static_cast<int64_t>(r.seconds) << " s)" << std::endl;
@@ -254,7 +254,10 @@ std::string report_experiment(const std::string& out_in) {
   {
     SqliteStatement q(db, "SELECT variant, params, val_loss, seconds, tok_per_s, budget FROM runs ORDER BY position, seed");
     while (q.row()) {
-      if (rows.empty() || rows.back().variant != q.column_text(0)) rows.push_back(Row{q.column_text(0)});
+      if (rows.empty() || rows.back().variant != q.column_text(0)) {
+        rows.emplace_back();
+        rows.back().variant = q.column_text(0);
+      }
       auto& r = rows.back();
       r.params = q.column_int(1);
       r.val.push_back(q.column_real(2));

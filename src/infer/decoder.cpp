@@ -48,14 +48,12 @@ torch::Tensor Decoder::feed(const torch::Tensor& ids_in) {
   torch::Tensor hidden;  // [B, D] after the last token read
   for (int64_t p = 0, n = ids.size(1); p < n;) {
     const int64_t take = window_ ? std::min(W - in_window_, n - p) : std::min(W, n - p);
-    const auto piece = ids.narrow(1, p, take);
-    const auto x = net->embed_in(piece);                   // [B, take, D]
+    const auto x = net->embed_in(ids.narrow(1, p, take));  // [B, take, D]
     if (!window_ && take == W) {                           // a whole window: the batched forward (prefill)
       hidden = net->window(x, state_).select(1, W - 1);
     } else {
       if (!window_) open_window();
       hidden = net->extend(*window_, x).select(1, take - 1);
-      window_ids_ = in_window_ == 0 ? piece : torch::cat({window_ids_, piece}, 1);
       in_window_ += take;
       if (in_window_ == W) close_window();
     }

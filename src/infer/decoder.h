@@ -25,7 +25,8 @@ class Decoder {
  public:
   Decoder(BakaLM model, int64_t batch);
   // Continues from BOUNDARY, a state at a window boundary (boundary_state()
-  // of an earlier decoder, e.g. read back from disk).
+  // of an earlier decoder, e.g. read back from disk); reading the tokens read
+  // since that boundary (tokens() % W of them) puts it in that decoder's state.
   Decoder(BakaLM model, int64_t batch, State boundary);
 
   // Reads IDS [B, n] (n >= 1) and returns the logits after its last token [B, V].
@@ -35,10 +36,6 @@ class Decoder {
   int64_t tokens() const { return state_.seen + in_window_; }
   int64_t batch() const { return batch_; }
   const State& boundary_state() const { return state_; }
-  // The tokens read since the last window boundary [B, n] (undefined when n
-  // is 0): a decoder made from boundary_state() that reads them is in this
-  // one's state again.
-  torch::Tensor window_tokens() const { return in_window_ > 0 ? window_ids_ : torch::Tensor(); }
 
  private:
   void open_window();   // [prefix ; sep0] read
@@ -50,7 +47,7 @@ class Decoder {
   State state_;                      // at the last window boundary
   std::optional<OpenWindow> window_;  // the window being read, if any
   int64_t in_window_ = 0;            // text tokens of the open window
-  torch::Tensor window_ids_;         // the open window's tokens [B, in_window_]
+  torch::Tensor window_ids_;         // GPT-NeoX: the open window's tokens [B, in_window_]
 };
 
 }  // namespace bakallm

@@ -2,6 +2,7 @@
 
 #include "model/layer_norm.h"
 #include "ops/cross_entropy.h"
+#include "util/strings.h"
 
 namespace bakallm {
 
@@ -70,7 +71,7 @@ void init_like_hugging_face(torch::nn::Module& m) {
     const auto& name = p.key();
     const bool norm = name.find("layernorm") != std::string::npos || name.find("layer_norm") != std::string::npos;
     if (norm) continue;
-    if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) p.value().zero_();
+    if (ends_with(name, ".bias")) p.value().zero_();
     else p.value().normal_(0.0, 0.02);
   }
 }

@@ -1,8 +1,5 @@
 #include "train/metrics.h"
 
-#include <unistd.h>
-
-#include <cstdio>
 #include <filesystem>
 #include <sstream>
 #include <vector>
