@@ -4,6 +4,8 @@
 
 #include "io/safetensors.h"
 #include "util/error.h"
+#include "util/mapped_file.h"
+#include "util/strings.h"
 
 namespace fs = std::filesystem;
 
@@ -99,24 +101,31 @@ std::shared_ptr<Job> Engine::submit(CompletionRequest request) {
   return job;
 }
 
+std::vector<std::string> Engine::ids_on_disk() const {
+  std::vector<std::string> ids;
+  if (o_.sessions_dir.empty() || !fs::exists(o_.sessions_dir)) return ids;
+  const std::string ext = ".safetensors";
+  for (const auto& e : fs::directory_iterator(o_.sessions_dir)) {
+    const auto name = e.path().filename().string();
+    if (!ends_with(name, ext)) continue;
+    const auto id = name.substr(0, name.size() - ext.size());
+    if (valid_session_id(id)) ids.push_back(id);
+  }
+  return ids;
+}
+
 std::vector<SessionInfo> Engine::sessions() {
   std::lock_guard<std::mutex> lock(m_);
   std::map<std::string, SessionInfo> out;
-  if (!o_.sessions_dir.empty() && fs::exists(o_.sessions_dir))
-    for (const auto& e : fs::directory_iterator(o_.sessions_dir)) {
-      const auto name = e.path().filename().string();
-      const std::string ext = ".safetensors";
-      if (name.size() <= ext.size() || name.compare(name.size() - ext.size(), ext.size(), ext) != 0) continue;
-      const auto id = name.substr(0, name.size() - ext.size());
-      if (!valid_session_id(id)) continue;
-      SessionInfo info{id, 0, false, false};
-      try {
-        info.tokens = std::stoll(read_safetensors(e.path().string()).metadata.at("tokens"));
-      } catch (...) {
-        continue;  // not a session file
-      }
-      out[id] = info;
+  for (const auto& id : ids_on_disk()) {
+    try {  // the header alone: its metadata counts the tokens
+      const MappedFile file(session_path(id));
+      const auto header = parse_safetensors_header(file.data(), file.size(), file.path());
+      out[id] = SessionInfo{id, std::stoll(header.metadata.at("tokens")), false, false};
+    } catch (...) {
+      continue;  // not a session file
     }
+  }
   for (const auto& [id, s] : sessions_) out[id] = SessionInfo{id, s->tokens, true, false};
   for (const auto& [id, busy] : busy_) {
     auto& info = out[id];
@@ -149,10 +158,7 @@ EngineStats Engine::stats() {
   s.active = 0;
   for (const auto& slot : slots_) s.active += slot != nullptr;
   s.sessions_in_memory = static_cast<int64_t>(sessions_.size());
-  s.sessions_on_disk = 0;
-  if (!o_.sessions_dir.empty() && fs::exists(o_.sessions_dir))
-    for (const auto& e : fs::directory_iterator(o_.sessions_dir))
-      s.sessions_on_disk += e.path().extension() == ".safetensors";
+  s.sessions_on_disk = static_cast<int64_t>(ids_on_disk().size());
   return s;
 }
 
@@ -177,8 +183,6 @@ void Engine::save(const std::string& id, const Stream& s) const {
   const auto& boundary = s.decoder->boundary_state();
   for (auto& [name, tensor] : boundary.tensors()) t.emplace_back("state." + name, tensor);
   auto ids = [](const std::vector<int64_t>& v) { return torch::tensor(v, torch::kLong); };
-  const auto window = s.decoder->window_tokens();
-  t.emplace_back("window_tokens", window.defined() ? window.reshape({-1}).to(torch::kCPU) : torch::empty({0}, torch::kLong));
   t.emplace_back("history", ids(s.history));
   t.emplace_back("pending", ids(s.pending));
   write_safetensors(session_path(id), t,
@@ -200,14 +204,19 @@ std::unique_ptr<Engine::Stream> Engine::load(const std::string& id) const {
   State boundary = State::from_tensors(state, model_->config().num_layers, path).to(device);
   boundary.seen = std::stoll(f.metadata.at("seen"));
   boundary.windows = std::stoll(f.metadata.at("windows"));
+  const int64_t seen = boundary.seen;
   auto s = std::make_unique<Stream>();
   s->decoder = std::make_unique<Decoder>(model_, 1, std::move(boundary));
-  const auto window = f.tensors.at("window_tokens");
-  if (window.numel() > 0) s->decoder->feed(window.reshape({1, -1}));  // the open window again
   auto vec = [](const torch::Tensor& t) { return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel()); };
   s->history = vec(f.tensors.at("history"));
   s->pending = vec(f.tensors.at("pending"));
   s->tokens = std::stoll(f.metadata.at("tokens"));
+  // The open window again: the tokens read after the boundary (history holds
+  // every token of the stream; the pending ones are not read yet).
+  const int64_t read = static_cast<int64_t>(s->history.size() - s->pending.size());
+  if (read > seen)
+    s->decoder->feed(torch::tensor(std::vector<int64_t>(s->history.begin() + seen, s->history.begin() + read),
+                                   torch::kLong).reshape({1, -1}));
   return s;
 }
 
@@ -242,6 +251,27 @@ void Engine::evict_locked() {
   }
 }
 
+void Engine::release(const std::string& session) {
+  if (session.empty()) return;
+  std::lock_guard<std::mutex> lock(m_);
+  busy_.erase(session);
+}
+
+void Engine::fail(Job& job, const std::exception& e) {
+  job.error = e.what();
+  release(job.request.session);
+}
+
+void Engine::free_slot(std::unique_ptr<Slot>& slot) {
+  const auto job = slot->job;
+  {
+    std::lock_guard<std::mutex> lock(m_);
+    stats_.completion_tokens += slot->generated;
+    slot.reset();
+  }
+  job->close();  // only now: a request its client sends next finds the stream free
+}
+
 void Engine::finish(Slot& slot, FinishReason reason) {
   auto& job = *slot.job;
   job.finish = reason;
@@ -255,11 +285,9 @@ void Engine::finish(Slot& slot, FinishReason reason) {
     // What was not read yet stays pending: the next request reads it first.
     slot.stream->pending.assign(slot.unread.begin() + static_cast<std::ptrdiff_t>(slot.at), slot.unread.end());
     keep_session(session, std::move(slot.stream));
-  } else if (!session.empty()) {
-    std::lock_guard<std::mutex> lock(m_);
-    busy_.erase(session);
+  } else {
+    release(session);
   }
-  job.close();
 }
 
 void Engine::add_decode_time(std::chrono::steady_clock::time_point since) {
@@ -332,7 +360,6 @@ void Engine::loop() {
   c10::InferenceMode inference;
   while (true) {
     // Admit queued requests into free slots.
-    std::vector<std::shared_ptr<Job>> admitted;
     {
       std::unique_lock<std::mutex> lock(m_);
       auto active = [&] {
@@ -352,10 +379,9 @@ void Engine::loop() {
       }
       for (auto& s : slots_)
         if (!s && !queue_.empty()) {
-          admitted.push_back(queue_.front());
-          queue_.pop_front();
           s = std::make_unique<Slot>();
-          s->job = admitted.back();
+          s->job = queue_.front();
+          queue_.pop_front();
         }
     }
     for (auto& s : slots_) {
@@ -365,10 +391,8 @@ void Engine::loop() {
       try {
         if (!r.session.empty()) s->stream = take_session(r.session);
       } catch (const std::exception& e) {
-        job.error = e.what();
-        { std::lock_guard<std::mutex> lock(m_); busy_.erase(r.session); }
-        job.close();
-        s.reset();
+        fail(job, e);
+        free_slot(s);
         continue;
       }
       if (!s->stream) {
@@ -391,18 +415,9 @@ void Engine::loop() {
       try {
         more = step(*s);
       } catch (const std::exception& e) {
-        s->job->error = e.what();
-        if (!s->job->request.session.empty()) {
-          std::lock_guard<std::mutex> lock(m_);
-          busy_.erase(s->job->request.session);
-        }
-        s->job->close();
+        fail(*s->job, e);
       }
-      if (!more) {
-        std::lock_guard<std::mutex> lock(m_);
-        stats_.completion_tokens += s->generated;
-        s.reset();
-      }
+      if (!more) free_slot(s);
     }
   }
 }

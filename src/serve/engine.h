@@ -11,8 +11,9 @@
 // layer, a fixed size) is kept with the last sampled token still to read;
 // the next request reads only its new prompt. Past `max_sessions` the least
 // recently used are written to `sessions_dir` (the state at the last window
-// boundary plus the tokens since, safetensors, atomically) and read back
-// when named again, also by a new server.
+// boundary and the stream's tokens, safetensors, atomically) and read back
+// when named again, also by a new server: the tokens after the boundary are
+// read again to reopen the window.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -110,8 +111,12 @@ class Engine {
   struct Stream;  // a Decoder and what a session keeps
   struct Slot;
   void loop();
-  bool step(Slot& slot);  // false when the slot's job is over
-  void finish(Slot& slot, FinishReason reason);
+  bool step(Slot& slot);  // false when the slot's job is over (free_slot closes it)
+  void finish(Slot& slot, FinishReason reason);     // the job's last events; its session kept
+  void fail(Job& job, const std::exception& e);    // answered 500; its session is free again
+  void free_slot(std::unique_ptr<Slot>& slot);     // empties the slot, then closes its job
+  void release(const std::string& session);        // a request is done with it ("" : none)
+  std::vector<std::string> ids_on_disk() const;    // sessions in sessions_dir
   void add_decode_time(std::chrono::steady_clock::time_point since);
   std::unique_ptr<Stream> take_session(const std::string& id);  // from memory or disk; null if none
   void keep_session(const std::string& id, std::unique_ptr<Stream> s);
