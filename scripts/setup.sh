@@ -16,6 +16,7 @@ PACKAGES=(
   libgoogle-perftools-dev                 # tcmalloc: no page-fault storm on big activations
   gnuplot-nox                             # loss curves, experiment curves
   libcpp-httplib-dev                      # bakallm serve (as llama.cpp's server)
+  libgloo-dev                             # c10d's Gloo headers: data-parallel training (src/dist)
 )
 
 missing=()

@@ -19,8 +19,9 @@ namespace bakallm::test {
 namespace fs = std::filesystem;
 
 // Starts `bakallm ARGS` in the background (output into LOG); FILE_LIMIT > 0
-// caps every file it writes at that many bytes (EFBIG, as on a full disk).
-inline pid_t start(const std::string& args, const std::string& log, long file_limit = 0) {
+// caps every file it writes at that many bytes (EFBIG, as on a full disk);
+// ENV ("NAME=value ...") is added to its environment.
+inline pid_t start(const std::string& args, const std::string& log, long file_limit = 0, const std::string& env = "") {
   const pid_t pid = fork();
   if (pid == 0) {
     if (file_limit > 0) {
@@ -28,7 +29,7 @@ inline pid_t start(const std::string& args, const std::string& log, long file_li
       rlimit r{static_cast<rlim_t>(file_limit), static_cast<rlim_t>(file_limit)};
       setrlimit(RLIMIT_FSIZE, &r);
     }
-    const std::string cmd = "exec " + binary() + " --threads 1 " + args + " >" + log + " 2>&1";
+    const std::string cmd = "exec env " + env + " " + binary() + " --threads 1 " + args + " >" + log + " 2>&1";
     execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
     _exit(127);
   }

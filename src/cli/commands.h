@@ -16,5 +16,9 @@ void add_bench(CLI::App& app);
 void add_results(CLI::App& app);
 void add_experiment(CLI::App& app);
 void add_serve(CLI::App& app);
+void add_launch(CLI::App& app);
+
+// --dist-timeout SECONDS on a command that can run as a rank of a data-parallel job.
+void add_dist_timeout(CLI::App* cmd, double& seconds);
 
 }  // namespace bakallm::cli

@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "data/corpus.h"
 #include "data/tokenizer.h"
+#include "dist/communicator.h"
 #include "eval/evaluator.h"
 #include "eval/results_db.h"
 #include "io/model_dir.h"
@@ -25,6 +26,7 @@ struct Args {
   std::vector<std::string> data, text;
   bool json = false;
   uint32_t bos_id = 1;
+  double dist_timeout = 600;
   EvalOptions o;
 };
 
@@ -54,6 +56,7 @@ void add_eval(CLI::App& app) {
   cmd->add_option("--benchmark", a->benchmark, "benchmark name for --record (default: first input's file name)");
   cmd->add_option("--split", a->split, "split name for --record (default: guessed from the name)");
   cmd->add_flag("--json", a->json, "print one JSON object");
+  add_dist_timeout(cmd, a->dist_timeout);
   cmd->callback([a] {
     if (a->data.empty() && a->text.empty()) throw Error("eval: give --data SHARD... or --text FILE...");
     a->o.protocol = parse_protocol(a->protocol);
@@ -61,8 +64,16 @@ void add_eval(CLI::App& app) {
     if (a->o.protocol != EvalProtocol::kStream && a->o.context < 2)
       throw Error("eval: --protocol " + a->protocol + " needs --ctx N (N >= 2)");
     const int64_t context = a->o.protocol == EvalProtocol::kStream ? 0 : a->o.context;  // 0: the whole document
+    CommOptions co;  // ranks of a data-parallel job split the documents
+    co.timeout = std::chrono::milliseconds(static_cast<int64_t>(a->dist_timeout * 1000));
+    const auto comm = Communicator::from_environment(co);
+    if (comm) {
+      a->o.rank = comm->rank();
+      a->o.ranks = comm->size();
+    }
+    const bool speaks = !comm || comm->rank() == 0;  // rank 0 prints and records for the job
     auto loaded = load_model_dir(a->model);
-    ProgressBar bar(0, ::isatty(STDERR_FILENO));
+    ProgressBar bar(0, speaks && ::isatty(STDERR_FILENO));
     auto progress = [&](const EvalStats& s) {
       bar.update(0, std::to_string(s.documents) + " docs, " + ProgressBar::count(double(s.tokens)) + " tokens, loss " +
                         std::to_string(s.loss()).substr(0, 6) + ", " +
@@ -81,6 +92,8 @@ void add_eval(CLI::App& app) {
       stats = evaluate_shards(loaded.model, a->data, a->bos_id, a->o, progress);
     }
     bar.finish();
+    if (comm) stats = sum_over_ranks(stats, *comm);
+    if (!speaks) return;
     const std::string first_input = a->text.empty() ? a->data[0] : a->text[0];
     if (stats.tokens == 0)  // nothing to record: no loss exists
       throw file_error(first_input, "no token to score (every document is a single token)");

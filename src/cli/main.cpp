@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
+#include "dist/communicator.h"
 #include "model/runtime.h"
 #include "util/error.h"
 
@@ -14,7 +15,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int threads = 0;
   app.add_option("--threads", threads, "CPU threads for libtorch (0: every core)")->check(CLI::NonNegativeNumber);
-  app.parse_complete_callback([&] { bakallm::set_threads(threads); });
+  // A rank of a data-parallel job shares the cores with the machine's other ranks.
+  app.parse_complete_callback([&] { bakallm::set_threads(threads ? threads : bakallm::threads_per_local_rank()); });
 
   bakallm::cli::add_init(app);
   bakallm::cli::add_info(app);
@@ -28,6 +30,7 @@ int main(int argc, char** argv) {
   bakallm::cli::add_results(app);
   bakallm::cli::add_experiment(app);
   bakallm::cli::add_serve(app);
+  bakallm::cli::add_launch(app);
 
   try {
     app.parse(argc, argv);

@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "dist/communicator.h"
 #include "train/trainer.h"
 #include "util/error.h"
 
@@ -12,6 +13,7 @@ void add_train(CLI::App& app) {
   struct Args {
     TrainOptions o;
     std::string preset, config;
+    double dist_timeout = 600;
   };
   auto args = std::make_shared<Args>();
   auto& o = args->o;
@@ -48,6 +50,7 @@ void add_train(CLI::App& app) {
   cmd->add_option("--prompt", o.prompt, "prompt of the sample at each checkpoint");
   cmd->add_option("--sample-tokens", o.sample_tokens, "tokens sampled at each checkpoint (0: none)");
   cmd->add_option("--max-minutes", o.max_minutes, "stop with a checkpoint after this long");
+  add_dist_timeout(cmd, args->dist_timeout);
   cmd->callback([args] {
     auto& o = args->o;
     if (o.init_model.empty()) {
@@ -55,7 +58,12 @@ void add_train(CLI::App& app) {
       else if (!args->preset.empty()) o.config = preset(args->preset);
       else throw Error("train: give --model DIR, --preset NAME or --config FILE");
     }
+    CommOptions co;  // a rank of a data-parallel job when torchrun's variables say so
+    co.timeout = std::chrono::milliseconds(static_cast<int64_t>(args->dist_timeout * 1000));
+    const auto comm = Communicator::from_environment(co);
+    o.comm = comm.get();
     const auto r = train(o);
+    if (comm && comm->rank() != 0) return;  // rank 0 speaks for the job
     std::printf("%s at step %lld: train loss %.4f (first %.4f), validation loss %s\ncheckpoint %s\n",
                 r.interrupted ? "stopped" : "finished", (long long)r.steps, r.last_loss, r.first_loss,
                 r.val_loss > 0 ? std::to_string(r.val_loss).c_str() : "n/a", r.last_checkpoint.c_str());

@@ -20,6 +20,10 @@ Loader::Loader(LoaderOptions options, const Config& config) : o_(std::move(optio
         total_tokens_ += span.length;
       }
   if (docs_.empty()) throw Error("loader: the training shards hold no document of two or more tokens");
+  if (o_.local_rows == 0) o_.local_rows = o_.rows - o_.first_row;
+  if (o_.first_row < 0 || o_.local_rows <= 0 || o_.first_row + o_.local_rows > o_.rows)
+    throw Error("loader: rows [" + std::to_string(o_.first_row) + ", " + std::to_string(o_.first_row + o_.local_rows) +
+                ") are not inside the batch of " + std::to_string(o_.rows));
   rows_.resize(o_.rows);
   shuffle();
 }
@@ -47,38 +51,40 @@ Packing parse_packing(const std::string& name) {
 }
 
 Batch Loader::next() {
-  const int64_t B = o_.rows, W = window_, k = o_.windows_per_step;
+  const int64_t B = o_.rows, W = window_, k = o_.windows_per_step, first = o_.first_row, mine = o_.local_rows;
   Batch batch;
-  batch.ids = torch::full({B, k * W}, static_cast<int64_t>(o_.bos_id), torch::kLong);
-  batch.targets = torch::full({B, k * W}, kIgnoreIndex, torch::kLong);
-  batch.resets = torch::zeros({B, k}, torch::kBool);
+  batch.ids = torch::full({mine, k * W}, static_cast<int64_t>(o_.bos_id), torch::kLong);
+  batch.targets = torch::full({mine, k * W}, kIgnoreIndex, torch::kLong);
+  batch.resets = torch::zeros({mine, k}, torch::kBool);
   auto ids = batch.ids.accessor<int64_t, 2>();
   auto targets = batch.targets.accessor<int64_t, 2>();
   auto resets = batch.resets.accessor<bool, 2>();
   const bool stream = o_.packing == Packing::kStream;
   int64_t filled_total = 0;
-  for (int64_t b = 0; b < B; ++b) {
+  for (int64_t b = 0; b < B; ++b) {  // every row is dealt; only this rank's are read
     Row& row = rows_[b];
+    const bool own = b >= first && b < first + mine;
+    const int64_t r = b - first;
     for (int64_t c = 0; c < k; ++c) {
       // documents: one document per window, from its start (reset) or where the row left it;
       // stream: documents back to back until the window is full, the state carried across.
       for (int64_t filled = 0; filled < W && (stream || filled == 0);) {
         const bool finished = row.doc < 0 || row.pos >= docs_[row.doc].length - (stream ? 0 : 1);
         if (finished) {
-          if (row.doc < 0 || !stream) resets[b][c] = true;  // a row's first document starts fresh either way
+          if ((row.doc < 0 || !stream) && own) resets[r][c] = true;  // a row's first document starts fresh either way
           row.doc = take_document();
           row.pos = 0;
         }
         const Doc& d = docs_[row.doc];
         const auto& shard = shards_[d.shard];
         const int64_t n = std::min(W - filled, d.length - row.pos);
-        for (int64_t i = 0; i < n; ++i) {
-          ids[b][c * W + filled + i] = shard.token(d.begin + row.pos + i);
-          if (row.pos + i + 1 < d.length) {
-            targets[b][c * W + filled + i] = shard.token(d.begin + row.pos + i + 1);
-            ++batch.tokens;
-          }
+        const int64_t predicted = std::max<int64_t>(0, std::min(n, d.length - 1 - row.pos));  // the last token predicts nothing
+        if (own) {
+          for (int64_t i = 0; i < n; ++i) ids[r][c * W + filled + i] = shard.token(d.begin + row.pos + i);
+          for (int64_t i = 0; i < predicted; ++i) targets[r][c * W + filled + i] = shard.token(d.begin + row.pos + i + 1);
+          batch.tokens += predicted;
         }
+        batch.global_tokens += predicted;
         row.pos += n;
         filled += n;
         filled_total += n;
@@ -96,9 +102,11 @@ nlohmann::json Loader::state() const {
           {"packing", o_.packing == Packing::kStream ? "stream" : "documents"}};
 }
 
-void Loader::restore(const nlohmann::json& s) {
-  if (s.at("documents").get<size_t>() != docs_.size() || s.at("rows").size() != rows_.size())
-    throw Error("loader: the checkpoint was made on other data or another batch size");
+int64_t Loader::restore(const nlohmann::json& s, bool redeal) {
+  if (s.at("documents").get<size_t>() != docs_.size()) throw Error("loader: the checkpoint was made on other data");
+  if (s.at("rows").size() != rows_.size() && !redeal)
+    throw Error("loader: the checkpoint read " + std::to_string(s.at("rows").size()) + " rows per batch, this run " +
+                std::to_string(rows_.size()) + ": give the same --batch (times ranks) to resume");
   if (s.value("packing", std::string("documents")) != (o_.packing == Packing::kStream ? "stream" : "documents"))
     throw Error("loader: the checkpoint packed documents as " + s.value("packing", std::string("documents")) +
                 "; give the same --packing to resume");
@@ -108,10 +116,14 @@ void Loader::restore(const nlohmann::json& s) {
   epoch_ = s.at("epoch").get<int64_t>();
   shuffle();
   cursor_ = s.at("cursor").get<int64_t>();
-  for (size_t i = 0; i < rows_.size(); ++i) {
+  const int64_t kept = std::min<int64_t>(static_cast<int64_t>(s.at("rows").size()), static_cast<int64_t>(rows_.size()));
+  for (int64_t i = 0; i < static_cast<int64_t>(rows_.size()); ++i) {
+    rows_[i] = Row{};  // beyond the checkpoint's rows: a new document at the next window
+    if (i >= kept) continue;
     rows_[i].doc = s["rows"][i][0].get<int64_t>();
     rows_[i].pos = s["rows"][i][1].get<int64_t>();
   }
+  return kept;
 }
 
 }  // namespace bakallm

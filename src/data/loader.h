@@ -26,19 +26,25 @@ Packing parse_packing(const std::string& name);  // "documents", "stream"
 
 struct LoaderOptions {
   std::vector<std::string> shards;
-  int64_t rows = 8;              // B
+  int64_t rows = 8;              // B, every rank's rows together (data parallel: the global batch)
+  int64_t first_row = 0;         // this rank's rows: [first_row, first_row + local_rows) of the B
+  int64_t local_rows = 0;        // 0: all B
   int64_t windows_per_step = 2;  // k: each batch is k·W tokens per row
   uint32_t bos_id = 1;
   uint64_t seed = 0;             // document order, reshuffled each epoch
   Packing packing = Packing::kDocuments;
 };
 
+// This rank's rows of the batch (all B in one process). Every rank deals the
+// documents of all B rows, so global row i reads what row i of one process
+// with the whole batch reads.
 struct Batch {
-  torch::Tensor ids;      // [B, k·W] int64
-  torch::Tensor targets;  // [B, k·W] int64, kIgnoreIndex where nothing is predicted
-  torch::Tensor resets;   // [B, k] bool: row b starts a new document at window c
-  int64_t tokens = 0;     // predicted tokens in this batch
-  double padding = 0;     // share of the batch's B·k·W input slots that are padding
+  torch::Tensor ids;      // [b, k·W] int64
+  torch::Tensor targets;  // [b, k·W] int64, kIgnoreIndex where nothing is predicted
+  torch::Tensor resets;   // [b, k] bool: row r starts a new document at window c
+  int64_t tokens = 0;     // predicted tokens in these rows
+  int64_t global_tokens = 0;  // predicted tokens in all B rows
+  double padding = 0;     // share of all B·k·W input slots that are padding
 };
 
 class Loader {
@@ -53,7 +59,10 @@ class Loader {
 
   // Position in the data, for checkpoints: restore(state()) continues exactly.
   nlohmann::json state() const;
-  void restore(const nlohmann::json& state);
+  // With REDEAL, a state of another number of rows is taken too: rows
+  // [0, min) continue, rows beyond start new documents. Returns the rows
+  // whose stream continues (B when the counts match).
+  int64_t restore(const nlohmann::json& state, bool redeal = false);
 
  private:
   struct Doc {

@@ -9,6 +9,7 @@
 #include "data/corpus.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
+#include "dist/communicator.h"
 #include "ops/cross_entropy.h"
 #include "util/error.h"
 
@@ -122,6 +123,26 @@ void EvalStats::add(const EvalStats& o) {
   seconds += o.seconds;
 }
 
+EvalStats sum_over_ranks(const EvalStats& s, Communicator& comm) {
+  auto sums = torch::tensor({s.loss_sum, double(s.tokens), double(s.documents), double(s.nonfinite), s.window_loss_sum,
+                             double(s.windows), double(s.nonfinite_windows), s.window_mean ? 1.0 : 0.0},
+                            torch::kDouble);
+  comm.allreduce_sum(sums);
+  auto seconds = comm.allgather_rows(torch::tensor({s.seconds}, torch::kDouble));
+  const auto v = [&](int i) { return sums[i].item<double>(); };
+  EvalStats t;
+  t.loss_sum = v(0);
+  t.tokens = static_cast<int64_t>(v(1));
+  t.documents = static_cast<int64_t>(v(2));
+  t.nonfinite = static_cast<int64_t>(v(3));
+  t.window_loss_sum = v(4);
+  t.windows = static_cast<int64_t>(v(5));
+  t.nonfinite_windows = static_cast<int64_t>(v(6));
+  t.window_mean = v(7) > 0;
+  t.seconds = seconds.max().item<double>();
+  return t;
+}
+
 torch::Tensor token_losses(BakaLM& model, const torch::Tensor& doc, const EvalOptions& o) {
   torch::NoGradGuard no_grad;
   if (o.protocol == EvalProtocol::kAuthor) {
@@ -168,7 +189,10 @@ EvalStats evaluate_documents(BakaLM& model, const std::function<bool(torch::Tens
   const int64_t vocab = model->config().vocab_size;
   EvalStats total;
   torch::Tensor doc;
-  while (next_document(doc)) {
+  if (o.ranks > 1 && o.max_tokens > 0)  // where the budget ends depends on every rank's documents
+    throw Error("--max-tokens cannot be split between ranks: evaluate in one process");
+  for (int64_t index = 0; next_document(doc); ++index) {
+    if (index % o.ranks != o.rank) continue;  // another rank's document
     if (o.max_tokens > 0 && doc.size(0) > o.max_tokens - total.tokens + 1)
       doc = doc.narrow(0, 0, std::max<int64_t>(0, o.max_tokens - total.tokens + 1));
     if (doc.size(0) > 0 && doc.max().item<int64_t>() >= vocab)

@@ -25,6 +25,7 @@
 namespace bakallm {
 
 struct CorpusOptions;
+class Communicator;
 
 enum class EvalProtocol { kStream, kSliding, kAuthor };
 EvalProtocol parse_protocol(const std::string& name);  // "stream", "sliding", "author"
@@ -35,6 +36,7 @@ struct EvalOptions {
   int64_t context = 0;           // sliding, author: window length (>= 2)
   int64_t windows_per_call = 1;  // stream: model windows per forward call
   int64_t max_tokens = 0;        // > 0: stop once this many tokens are scored
+  int rank = 0, ranks = 1;       // data parallel: score documents rank, rank + ranks, ... (then sum_over_ranks)
 };
 
 struct EvalStats {
@@ -59,6 +61,10 @@ struct EvalStats {
   std::string summary() const;     // one line of the same
 
 };
+
+// Every rank's stats summed (seconds: the slowest rank's): the figures of one
+// process that scored every document.
+EvalStats sum_over_ranks(const EvalStats& mine, Communicator& comm);
 
 // −log p of tokens 1..n−1 of DOC ([n] int64) under the protocol.    -> [n − 1]
 torch::Tensor token_losses(BakaLM& model, const torch::Tensor& doc, const EvalOptions& options);

@@ -70,6 +70,37 @@ void State::advance(int64_t tokens) {
   windows += 1;
 }
 
+State State::map_rows(const std::function<torch::Tensor(const torch::Tensor&)>& f) const {
+  if (fresh()) return *this;
+  State s = *this;
+  s.row_seen = row_seen.defined() ? row_seen : torch::full({memory.size(0)}, seen, torch::TensorOptions().dtype(torch::kLong).device(memory.device()));
+  auto map = [&](torch::Tensor& t) {
+    if (t.defined()) t = f(t);
+  };
+  map(s.memory);
+  map(s.row_seen);
+  if (s.fresh_rows.defined()) s.fresh_rows = f(s.fresh_rows.to(torch::kUInt8)).to(torch::kBool);
+  for (auto& c : s.layers) {
+    map(c.output);
+    map(c.k);
+    map(c.v);
+  }
+  return s;
+}
+
+State State::rows(int64_t begin, int64_t count) const {
+  return map_rows([&](const torch::Tensor& t) { return t.narrow(0, begin, count).contiguous(); });
+}
+
+State State::resized(int64_t n) const {
+  if (fresh()) return *this;
+  const int64_t B = memory.size(0), kept = std::min(B, n);
+  auto index = torch::arange(n, torch::kLong).clamp_max(kept - 1).to(memory.device());  // the new rows: copies, then reset
+  State s = map_rows([&](const torch::Tensor& t) { return t.index_select(0, index); });
+  if (n > kept) s.reset_rows(torch::arange(n, torch::kLong).ge(kept));
+  return s;
+}
+
 State State::to(torch::Device device) const {
   auto move = [&](const torch::Tensor& t) { return t.defined() ? t.to(device) : t; };
   State s = *this;

@@ -4,6 +4,7 @@
 // value so far). The batched forward reads a window in one piece; the decoder
 // reads it a few rows at a time; both go through the same OpenWindow.
 #pragma once
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -49,6 +50,14 @@ struct State {
   void reset_rows(const torch::Tensor& mask);
   WindowOffsets offsets() const;
   void advance(int64_t tokens);     // after a window of TOKENS tokens
+
+  // Data parallelism. Rows [BEGIN, BEGIN + COUNT): a rank's share of a batch.
+  State rows(int64_t begin, int64_t count) const;
+  // ROWS rows: the first min(ROWS, B) as they are, the others fresh.
+  State resized(int64_t rows) const;
+  // Every per-row tensor passed through F (one rank's rows -> all ranks'),
+  // positions made per row first so that every rank holds the same tensors.
+  State map_rows(const std::function<torch::Tensor(const torch::Tensor&)>& f) const;
 
   // As named tensors (memory, row_seen, layers.i.output/k/v) for a checkpoint,
   // and back; SOURCE names the file in errors.

@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 
+#include <atomic>
 #include <mutex>
 
 namespace bakallm {
@@ -30,23 +31,32 @@ inline bool keeps(uint64_t hash, int64_t j, uint32_t t) {
   return (static_cast<uint32_t>(hash >> (16 * j)) & 0xFFFFu) >= t;
 }
 
-// out = x ⊙ keep(seed, i) / (1 - p) over the flat index i; x contiguous float32.
-Tensor apply_mask(const Tensor& x_in, uint64_t seed, double p) {
+// This process's rows start at this row of the global batch (data parallel).
+std::atomic<int64_t> g_first_row{0};
+
+// out = x ⊙ keep(seed, OFFSET + i) / (1 - p) over the flat index i; x contiguous float32.
+Tensor apply_mask(const Tensor& x_in, uint64_t seed, double p, int64_t offset) {
   const auto x = x_in.contiguous();
   auto out = torch::empty_like(x);
   const float* src = x.data_ptr<float>();
   float* dst = out.data_ptr<float>();
-  const int64_t n = x.numel(), blocks = (n + 3) / 4;
+  const int64_t first = offset, last = offset + x.numel();
   const uint32_t t = threshold(p);
   const float scale = static_cast<float>(1.0 / (1.0 - p));
-  at::parallel_for(0, blocks, 2048, [&](int64_t begin, int64_t end) {
+  at::parallel_for(first / 4, (last + 3) / 4, 2048, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const uint64_t h = block_hash(seed, b);
-      const int64_t base = 4 * b, lanes = std::min<int64_t>(4, n - base);
-      for (int64_t j = 0; j < lanes; ++j) dst[base + j] = keeps(h, j, t) ? src[base + j] * scale : 0.0f;
+      const int64_t lo = std::max(4 * b, first), hi = std::min(4 * b + 4, last);
+      for (int64_t i = lo; i < hi; ++i) dst[i - first] = keeps(h, i - 4 * b, t) ? src[i - first] * scale : 0.0f;
     }
   });
   return out;
+}
+
+// Where X's elements sit in the global batch's flat index (dim 0: the batch).
+int64_t global_offset(const Tensor& x) {
+  const int64_t first = g_first_row.load();
+  return first && x.dim() > 0 && x.size(0) > 0 ? first * (x.numel() / x.size(0)) : 0;
 }
 
 uint64_t draw_seed() {
@@ -60,16 +70,21 @@ class HashedDropout : public torch::autograd::Function<HashedDropout> {
   static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, double p, int64_t seed) {
     ctx->saved_data["p"] = p;
     ctx->saved_data["seed"] = seed;
-    return apply_mask(x, static_cast<uint64_t>(seed), p);
+    const int64_t offset = global_offset(x);
+    ctx->saved_data["offset"] = offset;
+    return apply_mask(x, static_cast<uint64_t>(seed), p, offset);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto seed = static_cast<uint64_t>(ctx->saved_data["seed"].toInt());
-    return {apply_mask(grads[0], seed, ctx->saved_data["p"].toDouble()), Tensor(), Tensor()};
+    return {apply_mask(grads[0], seed, ctx->saved_data["p"].toDouble(), ctx->saved_data["offset"].toInt()), Tensor(),
+            Tensor()};
   }
 };
 
 }  // namespace
+
+void set_dropout_first_row(int64_t first_row) { g_first_row = first_row; }
 
 bool dropout_keeps(uint64_t seed, int64_t i, double p) {
   return keeps(block_hash(seed, i / 4), i % 4, threshold(p));

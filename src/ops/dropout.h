@@ -15,6 +15,12 @@ namespace bakallm {
 // kernel; other devices and dtypes use torch::dropout.
 torch::Tensor hashed_dropout(const torch::Tensor& x, double p, bool training);
 
+// Data parallelism: this process holds the rows of the global batch from
+// FIRST_ROW on, so element i of its row r takes the decision of global row
+// FIRST_ROW + r, and N ranks drop exactly what one process with every row
+// drops (dim 0 of each dropped tensor is the batch). 0: one process.
+void set_dropout_first_row(int64_t first_row);
+
 // The mask kernel's decision for element I under SEED (exposed for tests):
 // whether it is kept at drop probability P.
 bool dropout_keeps(uint64_t seed, int64_t i, double p);

@@ -55,6 +55,7 @@ void save_checkpoint(const std::string& dir, BakaLM& model, torch::optim::Optimi
                         {"tokens", progress.tokens},
                         {"seconds", progress.seconds},
                         {"loader", progress.loader},
+                        {"world_size", progress.world_size},
                         {"stream_seen", stream.seen},
                         {"stream_windows", stream.windows}};
     write_file_atomically(tmp + "/train_state.json", [&](std::ostream& out) { out << j.dump(2) << "\n"; });
@@ -81,6 +82,7 @@ TrainProgress load_checkpoint(const std::string& dir, BakaLM& model, torch::opti
     p.tokens = j.at("tokens").get<int64_t>();
     p.seconds = j.at("seconds").get<double>();
     p.loader = j.at("loader");
+    p.world_size = j.value("world_size", int64_t{1});
   } catch (const nlohmann::json::exception& e) {
     throw file_error(state_path, std::string("not a bakallm training state: ") + e.what());
   }

@@ -22,6 +22,7 @@ struct TrainProgress {
   int64_t tokens = 0;      // predicted tokens seen
   double seconds = 0;      // training time so far
   nlohmann::json loader;   // Loader::state()
+  int64_t world_size = 1;  // ranks of the run that wrote it (its stream holds every rank's rows)
 };
 
 void save_checkpoint(const std::string& dir, BakaLM& model, torch::optim::Optimizer& optimizer,

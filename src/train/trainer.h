@@ -11,6 +11,8 @@
 
 namespace bakallm {
 
+class Communicator;
+
 struct TrainOptions {
   // What to train: a model directory to continue from, else a config.
   std::string init_model;      // --model DIR (weights + config)
@@ -41,6 +43,12 @@ struct TrainOptions {
   double max_minutes = 0;             // stop (with a checkpoint) after this long; 0: no limit
   bool minutes_span_resumes = false;  // max_minutes counts the run's time over every resumed part (an experiment's budget)
   bool progress = true;
+
+  // Data parallel (src/dist): this process is one rank of COMM's job; every
+  // rank is given the same options. batch_rows is per rank: the global batch
+  // is batch_rows x ranks, and the run is the one a single process with the
+  // global batch makes. Rank 0 writes RUN; the others only read it (resume).
+  Communicator* comm = nullptr;
 };
 
 struct TrainResult {
@@ -51,6 +59,9 @@ struct TrainResult {
   bool interrupted = false;
   std::string last_checkpoint;
   std::string sample;
+  // Data parallel: seconds per step to sum the gradients with nothing else
+  // running, and seconds per step waited for them after the backward.
+  double comm_alone = 0, comm_waited = 0;
 };
 
 TrainResult train(const TrainOptions& options);
