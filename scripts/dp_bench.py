@@ -46,7 +46,8 @@ def main():
     cores = os.cpu_count()
     with tempfile.TemporaryDirectory() as tmp:
         common = ["train", "--preset", o.preset, "--data", o.data, "--steps", str(o.steps), "--eval-every", "0",
-                  "--checkpoint-every", "0", "--sample-tokens", "0", "--dtype", o.dtype, "--seed", "1"]
+                  "--checkpoint-every", "0", "--sample-tokens", "0", "--dtype", o.dtype, "--seed", "1",
+                  "--packing", "stream"]  # no padding: every input slot is a token
         run([o.bakallm, "--threads", str(cores)] + common + ["--out", tmp + "/one", "--batch", str(o.batch)])
         one = steps_of(tmp + "/one", o.skip)
         out = run([o.bakallm, "launch", "--nproc", str(o.ranks), "--master-port", "0", "--"] + common +
