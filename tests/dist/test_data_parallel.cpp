@@ -209,6 +209,21 @@ TEST_F(DataParallel, TwoRanksEqualOneProcessWithTheGlobalBatch) {
   EXPECT_EQ(finished, 1u) << two.out;
 }
 
+// Two "machines" (launch --nnodes 2, one rank each, node 0 hosting the
+// rendezvous) are the same job as two local ranks: one process's losses.
+TEST_F(DataParallel, TwoNodesOfOneRankEach) {
+  ASSERT_EQ(run_cli(train_args(dir / "one", 4)).status, 0);
+  const int port = free_port();
+  pid_t node[2];
+  for (int n = 0; n < 2; ++n)
+    node[n] = start("launch --nproc 1 --threads-per-rank 1 --nnodes 2 --node-rank " + std::to_string(n) +
+                        " --master-addr 127.0.0.1 --master-port " + std::to_string(port) + " -- " +
+                        train_args(dir / "nodes", 2),
+                    dir / ("node" + std::to_string(n) + ".log"));
+  for (int n = 0; n < 2; ++n) EXPECT_EQ(code(wait_for(node[n])), 0) << read_file(dir / ("node" + std::to_string(n) + ".log"));
+  expect_same_run(dir / "one", dir / "nodes");
+}
+
 // From a 2-rank checkpoint: 2 ranks again, or 1 process with the same 4
 // rows, continue exactly; 3 ranks x 2 rows continue with 4 rows' streams and
 // 2 new ones, and say so; another --batch with the same ranks is refused.
