@@ -68,13 +68,8 @@ std::string rank_env(int rank, int world, int port) {
 // Exit code of a status from wait_for.
 int code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
 
-class DataParallel : public TrainRun {
+class DataParallel : public CliTrainRun {
  protected:
-  void SetUp() override {
-    TrainRun::SetUp();
-    std::ofstream(dir / "c.json") << R"({"hidden_dim": 32, "num_layers": 2, "num_memory_tokens": 2, "window_size": 8,
-                                          "vocab_size": 64, "attn_dropout": 0.1})";
-  }
   // Options every rank is given; --batch is per rank.
   std::string train_args(const std::string& run, int64_t batch, int64_t steps = 12, int64_t checkpoint_every = 6) {
     return "train --config " + dir / "c.json" + " --data " + data + " --out " + run + " --steps " +

@@ -32,13 +32,8 @@ using test::read_file;
 using test::start;
 using test::wait_for;
 
-class Faults : public TrainRun {
+class Faults : public CliTrainRun {
  protected:
-  void SetUp() override {
-    TrainRun::SetUp();
-    std::ofstream(dir / "c.json") << R"({"hidden_dim": 32, "num_layers": 2, "num_memory_tokens": 2, "window_size": 8,
-                                          "vocab_size": 64, "attn_dropout": 0.1})";
-  }
   std::string train_args(const std::string& run, int64_t steps, int64_t checkpoint_every = 1, int seed = 7) {
     return "train --config " + dir / "c.json" + " --data " + data + " --out " + run + " --steps " +
            std::to_string(steps) + " --batch 2 --lr 3e-3 --warmup 3 --checkpoint-every " +

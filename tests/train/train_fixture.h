@@ -77,4 +77,14 @@ class TrainRun : public ::testing::Test {
   TrainOptions o;
 };
 
+// TrainRun for tests that drive the binary: a small config with dropout as DIR/c.json.
+class CliTrainRun : public TrainRun {
+ protected:
+  void SetUp() override {
+    TrainRun::SetUp();
+    std::ofstream(dir / "c.json") << R"({"hidden_dim": 32, "num_layers": 2, "num_memory_tokens": 2, "window_size": 8,
+                                          "vocab_size": 64, "attn_dropout": 0.1})";
+  }
+};
+
 }  // namespace bakallm
