@@ -15,6 +15,7 @@
 #include "model/baka_lm.h"
 #include "model/flops.h"
 #include "model/linear.h"
+#include "ops/q8.h"
 #include "ops/matmul.h"
 
 namespace bakallm {
@@ -47,7 +48,7 @@ int64_t decode_weight_bytes(BakaLM& model) {
   int64_t bytes = 0;
   for (const auto& m : model->modules())
     if (auto linear = std::dynamic_pointer_cast<LinearImpl>(m))
-      bytes += linear->weight.numel() * linear->weight.element_size();
+      bytes += linear->q8().defined() ? linear->q8().bytes() : linear->weight.numel() * linear->weight.element_size();
   return bytes;
 }
 
@@ -193,6 +194,10 @@ nlohmann::json run_benchmarks(const BenchOptions& o) {
     model->store_linear_weights(torch::kBFloat16);
     j["decode_weight_bytes"]["bfloat16"] = decode_weight_bytes(model);
     j["decode_bfloat16_weights"] = decode_rates(model, o);
+    model->store_linear_weights(torch::kChar);  // Q8_0 (from the bf16 values: the speed is the same)
+    j["decode_weight_bytes"]["int8"] = decode_weight_bytes(model);
+    j["decode_int8_weights"] = decode_rates(model, o);
+    j["q8_kernel"] = q8_kernel_avx512() ? "avx512" : "portable";
   }
   j["peak_rss_bytes"] = peak_rss_bytes();
   return j;

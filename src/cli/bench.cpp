@@ -50,7 +50,8 @@ void add_bench(CLI::App& app) {
     std::printf("%-34s %9.1f tok/s\n", "forward float32", j["forward_tokens_per_s"].get<double>());
     const double bandwidth = j["read_bytes_per_s"].get<double>();
     std::printf("%-34s %9.1f GB/s\n", "memory read bandwidth", bandwidth / 1e9);
-    for (const auto& [key, weights] : {std::pair{"decode", "float32"}, std::pair{"decode_bfloat16_weights", "bfloat16"}}) {
+    for (const auto& [key, weights] : {std::pair{"decode", "float32"}, std::pair{"decode_bfloat16_weights", "bfloat16"},
+                                       std::pair{"decode_int8_weights", "int8"}}) {
       if (!j.contains(key)) continue;
       const double bytes = j["decode_weight_bytes"][weights].get<double>();
       std::printf("%-34s %9.2f ms/token  (%.0f MB of weights / bandwidth)\n",

@@ -22,7 +22,7 @@ namespace {
 
 struct Args {
   std::string model, protocol = "stream", record, benchmark, split, separator = "eot", invalid_utf8 = "error";
-  std::string bos = "auto";
+  std::string bos = "auto", weights = "float32";
   std::vector<std::string> data, text;
   bool json = false;
   uint32_t bos_id = 1;
@@ -56,6 +56,8 @@ void add_eval(CLI::App& app) {
   cmd->add_option("--benchmark", a->benchmark, "benchmark name for --record (default: first input's file name)");
   cmd->add_option("--split", a->split, "split name for --record (default: guessed from the name)");
   cmd->add_flag("--json", a->json, "print one JSON object");
+  cmd->add_option("--weights", a->weights, "the products' weights: float32 (as trained), bfloat16 or int8 (Q8_0)")
+      ->check(CLI::IsMember({"float32", "bfloat16", "int8"}));
   add_dist_timeout(cmd, a->dist_timeout);
   cmd->callback([a] {
     if (a->data.empty() && a->text.empty()) throw Error("eval: give --data SHARD... or --text FILE...");
@@ -73,6 +75,7 @@ void add_eval(CLI::App& app) {
     }
     const bool speaks = !comm || comm->rank() == 0;  // rank 0 prints and records for the job
     auto loaded = load_model_dir(a->model);
+    use_weights(loaded.model, a->weights);
     ProgressBar bar(0, speaks && ::isatty(STDERR_FILENO));
     auto progress = [&](const EvalStats& s) {
       bar.update(0, std::to_string(s.documents) + " docs, " + ProgressBar::count(double(s.tokens)) + " tokens, loss " +
@@ -98,7 +101,8 @@ void add_eval(CLI::App& app) {
     if (stats.tokens == 0)  // nothing to record: no loss exists
       throw file_error(first_input, "no token to score (every document is a single token)");
     if (!a->record.empty())
-      record_result(a->record, evaluation_row(a->model, loaded.model, stats, a->protocol, context,
+      record_result(a->record, evaluation_row(a->model, loaded.model, stats,
+                                              a->protocol + (a->weights == "float32" ? "" : " (" + a->weights + " weights)"), context,
                                               first_input, a->benchmark, a->split));
     if (a->json) {
       auto j = stats.to_json();

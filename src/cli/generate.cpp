@@ -65,14 +65,14 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--stop", a->o.stops, "stop at this string (repeatable)");
   cmd->add_option("--batch", a->batch, "prompts decoded together (of equal token length)")->check(CLI::PositiveNumber);
   cmd->add_option("--weights", a->weights,
-                  "dtype of the products' weights: float32 (exact) or bfloat16 (half the bytes per token)")
-      ->check(CLI::IsMember({"float32", "bfloat16"}));
+                  "the products' weights: float32 (exact), bfloat16 (half the bytes per token) or int8 (Q8_0, a quarter)")
+      ->check(CLI::IsMember({"float32", "bfloat16", "int8"}));
   cmd->add_flag("--json", a->json, "print one JSON object per prompt");
   cmd->callback([a, p] {
     a->o.sampling.validate();
     auto loaded = load_model_dir(a->model);
     const int64_t vocab = loaded.config.vocab_size;
-    if (a->weights == "bfloat16") loaded.model->store_linear_weights(torch::kBFloat16);
+    use_weights(loaded.model, a->weights);
     std::unique_ptr<Tokenizer> tok;
     if (!loaded.tokenizer_path.empty()) {
       tok = std::make_unique<Tokenizer>(loaded.tokenizer_path);

@@ -12,8 +12,8 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--port", o->port, "port (0: any free one, printed)")->check(CLI::Range(0, 65535));
   cmd->add_option("--parallel", o->engine.parallel, "streams decoded at once")->check(CLI::PositiveNumber);
   cmd->add_option("--queue", o->engine.queue, "requests that may wait beyond those (more: 429)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--weights", o->weights, "float32, or bfloat16 (half the bytes a token reads)")
-      ->check(CLI::IsMember({"float32", "bfloat16"}));
+  cmd->add_option("--weights", o->weights, "float32, bfloat16 (half the bytes a token reads) or int8 (Q8_0, a quarter)")
+      ->check(CLI::IsMember({"float32", "bfloat16", "int8"}));
   cmd->add_option("--sessions-dir", o->engine.sessions_dir, "where sessions beyond --max-sessions (and all, at exit) are kept");
   cmd->add_option("--max-sessions", o->engine.max_sessions, "sessions kept in memory")->check(CLI::NonNegativeNumber);
   cmd->add_option("--api-key", o->api_key, "require Authorization: Bearer KEY");

@@ -2,6 +2,7 @@
 
 #include "model/layer_norm.h"
 #include "ops/cross_entropy.h"
+#include "util/error.h"
 #include "util/strings.h"
 
 namespace bakallm {
@@ -118,10 +119,21 @@ void BakaLMImpl::store_linear_weights(torch::ScalarType dtype) {
   torch::NoGradGuard no_grad;
   for (const auto& m : modules()) {
     if (auto linear = std::dynamic_pointer_cast<LinearImpl>(m)) {
+      if (dtype == torch::kChar) {
+        linear->store_q8();  // products stay in compute_ (float32 or bf16)
+        continue;
+      }
       linear->weight.set_data(linear->weight.to(dtype));
       linear->set_compute_dtype(dtype);
     }
   }
+}
+
+void use_weights(BakaLM& model, const std::string& format) {
+  if (format == "float32") return;
+  if (format == "bfloat16") return model->store_linear_weights(torch::kBFloat16);
+  if (format == "int8") return model->store_linear_weights(torch::kChar);
+  throw Error("--weights must be float32, bfloat16 or int8, got '" + format + "'");
 }
 
 LMOutput BakaLMImpl::forward(const torch::Tensor& ids, State state) {

@@ -111,6 +111,8 @@ class BakaLMImpl : public torch::nn::Module {
   // products in it: with BFLOAT16 a decoded token reads half the bytes.
   // Activations, norms, EMA and attention stay float32. For inference only:
   // the float32 values are gone from this model.
+  // torch::kChar stores them in 8 bits, Q8_0 (ops/q8.h): a quarter of the
+  // bytes; a Linear whose input width is not a multiple of 32 stays float32.
   void store_linear_weights(torch::ScalarType dtype);
 
  private:
@@ -118,6 +120,10 @@ class BakaLMImpl : public torch::nn::Module {
   torch::ScalarType compute_ = torch::kFloat;
 };
 TORCH_MODULE(BakaLM);
+
+// --weights of generate, eval, serve and bench: "float32" (as trained),
+// "bfloat16" or "int8" (Q8_0), applied to MODEL's Linear weights.
+void use_weights(BakaLM& model, const std::string& format);
 
 // Mean cross-entropy of logits[:, :-1] against ids[:, 1:].   logits [B, T, V], ids [B, T]
 torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& ids);

@@ -1,5 +1,7 @@
 #include "model/flops.h"
 
+#include "model/linear.h"
+
 namespace bakallm {
 
 std::vector<std::pair<std::string, int64_t>> parameter_groups(BakaLM& model) {
@@ -19,6 +21,12 @@ std::vector<std::pair<std::string, int64_t>> parameter_groups(BakaLM& model) {
   for (const auto& p : model->named_parameters()) {
     groups[group_of(p.key())].second += p.value().numel();
     total += p.value().numel();
+  }
+  for (const auto& m : model->named_modules()) {  // a weight stored in 8 bits counts as many parameters
+    const auto linear = std::dynamic_pointer_cast<LinearImpl>(m.value());
+    if (!linear || !linear->q8().defined()) continue;
+    groups[group_of(m.key() + ".weight")].second += linear->q8().q.numel();
+    total += linear->q8().q.numel();
   }
   groups.emplace_back("total", total);
   return groups;

@@ -15,8 +15,16 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
   }
 }
 
+bool LinearImpl::store_q8() {
+  if (weight.size(1) % kQ8Block != 0) return false;
+  torch::NoGradGuard no_grad;
+  q8_ = quantize_q8(weight);
+  weight.set_data(torch::empty({0}, weight.options()));
+  return true;
+}
+
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  auto y = matmul_nt(x, weight, compute_);  // [..., out]
+  auto y = q8_.defined() ? matmul_nt_q8(x, q8_, compute_) : matmul_nt(x, weight, compute_);  // [..., out]
   return bias.defined() ? y + bias : y;
 }
 

@@ -4,6 +4,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "ops/q8.h"
+
 namespace bakallm {
 
 class LinearImpl : public torch::nn::Module {
@@ -12,12 +14,18 @@ class LinearImpl : public torch::nn::Module {
 
   torch::Tensor forward(const torch::Tensor& x);  // [..., in] -> [..., out]
   void set_compute_dtype(torch::ScalarType dtype) { compute_ = dtype; }
+  // Inference in 8 bits (ops/q8.h): the weight becomes Q8_0 and its float
+  // values are gone (weight is left empty). Returns false, changing nothing,
+  // when `in` is not a multiple of 32.
+  bool store_q8();
+  const Q8Weight& q8() const { return q8_; }
 
   torch::Tensor weight;  // [out, in]
   torch::Tensor bias;    // [out] or undefined
 
  private:
   torch::ScalarType compute_ = torch::kFloat;
+  Q8Weight q8_;  // set by store_q8()
 };
 TORCH_MODULE(Linear);
 

@@ -300,7 +300,7 @@ class Server {
 
 int serve(const ServeOptions& o) {
   auto loaded = load_model_dir(o.model_dir);
-  if (o.weights == "bfloat16") loaded.model->store_linear_weights(torch::kBFloat16);
+  use_weights(loaded.model, o.weights);
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);

@@ -13,7 +13,7 @@ struct ServeOptions {
   std::string model_dir;
   std::string host = "127.0.0.1";
   int port = 8080;                 // 0: any free port (printed)
-  std::string weights = "float32";  // or bfloat16
+  std::string weights = "float32";  // or bfloat16, int8
   std::string api_key;             // "": no key needed
   EngineOptions engine;
   ApiLimits limits;
