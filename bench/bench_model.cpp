@@ -9,6 +9,7 @@
 #include "ops/ema.h"
 #include "model/flops.h"
 #include "ops/matmul.h"
+#include "ops/q8.h"
 #include "model/runtime.h"
 
 namespace bakallm {
@@ -43,14 +44,36 @@ void BM_DecodeToken(benchmark::State& state) {
   auto config = preset("tiny");
   auto model = make_model(config, 0);
   model->eval();
-  if (state.range(0)) model->store_linear_weights(torch::kBFloat16);
+  const char* formats[] = {"float32", "bfloat16", "int8"};
+  use_weights(model, formats[state.range(0)]);
   Decoder dec(model, 1);
   dec.feed(torch::randint(0, config.vocab_size, {1, config.window_size}, torch::kLong));
   auto next = torch::randint(0, config.vocab_size, {1, 1}, torch::kLong);
   for (auto _ : state) benchmark::DoNotOptimize(dec.feed(next));
-  state.SetLabel(state.range(0) ? "bfloat16 weights" : "float32 weights");
+  state.SetLabel(std::string(formats[state.range(0)]) + " weights");
 }
-BENCHMARK(BM_DecodeToken)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->Iterations(100);
+BENCHMARK(BM_DecodeToken)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->Iterations(100);
+
+// One token's product with the tiny head's weight [32000, 320]: float32
+// (oneDNN gemv), bfloat16, and Q8_0 (ops/q8.h); bytes read per second.
+void BM_HeadProduct(benchmark::State& state) {
+  set_threads(threads());
+  const auto w = torch::randn({32000, 320}) * 0.05;
+  const auto x = torch::randn({1, 320});
+  const auto q = quantize_q8(w);
+  const auto w16 = w.to(torch::kBFloat16);
+  int64_t bytes = 0;
+  for (auto _ : state) {
+    switch (state.range(0)) {
+      case 0: benchmark::DoNotOptimize(matmul_nt(x, w)); bytes = w.numel() * 4; break;
+      case 1: benchmark::DoNotOptimize(matmul_nt(x, w16, torch::kBFloat16)); bytes = w.numel() * 2; break;
+      default: benchmark::DoNotOptimize(matmul_nt_q8(x, q)); bytes = q.bytes(); break;
+    }
+  }
+  state.SetBytesProcessed(state.iterations() * bytes);
+  state.SetLabel(state.range(0) == 0 ? "float32" : state.range(0) == 1 ? "bfloat16" : (q8_kernel_avx512() ? "int8 (avx512)" : "int8 (portable)"));
+}
+BENCHMARK(BM_HeadProduct)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond);
 
 // EMA scan over one tiny-preset layer's input: [8, 2·578, 320], forward and backward.
 void BM_EmaScan(benchmark::State& state) {

@@ -38,21 +38,39 @@ void q8_rows_portable(const float* a, int64_t M, int64_t K, const int8_t* q, con
   }
 }
 
+// 16 int8 weights as floats.
+__attribute__((target("avx512f,avx512bw"))) inline __m512 load16(const int8_t* q) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q))));
+}
+
+// Four output columns at a time: the activations are loaded once for the
+// four, and four independent accumulators keep the FMA units busy.
 __attribute__((target("avx512f,avx512bw"))) void q8_rows_avx512(const float* a, int64_t M, int64_t K,
                                                                  const int8_t* q, const float* s, float* y,
                                                                  int64_t N, int64_t n0, int64_t n1) {
   const int64_t blocks = K / kQ8Block;
-  for (int64_t n = n0; n < n1; ++n) {
-    const int8_t* qn = q + n * K;
-    const float* sn = s + n * blocks;
-    for (int64_t m = 0; m < M; ++m) {
-      const float* am = a + m * K;
+  for (int64_t m = 0; m < M; ++m) {
+    const float* am = a + m * K;
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) {
+      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      for (int64_t b = 0; b < blocks; ++b) {
+        const __m512 x0 = _mm512_loadu_ps(am + b * 32), x1 = _mm512_loadu_ps(am + b * 32 + 16);
+        for (int r = 0; r < 4; ++r) {
+          const int8_t* qb = q + (n + r) * K + b * 32;
+          const __m512 block = _mm512_fmadd_ps(x1, load16(qb + 16), _mm512_mul_ps(x0, load16(qb)));
+          acc[r] = _mm512_fmadd_ps(block, _mm512_set1_ps(s[(n + r) * blocks + b]), acc[r]);
+        }
+      }
+      for (int r = 0; r < 4; ++r) y[m * N + n + r] = _mm512_reduce_add_ps(acc[r]);
+    }
+    for (; n < n1; ++n) {  // the last columns of the range
       __m512 acc = _mm512_setzero_ps();
       for (int64_t b = 0; b < blocks; ++b) {
-        const __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qn + b * 32))));
-        const __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qn + b * 32 + 16))));
-        const __m512 block = _mm512_fmadd_ps(_mm512_loadu_ps(am + b * 32 + 16), q1, _mm512_mul_ps(_mm512_loadu_ps(am + b * 32), q0));
-        acc = _mm512_fmadd_ps(block, _mm512_set1_ps(sn[b]), acc);
+        const int8_t* qb = q + n * K + b * 32;
+        const __m512 block = _mm512_fmadd_ps(_mm512_loadu_ps(am + b * 32 + 16), load16(qb + 16),
+                                             _mm512_mul_ps(_mm512_loadu_ps(am + b * 32), load16(qb)));
+        acc = _mm512_fmadd_ps(block, _mm512_set1_ps(s[n * blocks + b]), acc);
       }
       y[m * N + n] = _mm512_reduce_add_ps(acc);
     }
