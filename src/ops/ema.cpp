@@ -13,11 +13,17 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 constexpr int64_t kFeatureBlock = 16;  // features per parallel task
+constexpr int64_t kParallelWork = 1 << 16;  // elements below which a scan stays on one thread
+
+// Features per task: all of them (one thread) when the scan is too small to share.
+inline int64_t feature_grain(int64_t B, int64_t Tn, int64_t D) {
+  return B * Tn * D < kParallelWork ? std::max<int64_t>(D, 1) : kFeatureBlock;
+}
 
 // y[b,t,d] = q[d] * y[b,t-1,d] + a[d] * u[b,t,d],  y[b,-1,d] = y0[b,d]
 template <typename T>
 void scan_forward_cpu(const T* u, const T* a, const T* q, const T* y0, T* y, int64_t B, int64_t Tn, int64_t D) {
-  at::parallel_for(0, D, kFeatureBlock, [&](int64_t d0, int64_t d1) {
+  at::parallel_for(0, D, feature_grain(B, Tn, D), [&](int64_t d0, int64_t d1) {
     for (int64_t b = 0; b < B; ++b) {
       const T* ub = u + b * Tn * D;
       const T* y0b = y0 + b * D;
@@ -36,7 +42,7 @@ void scan_forward_cpu(const T* u, const T* a, const T* q, const T* y0, T* y, int
 template <typename T>
 void scan_backward_cpu(const T* gy, const T* u, const T* y, const T* a, const T* q, const T* y0, T* gu, T* ga,
                        T* gq, T* gy0, int64_t B, int64_t Tn, int64_t D) {
-  at::parallel_for(0, D, kFeatureBlock, [&](int64_t d0, int64_t d1) {
+  at::parallel_for(0, D, feature_grain(B, Tn, D), [&](int64_t d0, int64_t d1) {
     const int64_t n = d1 - d0;
     std::vector<T> g(n);                  // running g_{t+1}
     std::vector<double> sa(n, 0.0), sq(n, 0.0);
