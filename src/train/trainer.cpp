@@ -238,8 +238,9 @@ class Run {
   }
 
   // One optimizer step over grad_accum batches; returns the mean loss and the
-  // tokens read (all ranks'). STOP and OUT_OF_TIME are this rank's votes; on
-  // return they are every rank's (any rank's vote stops all at this step).
+  // tokens read (all ranks'). Sets STOP (a signal arrived) and timed_out_
+  // (OUT_OF_TIME): in a data-parallel run, any rank's vote stops all ranks
+  // after this same step.
   std::pair<double, int64_t> step(double lr, bool& stop, const std::function<bool()>& out_of_time) {
     padding_ = 0;
     set_learning_rate(*optimizer_, lr);
@@ -262,12 +263,13 @@ class Run {
     }
     if (reducer_) {
       result_.comm_waited += reducer_->finish();
-      auto votes = torch::tensor({loss_sum, stop ? 1.0 : 0.0, out_of_time() ? 1.0 : 0.0}, torch::kDouble);
+      auto votes = torch::tensor({loss_sum, g_stop ? 1.0 : 0.0, out_of_time() ? 1.0 : 0.0}, torch::kDouble);
       o_.comm->allreduce_sum(votes);
       loss_sum = votes[0].item<double>();
       stop = votes[1].item<double>() > 0;
       timed_out_ = votes[2].item<double>() > 0;
     } else {
+      stop = g_stop;
       timed_out_ = out_of_time();
     }
     const double loss = loss_sum / static_cast<double>(o_.grad_accum);
@@ -337,7 +339,6 @@ class Run {
     while (progress_.step < o_.steps && !stop && !timed_out) {
       const auto t0 = std::chrono::steady_clock::now();
       const double lr = schedule.at(progress_.step);
-      stop = g_stop;
       const auto [loss, tokens] = step(lr, stop, [&] {
         progress_.seconds = seconds_before + elapsed();
         return out_of_time();
