@@ -210,11 +210,25 @@ std::unique_ptr<Communicator> Communicator::connect(const DistEnv& env, const Co
   if (impl->store->add(impl->key("rank", env.rank), 1) > 1)
     throw Error("RANK " + std::to_string(env.rank) + " is taken by another process of this job (" + where + ")");
   impl->store->set(impl->key("world", env.rank), bytes(std::to_string(env.world_size)));
-  impl->wait_for_ranks("world", [&](int r, const std::string& v) {
-    if (v != std::to_string(env.world_size))
-      throw Error("WORLD_SIZE is " + std::to_string(env.world_size) + " here (rank " + std::to_string(env.rank) +
-                  ") but " + v + " on rank " + std::to_string(r));
-  });
+  struct Mismatch {};
+  std::string mismatch;
+  try {
+    impl->wait_for_ranks("world", [&](int r, const std::string& v) {
+      if (v == std::to_string(env.world_size)) return;
+      mismatch = "WORLD_SIZE is " + std::to_string(env.world_size) + " here (rank " + std::to_string(env.rank) +
+                 ") but " + v + " on rank " + std::to_string(r);
+      throw Mismatch{};
+    });
+  } catch (const Mismatch&) {
+  }
+  // Rank 0 holds the store: it stays until the others have compared (or a moment, if some never come).
+  impl->store->add("world/read", 1);
+  if (env.rank == 0) {
+    const auto deadline = Clock::now() + std::min<std::chrono::milliseconds>(options.timeout, std::chrono::seconds(5));
+    while (impl->store->add("world/read", 0) < env.world_size && Clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (!mismatch.empty()) throw Error(mismatch);
   try {
     auto o = c10d::ProcessGroupGloo::Options::create(options.timeout);
     o->devices.push_back(gloo_device(env));
