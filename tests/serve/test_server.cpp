@@ -113,6 +113,7 @@ TEST_F(Serve, GreedyEqualsGenerateAloneAndWithFifteenOthers) {
   EXPECT_EQ(alone["choices"][0]["finish_reason"], "length");
   // 16 at once: each its own prompt, all equal to generate's.
   std::vector<std::vector<int64_t>> got(16);
+  std::vector<std::string> answer(16);  // what came back instead, when not a 200
   std::vector<std::thread> threads;
   for (int k = 0; k < 16; ++k)
     threads.emplace_back([&, k] {
@@ -120,9 +121,12 @@ TEST_F(Serve, GreedyEqualsGenerateAloneAndWithFifteenOthers) {
                                json{{"prompt", prompt_of(k + 1, 5 + 3 * k)}, {"max_tokens", 10}, {"temperature", 0}}.dump(),
                                "application/json");
       if (res && res->status == 200) got[k] = ids_of(json::parse(res->body));
+      else answer[k] = res ? std::to_string(res->status) + " " + res->body : "no answer: " + httplib::to_string(res.error());
     });
   for (auto& t : threads) t.join();
-  for (int k = 0; k < 16; ++k) EXPECT_EQ(got[k], generate_cli(prompt_of(k + 1, 5 + 3 * k), 10)) << "stream " << k;
+  for (int k = 0; k < 16; ++k)
+    EXPECT_EQ(got[k], generate_cli(prompt_of(k + 1, 5 + 3 * k), 10)) << "stream " << k << " " << answer[k];
+  if (HasFailure()) ADD_FAILURE() << "server log: " << test::read_file(log);
 }
 
 TEST_F(Serve, StreamingSendsTheSameTokensAndEndsWithDone) {
