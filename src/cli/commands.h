@@ -2,6 +2,10 @@
 #pragma once
 #include <CLI/CLI.hpp>
 
+namespace bakallm {
+struct CommOptions;
+}
+
 namespace bakallm::cli {
 
 void add_init(CLI::App& app);
@@ -18,7 +22,7 @@ void add_experiment(CLI::App& app);
 void add_serve(CLI::App& app);
 void add_launch(CLI::App& app);
 
-// --dist-timeout SECONDS on a command that can run as a rank of a data-parallel job.
-void add_dist_timeout(CLI::App* cmd, double& seconds);
+// --dist-timeout SECONDS into OPTIONS, on a command that can run as a rank of a data-parallel job.
+void add_dist_timeout(CLI::App* cmd, CommOptions& options);
 
 }  // namespace bakallm::cli

@@ -26,7 +26,7 @@ struct Args {
   std::vector<std::string> data, text;
   bool json = false;
   uint32_t bos_id = 1;
-  double dist_timeout = 600;
+  CommOptions comm;  // ranks of a data-parallel job split the documents
   EvalOptions o;
 };
 
@@ -58,7 +58,7 @@ void add_eval(CLI::App& app) {
   cmd->add_flag("--json", a->json, "print one JSON object");
   cmd->add_option("--weights", a->weights, "the products' weights: float32 (as trained), bfloat16 or int8 (Q8_0)")
       ->check(CLI::IsMember({"float32", "bfloat16", "int8"}));
-  add_dist_timeout(cmd, a->dist_timeout);
+  add_dist_timeout(cmd, a->comm);
   cmd->callback([a] {
     if (a->data.empty() && a->text.empty()) throw Error("eval: give --data SHARD... or --text FILE...");
     a->o.protocol = parse_protocol(a->protocol);
@@ -66,9 +66,7 @@ void add_eval(CLI::App& app) {
     if (a->o.protocol != EvalProtocol::kStream && a->o.context < 2)
       throw Error("eval: --protocol " + a->protocol + " needs --ctx N (N >= 2)");
     const int64_t context = a->o.protocol == EvalProtocol::kStream ? 0 : a->o.context;  // 0: the whole document
-    CommOptions co;  // ranks of a data-parallel job split the documents
-    co.timeout = std::chrono::milliseconds(static_cast<int64_t>(a->dist_timeout * 1000));
-    const auto comm = Communicator::from_environment(co);
+    const auto comm = Communicator::from_environment(a->comm);
     if (comm) {
       a->o.rank = comm->rank();
       a->o.ranks = comm->size();

@@ -5,14 +5,17 @@
 #include <cstdlib>
 
 #include "cli/commands.h"
+#include "dist/communicator.h"
 #include "dist/launch.h"
 #include "util/error.h"
 
 namespace bakallm::cli {
 
-void add_dist_timeout(CLI::App* cmd, double& seconds) {
-  cmd->add_option("--dist-timeout", seconds,
-                  "data parallel: seconds a rank waits for the others (a rendezvous, a step) before it stops, naming the rank")
+void add_dist_timeout(CLI::App* cmd, CommOptions& options) {
+  cmd->add_option_function<double>(
+         "--dist-timeout",
+         [&options](double seconds) { options.timeout = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)); },
+         "data parallel: seconds a rank waits for the others (a rendezvous, a step) before it stops, naming the rank")
       ->check(CLI::PositiveNumber);
 }
 

@@ -13,7 +13,7 @@ void add_train(CLI::App& app) {
   struct Args {
     TrainOptions o;
     std::string preset, config;
-    double dist_timeout = 600;
+    CommOptions comm;  // a rank of a data-parallel job when torchrun's variables say so
   };
   auto args = std::make_shared<Args>();
   auto& o = args->o;
@@ -50,7 +50,7 @@ void add_train(CLI::App& app) {
   cmd->add_option("--prompt", o.prompt, "prompt of the sample at each checkpoint");
   cmd->add_option("--sample-tokens", o.sample_tokens, "tokens sampled at each checkpoint (0: none)");
   cmd->add_option("--max-minutes", o.max_minutes, "stop with a checkpoint after this long");
-  add_dist_timeout(cmd, args->dist_timeout);
+  add_dist_timeout(cmd, args->comm);
   cmd->callback([args] {
     auto& o = args->o;
     if (o.init_model.empty()) {
@@ -58,9 +58,7 @@ void add_train(CLI::App& app) {
       else if (!args->preset.empty()) o.config = preset(args->preset);
       else throw Error("train: give --model DIR, --preset NAME or --config FILE");
     }
-    CommOptions co;  // a rank of a data-parallel job when torchrun's variables say so
-    co.timeout = std::chrono::milliseconds(static_cast<int64_t>(args->dist_timeout * 1000));
-    const auto comm = Communicator::from_environment(co);
+    const auto comm = Communicator::from_environment(args->comm);
     o.comm = comm.get();
     const auto r = train(o);
     if (comm && comm->rank() != 0) return;  // rank 0 speaks for the job

@@ -12,17 +12,14 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "util/strings.h"
+
 namespace bakallm {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr std::chrono::milliseconds kHeartbeat{500};
-
-std::string first_line(const std::string& s) {
-  const auto end = s.find('\n');
-  return end == std::string::npos ? s : s.substr(0, end);
-}
 
 std::vector<uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
 std::string text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
@@ -98,6 +95,17 @@ struct Communicator::Impl {
   std::thread beat;
 
   std::string key(const std::string& what, int rank) const { return what + "/" + std::to_string(rank); }
+
+  // Every rank says it has read what rank 0's store holds under WHAT; rank 0
+  // (which hosts the store) waits for all of them, at most UP_TO, before it
+  // may leave.
+  void hold_store_until_read(const std::string& what, std::chrono::milliseconds up_to) {
+    store->add(what + "/read", 1);
+    if (env.rank != 0) return;
+    const auto deadline = Clock::now() + up_to;
+    while (store->add(what + "/read", 0) < env.world_size && Clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 
   void start_heartbeat() {
     beat_store = open_store(env, false, options.timeout);
@@ -221,13 +229,8 @@ std::unique_ptr<Communicator> Communicator::connect(const DistEnv& env, const Co
     });
   } catch (const Mismatch&) {
   }
-  // Rank 0 holds the store: it stays until the others have compared (or a moment, if some never come).
-  impl->store->add("world/read", 1);
-  if (env.rank == 0) {
-    const auto deadline = Clock::now() + std::min<std::chrono::milliseconds>(options.timeout, std::chrono::seconds(5));
-    while (impl->store->add("world/read", 0) < env.world_size && Clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  // Until the others have compared (or a moment, if some never come).
+  impl->hold_store_until_read("world", std::min<std::chrono::milliseconds>(options.timeout, std::chrono::seconds(5)));
   if (!mismatch.empty()) throw Error(mismatch);
   try {
     auto o = c10d::ProcessGroupGloo::Options::create(options.timeout);
@@ -325,13 +328,7 @@ std::vector<std::string> Communicator::agree_or_throw(const std::string& stage, 
     payloads[r] = v.substr(nl + 1);
     if (!ok && first_error.empty() && r != rank()) first_error = "rank " + std::to_string(r) + ": " + payloads[r];
   });
-  // Rank 0 holds the store: it leaves only once everyone has read it.
-  s.store->add(what + "/read", 1);
-  if (rank() == 0) {
-    const auto deadline = Clock::now() + s.options.timeout;
-    while (s.store->add(what + "/read", 0) < size() && Clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  s.hold_store_until_read(what, s.options.timeout);
   if (!first_error.empty() && error.empty()) throw Error("stopping: " + first_error);
   return payloads;
 }

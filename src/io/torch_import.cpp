@@ -8,12 +8,11 @@
 #include "io/pickle.h"
 #include "io/safetensors.h"
 #include "util/error.h"
+#include "util/strings.h"
 
 namespace bakallm {
 
 namespace {
-
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
 std::string strip_wrappers(std::string name) {
   for (const std::string prefix : {"module.", "_orig_mod."})

@@ -224,17 +224,15 @@ class Run {
   // and the cost of summing the gradients alone.
   void sync_ranks() {
     if (!o_.comm) return;
-    {
-      torch::NoGradGuard no_grad;
-      for (auto& p : model_->parameters()) o_.comm->broadcast(p.data(), 0);
-      reducer_->measure_alone();  // once to warm up the connections
-      result_.comm_alone = reducer_->measure_alone();
-      if (rank_ == 0)
-        std::cerr << "data parallel: " << world_ << " ranks x " << o_.batch_rows << " rows (global batch "
-                  << o_.batch_rows * world_ << "); gradients " << reducer_->bytes() / 1e6 << " MB in "
-                  << reducer_->buckets() << " bucket(s), " << static_cast<int>(1000 * result_.comm_alone)
-                  << " ms to sum alone\n";
-    }
+    torch::NoGradGuard no_grad;
+    for (auto& p : model_->parameters()) o_.comm->broadcast(p.data(), 0);
+    reducer_->measure_alone();  // once to warm up the connections
+    result_.comm_alone = reducer_->measure_alone();
+    if (rank_ == 0)
+      std::cerr << "data parallel: " << world_ << " ranks x " << o_.batch_rows << " rows (global batch "
+                << o_.batch_rows * world_ << "); gradients " << reducer_->bytes() / 1e6 << " MB in "
+                << reducer_->buckets() << " bucket(s), " << static_cast<int>(1000 * result_.comm_alone)
+                << " ms to sum alone\n";
   }
 
   // One optimizer step over grad_accum batches; returns the mean loss and the
