@@ -111,35 +111,36 @@ EvalProtocol parse_protocol(const std::string& name) {
   throw Error("unknown protocol '" + name + "' (stream, sliding, author)");
 }
 
+namespace {
+
+// The stats that add up (add() and sum_over_ranks() both go through these lists).
+constexpr double EvalStats::*kSummedReals[] = {&EvalStats::loss_sum, &EvalStats::window_loss_sum};
+constexpr int64_t EvalStats::*kSummedCounts[] = {&EvalStats::tokens, &EvalStats::documents, &EvalStats::nonfinite,
+                                                  &EvalStats::windows, &EvalStats::nonfinite_windows};
+
+}  // namespace
+
 void EvalStats::add(const EvalStats& o) {
-  loss_sum += o.loss_sum;
-  tokens += o.tokens;
-  documents += o.documents;
-  nonfinite += o.nonfinite;
-  window_loss_sum += o.window_loss_sum;
-  windows += o.windows;
-  nonfinite_windows += o.nonfinite_windows;
+  for (auto f : kSummedReals) this->*f += o.*f;
+  for (auto f : kSummedCounts) this->*f += o.*f;
   window_mean = window_mean || o.window_mean;
   seconds += o.seconds;
 }
 
 EvalStats sum_over_ranks(const EvalStats& s, Communicator& comm) {
-  auto sums = torch::tensor({s.loss_sum, double(s.tokens), double(s.documents), double(s.nonfinite), s.window_loss_sum,
-                             double(s.windows), double(s.nonfinite_windows), s.window_mean ? 1.0 : 0.0},
-                            torch::kDouble);
+  std::vector<double> packed;  // counts travel as doubles: exact below 2^53
+  for (auto f : kSummedReals) packed.push_back(s.*f);
+  for (auto f : kSummedCounts) packed.push_back(static_cast<double>(s.*f));
+  packed.push_back(s.window_mean ? 1.0 : 0.0);
+  auto sums = torch::tensor(packed, torch::kDouble);
   comm.allreduce_sum(sums);
-  auto seconds = comm.allgather_rows(torch::tensor({s.seconds}, torch::kDouble));
-  const auto v = [&](int i) { return sums[i].item<double>(); };
+  const auto seconds = comm.allgather_rows(torch::tensor({s.seconds}, torch::kDouble));
+  const double* v = sums.data_ptr<double>();
   EvalStats t;
-  t.loss_sum = v(0);
-  t.tokens = static_cast<int64_t>(v(1));
-  t.documents = static_cast<int64_t>(v(2));
-  t.nonfinite = static_cast<int64_t>(v(3));
-  t.window_loss_sum = v(4);
-  t.windows = static_cast<int64_t>(v(5));
-  t.nonfinite_windows = static_cast<int64_t>(v(6));
-  t.window_mean = v(7) > 0;
-  t.seconds = seconds.max().item<double>();
+  for (auto f : kSummedReals) t.*f = *v++;
+  for (auto f : kSummedCounts) t.*f = static_cast<int64_t>(*v++);
+  t.window_mean = *v > 0;
+  t.seconds = seconds.max().item<double>();  // the slowest rank's
   return t;
 }
 
