@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
@@ -63,6 +64,13 @@ class Server {
   int run() {
     const int port = o_.port == 0 ? http_.bind_to_any_port(o_.host) : (http_.bind_to_port(o_.host, o_.port) ? o_.port : -1);
     if (port < 0) throw Error("serve: cannot listen on " + o_.host + ":" + std::to_string(o_.port) + " (in use?)");
+    // Debian's cpp-httplib 0.11 is a compiled library whose listen() asks for
+    // a backlog of 5: a burst of more clients than that overflows the accept
+    // queue (TcpExtListenOverflows), their handshakes are dropped and retried
+    // seconds later, and some saw their connection closed unanswered (16
+    // streams at once in the tests). Listening again on the bound socket
+    // raises the backlog (Linux caps it at net.core.somaxconn).
+    if (listen_fd_ >= 0) ::listen(listen_fd_, kListenBacklog);
     std::cout << "listening on http://" << o_.host << ":" << port << std::endl;
     std::thread watcher([this] {
       while (g_signal == 0 && !http_done_) std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -98,6 +106,10 @@ class Server {
 
   void routes() {
     http_.new_task_queue = [] { return new httplib::ThreadPool(64); };
+    http_.set_socket_options([this](socket_t sock) {  // the socket it binds last: the listening one
+      httplib::default_socket_options(sock);
+      listen_fd_ = sock;
+    });
     http_.set_payload_max_length(static_cast<size_t>(o_.max_body_bytes));
     http_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (o_.api_key.empty() || req.path == "/" || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
@@ -292,6 +304,8 @@ class Server {
   ApiLimits limits_;
   Engine engine_;
   httplib::Server http_;
+  static constexpr int kListenBacklog = 512;
+  int listen_fd_ = -1;
   std::atomic<bool> http_done_{false};
   std::atomic<int64_t> errors_{0}, next_id_{0};
 };
