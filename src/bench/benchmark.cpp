@@ -1,5 +1,7 @@
 #include "bench/benchmark.h"
 
+#include <dlfcn.h>
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -15,6 +17,7 @@
 #include "model/baka_lm.h"
 #include "model/flops.h"
 #include "model/linear.h"
+#include "ops/block_attention.h"
 #include "ops/q8.h"
 #include "ops/matmul.h"
 
@@ -151,11 +154,70 @@ MachineLoad measure_background_load(double seconds) {
   return m;
 }
 
+namespace {
+int64_t status_kib(const std::string& field) {  // a "Field:   123 kB" line of /proc/self/status
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1));
+  return 0;
+}
+}  // namespace
+
+int64_t rss_bytes() { return status_kib("VmRSS") * 1024; }
+int64_t peak_rss_since_reset_bytes() { return status_kib("VmHWM") * 1024; }
+
+void reset_peak_rss() {
+  // tcmalloc (linked into the binaries where Debian has it) keeps freed pages;
+  // its C API hands them back. Looked up at run time: the library may be absent.
+  using Release = void (*)();
+  if (auto release = reinterpret_cast<Release>(dlsym(RTLD_DEFAULT, "MallocExtension_ReleaseFreeMemory"))) release();
+  malloc_trim(0);
+  std::ofstream("/proc/self/clear_refs") << "5";  // VmHWM := VmRSS
+}
+
 int64_t peak_rss_bytes() {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
   return static_cast<int64_t>(ru.ru_maxrss) * 1024;
 }
+
+namespace {
+// One training step (forward and backward) of two windows of W tokens, batch
+// 1, with KERNEL's attention: the second window attends to W+2M+2 rows of its
+// own and as many of the cache. Peak memory above the resident size before
+// the step, and seconds.
+nlohmann::json attention_step(const Config& base, int64_t W, AttentionKernel kernel) {
+  Config c = base;
+  c.window_size = W;
+  auto model = make_model(c, 0);
+  model->train();
+  torch::manual_seed(1);
+  auto ids = torch::randint(0, c.vocab_size, {1, 2 * W}, torch::kLong);
+  set_attention_kernel(kernel);
+  reset_peak_rss();
+  const int64_t before = rss_bytes();
+  const double seconds = seconds_of([&] { model->forward_loss(ids, ids).loss.backward(); });
+  const int64_t peak = peak_rss_since_reset_bytes() - before;
+  set_attention_kernel(AttentionKernel::kAuto);
+  return {{"peak_bytes", peak}, {"seconds", seconds}};
+}
+
+nlohmann::json attention_memory(const Config& c, const std::vector<int64_t>& windows) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const int64_t W : windows) {
+    const int64_t rows = W + c.num_memory_tokens * 2 + 2;  // of a window; its keys: twice that
+    auto blocks = attention_step(c, W, AttentionKernel::kBlocks);  // the smaller first: the larger's pages stay out of it
+    auto dense = attention_step(c, W, AttentionKernel::kDense);
+    out.push_back({{"window", W},
+                   {"weights_bytes_per_layer", rows * 2 * rows * 4},  // one [T, 2T] float32 matrix
+                   {"dense", dense},
+                   {"blocks", blocks},
+                   {"saved_bytes", dense["peak_bytes"].get<int64_t>() - blocks["peak_bytes"].get<int64_t>()}});
+  }
+  return out;
+}
+}  // namespace
 
 nlohmann::json run_benchmarks(const BenchOptions& o) {
   if (!o.profile_dir.empty()) std::filesystem::create_directories(o.profile_dir);
@@ -187,6 +249,7 @@ nlohmann::json run_benchmarks(const BenchOptions& o) {
     j["train"]["bfloat16"] = train_rate(model, o, true, peak16);
   }
   j["forward_tokens_per_s"] = forward_rate(model);
+  if (!o.attention_windows.empty()) j["attention_step"] = attention_memory(c, o.attention_windows);
   j["read_bytes_per_s"] = read_bandwidth();
   j["decode_weight_bytes"]["float32"] = decode_weight_bytes(model);
   j["decode"] = decode_rates(model, o);

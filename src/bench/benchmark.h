@@ -18,6 +18,10 @@ struct BenchOptions {
   std::vector<int64_t> decode_windows = {1, 8, 64};  // context lengths, in windows
   int64_t decode_tokens = 32;        // timed tokens per context length
   bool bf16 = true;                  // also measure bfloat16 products
+  // Window sizes at which one training step of two windows (the second with
+  // its cache) is measured with the dense attention and the blockwise one:
+  // peak memory and time (ops/block_attention.h). Empty: not measured.
+  std::vector<int64_t> attention_windows = {512, 2048};
   std::string profile_dir;           // non-empty: Chrome traces of one float32 training step
                                      // (train_step.json) and 16 decoded tokens (decode.json)
 };
@@ -36,5 +40,12 @@ MachineLoad measure_background_load(double seconds = 0.5);
 
 // Peak resident memory of this process so far, in bytes.
 int64_t peak_rss_bytes();
+
+// Resident memory now, and its peak since the last reset_peak_rss(), in bytes
+// (Linux: /proc/self/status). reset_peak_rss() first hands the allocator's free
+// pages back to the kernel, so that what runs next shows its own peak.
+int64_t rss_bytes();
+int64_t peak_rss_since_reset_bytes();
+void reset_peak_rss();
 
 }  // namespace bakallm

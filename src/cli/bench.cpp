@@ -23,12 +23,17 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--train-steps", a->o.train_steps, "timed training steps");
   cmd->add_option("--decode-windows", a->o.decode_windows, "context lengths for decoding, in windows");
   cmd->add_option("--decode-tokens", a->o.decode_tokens, "timed tokens per context length");
+  cmd->add_option("--attention-windows", a->o.attention_windows,
+                  "window sizes W at which a training step of 2W tokens is measured with the dense and the "
+                  "blockwise attention (peak memory, time); 0: none")
+      ->default_str("512 2048");
   cmd->add_option("--profile", a->o.profile_dir,
                   "directory for Chrome traces (chrome://tracing, Perfetto) of one float32 training step "
                   "and 16 decoded tokens");
   cmd->add_flag("--json", a->json, "print one JSON object");
   cmd->callback([a] {
     if (a->o.model_dir.empty()) a->o.config = preset(a->preset);
+    if (a->o.attention_windows == std::vector<int64_t>{0}) a->o.attention_windows.clear();
     const auto j = run_benchmarks(a->o);
     if (a->json) {
       std::cout << j.dump(2) << "\n";
@@ -61,6 +66,12 @@ void add_bench(CLI::App& app) {
                     ("decode @" + std::to_string(d["context_windows"].get<int64_t>()) + " windows, " + weights).c_str(),
                     d["decode_ms_per_token"].get<double>(), d["prefill_tokens_per_s"].get<double>());
     }
+    if (j.contains("attention_step"))
+      for (const auto& s : j["attention_step"])
+        std::printf("%-34s %9.0f MB dense, %.0f MB by blocks (%.1f s, %.1f s)\n",
+                    ("train step 2x" + std::to_string(s["window"].get<int64_t>()) + " tokens, peak").c_str(),
+                    s["dense"]["peak_bytes"].get<double>() / 1e6, s["blocks"]["peak_bytes"].get<double>() / 1e6,
+                    s["dense"]["seconds"].get<double>(), s["blocks"]["seconds"].get<double>());
     std::printf("%-34s %9.1f MB\n", "weights", j["weight_bytes"].get<double>() / 1e6);
     std::printf("%-34s %9.1f MB\n", "peak resident memory", j["peak_rss_bytes"].get<double>() / 1e6);
   });

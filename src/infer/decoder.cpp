@@ -62,4 +62,34 @@ torch::Tensor Decoder::feed(const torch::Tensor& ids_in) {
   return model_->head(hidden);  // [B, V]
 }
 
+torch::Tensor Decoder::feed_together(const std::vector<Decoder*>& ds, const torch::Tensor& ids_in) {
+  c10::InferenceMode inference;
+  TORCH_CHECK(!ds.empty(), "Decoder::feed_together: no decoder");
+  auto& model = ds[0]->model_;
+  int64_t rows = 0;
+  for (const auto* d : ds) {
+    TORCH_CHECK(d->model_.get() == model.get(), "Decoder::feed_together: the decoders read different models");
+    rows += d->batch_;
+  }
+  TORCH_CHECK(ids_in.numel() == rows, "Decoder::feed_together: ", ids_in.numel(), " ids for ", rows, " rows");
+  const auto ids = ids_in.reshape({rows, 1}).to(model->embed_out->weight.device());
+  if (model->gpt_neox || ds.size() == 1) {  // nothing to stack
+    std::vector<torch::Tensor> logits;
+    for (size_t j = 0, first = 0; j < ds.size(); first += ds[j]->batch_, ++j)
+      logits.push_back(ds[j]->feed(ids.narrow(0, static_cast<int64_t>(first), ds[j]->batch_)));
+    return torch::cat(logits);
+  }
+  const int64_t W = model->config().window_size;
+  auto& net = model->model;
+  std::vector<OpenWindow*> windows;
+  for (auto* d : ds) {
+    if (!d->window_) d->open_window();  // the stream's next window: its own prefix rows first
+    windows.push_back(&*d->window_);
+  }
+  const auto hidden = net->extend(windows, net->embed_in(ids)).select(1, 0);  // [rows, D]
+  for (auto* d : ds)
+    if (++d->in_window_ == W) d->close_window();
+  return model->head(hidden);  // [rows, V]
+}
+
 }  // namespace bakallm

@@ -33,6 +33,14 @@ class Decoder {
   // Whole windows go through the batched forward (prefill), the rest row by row.
   torch::Tensor feed(const torch::Tensor& ids);
 
+  // Reads one token for each of DECODERS (ids [sum of their batches], in
+  // order; one model) as rows of one batch: their open windows are stacked,
+  // so every product runs once for all (the server's streams, each at its own
+  // place in its own window). Returns the logits [sum B, V], each row equal to
+  // what its decoder's feed of that token returns. GPT-NeoX decoders read
+  // their tokens one after the other.
+  static torch::Tensor feed_together(const std::vector<Decoder*>& decoders, const torch::Tensor& ids);
+
   int64_t tokens() const { return state_.seen + in_window_; }
   int64_t batch() const { return batch_; }
   const State& boundary_state() const { return state_; }

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "model/layer_norm.h"
+#include "ops/block_attention.h"
 #include "ops/dropout.h"
 #include "ops/matmul.h"
 
@@ -61,33 +62,57 @@ torch::Tensor AttentionImpl::past_keys(const torch::Tensor& k) {
   return past_k_gate(k.reshape({B, halves * Tp, dim_})).reshape({B, Tp, halves * dim_});
 }
 
-torch::Tensor AttentionImpl::attend(const torch::Tensor& q_in, const torch::Tensor& K_in,
-                                    const torch::Tensor& V_in, const torch::Tensor& mask_in) {
+torch::Tensor AttentionImpl::weigh(const torch::Tensor& q_in, const torch::Tensor& K_in, const torch::Tensor& V_in,
+                                   const AttentionMask& m) {
   // H heads split the features evenly: [B, T, F] -> [B, H, T, F/H] (one head: as is).
   auto split = [&](const torch::Tensor& t) {
     return heads_ == 1 ? t : t.unflatten(-1, {heads_, t.size(-1) / heads_}).transpose(1, 2);
   };
   auto q = split(q_in), K = split(K_in), V = split(V_in);
-  auto mask = heads_ > 1 && mask_in.defined() && mask_in.dim() == 3 ? mask_in.unsqueeze(1) : mask_in;
+  const int64_t B = q_in.size(0), Tq = q.size(-2), Tk = K.size(-2);
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  auto scores = matmul_nt(q, K, compute_) * scale;               // [B, (H,) Tq, Tk]
-  if (mask.defined())
-    scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());
-  const auto softmax_dtype = scores.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
-  auto weights = torch::softmax(scores, -1, softmax_dtype);      // at least float32
-  weights = hashed_dropout(weights, dropout_, is_training());
-  auto out = matmul_nt(weights, V.transpose(-2, -1), compute_);  // [B, (H,) Tq, D/H]
+  torch::Tensor out;                                             // [B, (H,) Tq, D/H]
+  if (use_block_attention(q_in.device(), B * heads_, Tq, Tk)) {  // heads folded into the batch: [B·H, T, F/H]
+    auto fold = [&](const torch::Tensor& t) { return heads_ == 1 ? t : t.flatten(0, 1); };
+    auto folded = m;
+    if (m.keep_past.defined() && heads_ > 1) folded.keep_past = m.keep_past.repeat_interleave(heads_);
+    BlockAttentionOptions o;
+    o.scale = scale;
+    o.dropout = dropout_;
+    o.training = is_training();
+    o.batch = B;
+    o.compute = compute_;
+    out = block_attention(fold(q), fold(K), fold(V), folded, o);
+    if (heads_ > 1) out = out.unflatten(0, {B, heads_});
+  } else {
+    auto mask = m.causal ? causal_mask(Tq, m.before, m.past, m.keep_past, q.device()) : torch::Tensor();
+    if (heads_ > 1 && mask.defined() && mask.dim() == 3) mask = mask.unsqueeze(1);
+    auto scores = matmul_nt(q, K, compute_) * scale;             // [B, (H,) Tq, Tk]
+    if (mask.defined())
+      scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());
+    const auto softmax_dtype = scores.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+    auto weights = torch::softmax(scores, -1, softmax_dtype);    // at least float32
+    weights = hashed_dropout(weights, dropout_, is_training());
+    out = matmul_nt(weights, V.transpose(-2, -1), compute_);     // [B, (H,) Tq, D/H]
+  }
   if (heads_ > 1) out = out.transpose(1, 2).flatten(-2);          // [B, Tq, D]
-  return output_gate(out);
+  return out;
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& qk_in, const torch::Tensor& v_in, LayerWindow& w,
+torch::Tensor AttentionImpl::forward(const torch::Tensor& qk_in, const torch::Tensor& v_in, const LayerWindows& ws,
                                      const WindowOffsets& at) {
-  const int64_t n = qk_in.size(1), before = w.keys.length();
-  auto q = qkv->query(qk_in, at);          // [B, n, 2D]
-  auto K = w.keys.append(qkv->key(qk_in, at));  // [B, before+n, 2D]
-  auto V = w.values.append(qkv->value(v_in));   // [B, before+n, D]
-  return attend(q, K, V, causal_mask(n, before, w.past, w.keep_past, q.device()));
+  const auto q = split_rows(qkv->query(qk_in, at), ws);  // [B_j, n, 2D] each
+  const auto k = split_rows(qkv->key(qk_in, at), ws);
+  const auto v = split_rows(qkv->value(v_in), ws);       // [B_j, n, D] each
+  std::vector<torch::Tensor> out;                        // each window attends to its own keys alone
+  for (size_t j = 0; j < ws.size(); ++j) {
+    auto& w = *ws[j];
+    const int64_t before = w.keys.length();
+    auto K = w.keys.append(k[j]);    // [B_j, before+n, 2D]
+    auto V = w.values.append(v[j]);  // [B_j, before+n, D]
+    out.push_back(weigh(q[j], K, V, AttentionMask{true, before, w.past, w.keep_past}));
+  }
+  return output_gate(out.size() == 1 ? out[0] : torch::cat(out));  // [B, n, D]
 }
 
 torch::Tensor AttentionImpl::solidify(const torch::Tensor& qk_in, const torch::Tensor& v_in,
@@ -96,7 +121,7 @@ torch::Tensor AttentionImpl::solidify(const torch::Tensor& qk_in, const torch::T
   auto q = qkv->query(qk_in.narrow(1, T - n, n), WindowOffsets{});  // [B, n, 2D], positions 0..n−1
   auto k = qkv->key(qk_in, WindowOffsets{});                        // [B, T, 2D], positions 0..T−1
   auto v = qkv->value(v_in);                          // [B, T, D]
-  return attend(q, k, v, torch::Tensor());
+  return output_gate(weigh(q, k, v, AttentionMask{}));
 }
 
 }  // namespace bakallm

@@ -11,6 +11,7 @@
 #include "model/linear.h"
 #include "model/rotary.h"
 #include "model/state.h"
+#include "ops/block_attention.h"
 
 namespace bakallm {
 
@@ -43,11 +44,13 @@ class AttentionImpl : public torch::nn::Module {
   explicit AttentionImpl(const Config& config);
   int64_t key_width() const { return qkv->width(); }
 
-  // Rows of an open window at positions AT: their keys and values are appended
-  // to W's, and each row attends causally to every key so far (the gated
-  // previous window's, unless its keep_past is false, and this window's).
-  // qk_in [B, n, D] (normed input), v_in [B, n, D] (normed EMA).   -> [B, n, D]
-  torch::Tensor forward(const torch::Tensor& qk_in, const torch::Tensor& v_in, LayerWindow& w,
+  // Rows of open windows (one, or several stacked along the batch: BlockImpl::
+  // forward) at positions AT: their keys and values are appended to their
+  // window's, and each row attends causally to every key of its window so far
+  // (the gated previous window's, unless its keep_past is false, and this
+  // window's). qk_in [B, n, D] (normed input), v_in [B, n, D] (normed EMA).
+  //                                                                 -> [B, n, D]
+  torch::Tensor forward(const torch::Tensor& qk_in, const torch::Tensor& v_in, const LayerWindows& ws,
                         const WindowOffsets& at);
 
   // The solidifier's attention: the last n rows query (positions 0..n−1)
@@ -58,17 +61,18 @@ class AttentionImpl : public torch::nn::Module {
   torch::Tensor past_keys(const torch::Tensor& k);
   torch::Tensor past_values(const torch::Tensor& v) { return past_v_gate ? past_v_gate(v) : v; }
 
-  // softmax(q Kᵀ / sqrt(2D) + mask) V, then output_gate. q [B,Tq,2D], K [B,Tk,2D],
-  // V [B,Tk,D], mask [Tq,Tk] bool (true = may attend) or undefined.  -> [B, Tq, D]
-  torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& K, const torch::Tensor& V,
-                       const torch::Tensor& mask);
-
   Qkv qkv;
   Gate past_k_gate{nullptr}, past_v_gate{nullptr}, output_gate{nullptr};  // past gates absent when switched off
 
   void set_compute_dtype(torch::ScalarType dtype) { compute_ = dtype; }
 
  private:
+  // softmax(q Kᵀ / sqrt(2D) + mask) V, before the output gate: dense (the
+  // [Tq, Tk] weights held) or by blocks (ops/block_attention.h), as
+  // use_block_attention decides; the same values either way (tested).
+  // q [B,Tq,2D], K [B,Tk,2D], V [B,Tk,D].                          -> [B, Tq, D]
+  torch::Tensor weigh(const torch::Tensor& q, const torch::Tensor& K, const torch::Tensor& V, const AttentionMask& mask);
+
   torch::ScalarType compute_ = torch::kFloat;
   int64_t dim_;
   int64_t heads_;

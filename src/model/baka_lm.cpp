@@ -18,6 +18,7 @@ BakaNetImpl::BakaNetImpl(const Config& c)
 OpenWindow BakaNetImpl::open_window(const State& state, int64_t B, int64_t reserve) {
   OpenWindow w;
   w.offsets = state.offsets();
+  w.batch = B;
   const auto options = embed_in->weight.options();
   for (size_t i = 0; i < layers->size(); ++i)
     w.layers.push_back(layer(i).open(state.layers.empty() ? nullptr : &state.layers[i], w.offsets.keep_past, B,
@@ -26,11 +27,18 @@ OpenWindow BakaNetImpl::open_window(const State& state, int64_t B, int64_t reser
   return w;
 }
 
-torch::Tensor BakaNetImpl::extend(OpenWindow& w, torch::Tensor rows) {
+torch::Tensor BakaNetImpl::extend(OpenWindow& w, torch::Tensor rows) { return extend(std::vector<OpenWindow*>{&w}, rows); }
+
+torch::Tensor BakaNetImpl::extend(const std::vector<OpenWindow*>& ws, torch::Tensor rows) {
   if (rows.size(1) == 0) return rows;  // e.g. the head of a window with no memory and no separator
-  const auto at = w.offsets.shifted(w.rows());  // the rows' rotary positions
-  for (size_t i = 0; i < layers->size(); ++i) rows = layer(i).forward(rows, w.layers[i], at);
-  w.top.append(rows);
+  const auto at = OpenWindow::next_offsets(ws, rows.device());  // the rows' rotary positions
+  for (size_t i = 0; i < layers->size(); ++i) {
+    LayerWindows layer_windows;
+    for (auto* w : ws) layer_windows.push_back(&w->layers[i]);
+    rows = layer(i).forward(rows, layer_windows, at);
+  }
+  const auto top = split_rows(rows, ws);
+  for (size_t j = 0; j < ws.size(); ++j) ws[j]->top.append(top[j]);
   return rows;
 }
 

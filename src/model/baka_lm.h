@@ -56,6 +56,10 @@ class BakaNetImpl : public torch::nn::Module {
   OpenWindow open_window(const State& state, int64_t batch, int64_t reserve = 0);
   // Rows [B, n, D] of the open window through every layer.       -> [B, n, D]
   torch::Tensor extend(OpenWindow& w, torch::Tensor rows);
+  // The same for several open windows read together (the server's streams):
+  // ROWS stacks their B_j rows each, and every product runs once for all;
+  // each row attends to its own window alone.                   -> [sum B_j, n, D]
+  torch::Tensor extend(const std::vector<OpenWindow*>& ws, torch::Tensor rows);
   // After the window's last row: the next memory (solidifier), the caches,
   // TOKENS text tokens seen; in training, detach every detach_every windows.
   void close_window(OpenWindow& w, State& state, int64_t tokens);

@@ -32,6 +32,7 @@ torch::Tensor BlockImpl::combine(const torch::Tensor& x, const torch::Tensor& h,
 LayerWindow BlockImpl::open(const LayerCache* cache, const torch::Tensor& keep_past, int64_t B,
                             const torch::TensorOptions& options, int64_t reserve) {
   LayerWindow w;
+  w.batch = B;
   if (mega) std::tie(w.alpha, w.q) = mega->coefficients();
   const bool cached = cache && cache->defined();
   const int64_t D = config_.hidden_dim;
@@ -51,20 +52,34 @@ LayerWindow BlockImpl::open(const LayerCache* cache, const torch::Tensor& keep_p
   return w;
 }
 
-torch::Tensor BlockImpl::forward(const torch::Tensor& x, LayerWindow& w, const WindowOffsets& at) {
+torch::Tensor BlockImpl::forward(const torch::Tensor& x, const LayerWindows& ws, const WindowOffsets& at) {
   torch::Tensor m;                                      // [B, n, D], undefined without an EMA
   if (mega) {
-    auto y = mega->continued(x, w.ema, w.alpha, w.q);  // [B, n, D]
-    w.ema = y.select(1, y.size(1) - 1);                 // [B, D]
+    const auto& w0 = *ws[0];                            // alpha, q: the model's, the same in every window
+    auto y = mega->continued(x, ema_before(ws, x), w0.alpha, w0.q);  // [B, n, D]
+    const auto last = split_rows(y.select(1, y.size(1) - 1), ws);     // [B_j, D]
+    for (size_t j = 0; j < ws.size(); ++j) ws[j]->ema = last[j];
     m = norm_mega(y);
   }
   auto h = norm_input(x);                               // [B, n, D]
   const auto& qk_in = config_.ema_input == EmaInput::kQueriesKeys ? m : h;
   const auto& v_in = config_.ema_input == EmaInput::kValues ? m : h;
-  auto a = attn(qk_in, v_in, w, at);                    // [B, n, D]
+  auto a = attn(qk_in, v_in, ws, at);                   // [B, n, D]
   auto out = combine(x, h, m, a);                       // [B, n, D]
-  w.sources.append(config_.mega_cache == MegaCache::kPreviousLayerOutput ? out : x);
+  const auto sources = split_rows(config_.mega_cache == MegaCache::kPreviousLayerOutput ? out : x, ws);
+  for (size_t j = 0; j < ws.size(); ++j) ws[j]->sources.append(sources[j]);
   return out;
+}
+
+torch::Tensor BlockImpl::ema_before(const LayerWindows& ws, const torch::Tensor& x) {
+  if (ws.size() == 1) return ws[0]->ema;  // undefined for a fresh stream: the scan starts from 0
+  std::vector<torch::Tensor> parts;
+  bool any = false;
+  for (const auto* w : ws) {
+    any = any || w->ema.defined();
+    parts.push_back(w->ema.defined() ? w->ema : torch::zeros({w->batch, x.size(2)}, x.options()));
+  }
+  return any ? torch::cat(parts) : torch::Tensor();  // [B, D]
 }
 
 torch::Tensor BlockImpl::solidify(const torch::Tensor& x, int64_t n) {

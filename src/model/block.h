@@ -32,9 +32,10 @@ class BlockImpl : public torch::nn::Module {
   LayerWindow open(const LayerCache* cache, const torch::Tensor& keep_past, int64_t batch,
                    const torch::TensorOptions& options, int64_t reserve = 0);
 
-  // Rows x [B, n, D] of the open window W at positions AT: causal over the
-  // window's rows so far and the previous window.                  -> [B, n, D]
-  torch::Tensor forward(const torch::Tensor& x, LayerWindow& w, const WindowOffsets& at);
+  // Rows x [B, n, D] of the open windows WS (one, or several stacked along the
+  // batch) at positions AT: causal over each window's rows so far and its
+  // previous window.                                                 -> [B, n, D]
+  torch::Tensor forward(const torch::Tensor& x, const LayerWindows& ws, const WindowOffsets& at);
 
   // The memory solidifier's pass: no cache, not causal; attention and MLP for
   // the last n rows only, whose output [B, n, D] is returned.
@@ -50,6 +51,9 @@ class BlockImpl : public torch::nn::Module {
   // x + a + mlp(h) ⊙ sigmoid(mlp_attn_gate(mlp_attn_norm(a))) + m ⊙ sigmoid(mega_gate(m))
   torch::Tensor combine(const torch::Tensor& x, const torch::Tensor& h, const torch::Tensor& m,
                         const torch::Tensor& a);
+
+  // The EMA values the windows' rows continue from, stacked [B, D] (undefined: all 0).
+  static torch::Tensor ema_before(const LayerWindows& ws, const torch::Tensor& x);
 
   Config config_;
 };

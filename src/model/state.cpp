@@ -31,6 +31,19 @@ torch::Tensor RowBuffer::append(const torch::Tensor& r) {
 
 torch::Tensor RowBuffer::rows() const { return reserved_ ? data_.narrow(1, 0, length_) : data_; }
 
+WindowOffsets OpenWindow::next_offsets(const std::vector<OpenWindow*>& windows, torch::Device device) {
+  if (windows.size() == 1) return windows[0]->offsets.shifted(windows[0]->rows());
+  std::vector<torch::Tensor> rows;
+  for (const auto* w : windows) {
+    const auto o = w->offsets.shifted(w->rows());
+    rows.push_back(o.rows.defined() ? o.rows.to(device)
+                                    : torch::full({w->batch}, o.start, torch::TensorOptions().dtype(torch::kLong).device(device)));
+  }
+  WindowOffsets o;
+  o.rows = torch::cat(rows);
+  return o;
+}
+
 LayerCache LayerWindow::cache() const {
   const int64_t n = rows();
   return {sources.rows(), keys.rows().narrow(1, past, n), values.rows().narrow(1, past, n)};

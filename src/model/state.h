@@ -94,17 +94,43 @@ struct LayerWindow {
   torch::Tensor alpha, q;  // [D] the EMA's coefficients, fixed while the window is open
   int64_t past = 0;      // rows of the previous window (0 for a fresh stream)
   torch::Tensor keep_past;  // [B] bool or undefined: rows that may see the previous window
+  int64_t batch = 0;     // B
 
   int64_t rows() const { return sources.length(); }
   LayerCache cache() const;  // this window, as the next one's cache
 };
+
+// Layer i of one or more open windows read together: window j holds the next
+// B_j rows of the batch. One window is training, prefill and one decoder; the
+// server stacks its streams' windows (each at its own offset, with its own
+// cache) so that one token of every stream runs through one product per
+// weight, while each row attends only to its own window's keys.
+using LayerWindows = std::vector<LayerWindow*>;
+
+// Each window's rows of T [sum B_j, ...], in order; or T itself for one window.
+template <class Window>
+std::vector<torch::Tensor> split_rows(const torch::Tensor& t, const std::vector<Window*>& ws) {
+  if (ws.size() == 1) return {t};
+  std::vector<torch::Tensor> parts;
+  int64_t first = 0;
+  for (const auto* w : ws) {
+    parts.push_back(t.narrow(0, first, w->batch));
+    first += w->batch;
+  }
+  TORCH_CHECK(first == t.size(0), "split_rows: ", t.size(0), " rows for windows of ", first);
+  return parts;
+}
 
 // A window being read, rows [prefix(M) ; sep0 ; tokens ; sep1 ; suffix(M)].
 struct OpenWindow {
   std::vector<LayerWindow> layers;
   RowBuffer top;           // [B, rows, D] the last layer's outputs (the solidifier reads them)
   WindowOffsets offsets;   // of the window's first row
+  int64_t batch = 0;       // B
   int64_t rows() const { return top.length(); }
+  // Positions of the next rows of WINDOWS read together, per row on DEVICE
+  // when more than one (their offsets.shifted(rows()) stacked).
+  static WindowOffsets next_offsets(const std::vector<OpenWindow*>& windows, torch::Device device);
 };
 
 }  // namespace bakallm

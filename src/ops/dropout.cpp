@@ -86,6 +86,29 @@ class HashedDropout : public torch::autograd::Function<HashedDropout> {
 
 void set_dropout_first_row(int64_t first_row) { g_first_row = first_row; }
 
+uint64_t draw_dropout_seed() { return draw_seed(); }
+
+Tensor dropout_scales(uint64_t seed, double p, int64_t batch, int64_t G, int64_t Tq, int64_t Tk, int64_t i0,
+                      int64_t rows, int64_t j0, int64_t cols) {
+  auto out = torch::empty({G, rows, cols}, torch::kFloat);
+  float* dst = out.data_ptr<float>();
+  const int64_t offset = g_first_row.load() * (G / batch) * Tq * Tk;  // as global_offset() of [G, Tq, Tk]
+  const uint32_t t = threshold(p);
+  const float scale = static_cast<float>(1.0 / (1.0 - p));
+  at::parallel_for(0, G * rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t g = r / rows, i = i0 + r % rows;
+      const int64_t first = offset + (g * Tq + i) * Tk + j0;  // flat index of column j0
+      float* row = dst + r * cols;
+      for (int64_t c = 0; c < cols; ++c) {
+        const int64_t e = first + c;
+        row[c] = keeps(block_hash(seed, e / 4), e % 4, t) ? scale : 0.0f;
+      }
+    }
+  });
+  return out;
+}
+
 bool dropout_keeps(uint64_t seed, int64_t i, double p) {
   return keeps(block_hash(seed, i / 4), i % 4, threshold(p));
 }
@@ -93,7 +116,7 @@ bool dropout_keeps(uint64_t seed, int64_t i, double p) {
 Tensor hashed_dropout(const Tensor& x, double p, bool training) {
   if (!training || p <= 0.0) return x;
   if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat) return torch::dropout(x, p, true);
-  return HashedDropout::apply(x, p, static_cast<int64_t>(draw_seed()));
+  return HashedDropout::apply(x, p, static_cast<int64_t>(draw_dropout_seed()));
 }
 
 }  // namespace bakallm

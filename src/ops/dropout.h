@@ -21,6 +21,16 @@ torch::Tensor hashed_dropout(const torch::Tensor& x, double p, bool training);
 // drops (dim 0 of each dropped tensor is the batch). 0: one process.
 void set_dropout_first_row(int64_t first_row);
 
+// Blockwise attention (ops/block_attention.h) drops elements of a weight matrix
+// it never stores: a seed drawn once per call as hashed_dropout draws it, and
+// the multipliers (0 or 1/(1-P)) of the block rows [I0, I0+ROWS) x columns
+// [J0, J0+COLS) of every one of G matrices [TQ, TK], which hashed_dropout of the
+// whole [G, TQ, TK] tensor would use (data parallel offset included: dim 0 of
+// that tensor is the batch, of BATCH rows).                      -> [G, ROWS, COLS]
+uint64_t draw_dropout_seed();
+torch::Tensor dropout_scales(uint64_t seed, double p, int64_t batch, int64_t G, int64_t Tq, int64_t Tk, int64_t i0,
+                             int64_t rows, int64_t j0, int64_t cols);
+
 // The mask kernel's decision for element I under SEED (exposed for tests):
 // whether it is kept at drop probability P.
 bool dropout_keeps(uint64_t seed, int64_t i, double p);

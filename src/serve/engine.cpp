@@ -1,5 +1,6 @@
 #include "serve/engine.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "io/safetensors.h"
@@ -59,6 +60,8 @@ struct Engine::Slot {
   std::optional<Sampler> sampler;
   std::optional<TextStream> text;
   int64_t generated = 0;
+  int64_t sampled = -1;          // sampled, to be read with the other streams' (Next::kRead)
+  bool generating() const { return at >= unread.size(); }
 };
 
 Engine::Engine(BakaLM model, const Tokenizer* tokenizer, EngineOptions options)
@@ -290,20 +293,19 @@ void Engine::finish(Slot& slot, FinishReason reason) {
   }
 }
 
-void Engine::add_decode_time(std::chrono::steady_clock::time_point since) {
-  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+void Engine::add_decode_time(double seconds) {
   std::lock_guard<std::mutex> lock(m_);
-  stats_.decode_seconds += dt;
+  stats_.decode_seconds += seconds;
 }
 
-bool Engine::step(Slot& slot) {
+Engine::Next Engine::step(Slot& slot) {
   auto& job = *slot.job;
   const auto& r = job.request;
   if (job.cancelled_) {
     finish(slot, FinishReason::kCancelled);
-    return false;
+    return Next::kDone;
   }
-  if (slot.at < slot.unread.size()) {  // reading: up to the next window boundary
+  if (!slot.generating()) {  // reading: up to the next window boundary
     const int64_t W = model_->config().window_size;
     const int64_t in_window = slot.stream->decoder->tokens() % W;
     const int64_t take = std::min<int64_t>(W - in_window, static_cast<int64_t>(slot.unread.size() - slot.at));
@@ -312,17 +314,16 @@ bool Engine::step(Slot& slot) {
     slot.logits = slot.stream->decoder->feed(ids)[0];
     slot.at += take;
     slot.stream->tokens += take;
-    if (slot.at < slot.unread.size()) return true;
+    if (slot.at < slot.unread.size()) return Next::kMore;
     slot.unread.clear();
     slot.at = 0;
     if (r.options.max_new == 0) {
       finish(slot, FinishReason::kLength);
-      return false;
+      return Next::kDone;
     }
-    return true;
+    return Next::kMore;
   }
-  // Generating: sample one token, then read it (unless the request is over).
-  const auto t0 = std::chrono::steady_clock::now();
+  // Generating: sample one token; the loop reads it with the other streams'.
   const int64_t id = slot.sampler->sample(slot.logits, slot.stream->history);
   TokenEvent e;
   e.id = id;
@@ -347,13 +348,24 @@ bool Engine::step(Slot& slot) {
     slot.at = 0;
     slot.stream->tokens += 1;
     finish(slot, stop ? FinishReason::kStop : FinishReason::kLength);
-    add_decode_time(t0);
-    return false;
+    return Next::kDone;
   }
-  slot.logits = slot.stream->decoder->feed(torch::tensor({id}, torch::kLong).reshape({1, 1}))[0];
-  slot.stream->tokens += 1;
-  add_decode_time(t0);
-  return true;
+  slot.sampled = id;
+  return Next::kRead;
+}
+
+void Engine::read_sampled(const std::vector<Slot*>& slots) {
+  std::vector<Decoder*> decoders;
+  std::vector<int64_t> ids;
+  for (auto* s : slots) {
+    decoders.push_back(s->stream->decoder.get());
+    ids.push_back(s->sampled);
+  }
+  const auto logits = Decoder::feed_together(decoders, torch::tensor(ids, torch::kLong));  // [S, V]
+  for (size_t j = 0; j < slots.size(); ++j) {
+    slots[j]->logits = logits[static_cast<int64_t>(j)];
+    slots[j]->stream->tokens += 1;
+  }
 }
 
 void Engine::loop() {
@@ -409,16 +421,41 @@ void Engine::loop() {
       std::lock_guard<std::mutex> lock(m_);
       stats_.prompt_tokens += job.prompt_tokens;
     }
+    // Each stream's step; those that sampled a token read it together, as
+    // rows of one batch.
+    std::vector<Slot*> sampled;
+    double decode_seconds = 0;  // spent on generated tokens (the metrics' tokens/s)
+    auto seconds_since = [](std::chrono::steady_clock::time_point t) {
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    };
     for (auto& s : slots_) {
       if (!s) continue;
-      bool more = false;
+      const auto t0 = std::chrono::steady_clock::now();
+      const bool generating = s->generating();
+      Next next = Next::kDone;
       try {
-        more = step(*s);
+        next = step(*s);
       } catch (const std::exception& e) {
         fail(*s->job, e);
       }
-      if (!more) free_slot(s);
+      if (generating) decode_seconds += seconds_since(t0);
+      if (next == Next::kRead) sampled.push_back(s.get());
+      if (next == Next::kDone) free_slot(s);
     }
+    if (!sampled.empty()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      try {
+        read_sampled(sampled);
+      } catch (const std::exception& e) {
+        for (auto& s : slots_)
+          if (s && std::find(sampled.begin(), sampled.end(), s.get()) != sampled.end()) {
+            fail(*s->job, e);
+            free_slot(s);
+          }
+      }
+      decode_seconds += seconds_since(t0);
+    }
+    add_decode_time(decode_seconds);
   }
 }
 

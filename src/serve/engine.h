@@ -2,9 +2,11 @@
 // `parallel` streams at once. Each step it advances every active stream: a
 // stream still reading its prompt reads up to the next window boundary (so a
 // long prompt never stalls the others for more than one window), a stream
-// that is generating samples one token and reads it. Requests join and leave
-// between steps. Each stream has its own incremental Decoder, so its tokens
-// equal `bakallm generate`'s whatever else runs.
+// that is generating samples one token; then the sampled tokens of all
+// streams are read together, as rows of one batch (Decoder::feed_together:
+// one product per weight for all of them). Requests join and leave between
+// steps. Each stream has its own incremental Decoder, with its own window and
+// cache, so its tokens equal `bakallm generate`'s whatever else runs.
 //
 // Sessions: a request naming a session continues its stream. After a
 // request the stream's state (BakaLLM: memory and one window of cache per
@@ -111,13 +113,17 @@ class Engine {
   struct Stream;  // a Decoder and what a session keeps
   struct Slot;
   void loop();
-  bool step(Slot& slot);  // false when the slot's job is over (free_slot closes it)
+  // What a slot's step leaves: its job is over (free_slot closes it), it has
+  // more to do, or it sampled a token that must be read (read_sampled).
+  enum class Next { kDone, kMore, kRead };
+  Next step(Slot& slot);
+  void read_sampled(const std::vector<Slot*>& slots);  // their sampled tokens, as rows of one batch
   void finish(Slot& slot, FinishReason reason);     // the job's last events; its session kept
   void fail(Job& job, const std::exception& e);    // answered 500; its session is free again
   void free_slot(std::unique_ptr<Slot>& slot);     // empties the slot, then closes its job
   void release(const std::string& session);        // a request is done with it ("" : none)
   std::vector<std::string> ids_on_disk() const;    // sessions in sessions_dir
-  void add_decode_time(std::chrono::steady_clock::time_point since);
+  void add_decode_time(double seconds);
   std::unique_ptr<Stream> take_session(const std::string& id);  // from memory or disk; null if none
   void keep_session(const std::string& id, std::unique_ptr<Stream> s);
   void evict_locked();

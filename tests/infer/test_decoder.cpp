@@ -57,6 +57,74 @@ TEST(Decoder, StateAtBoundaryEqualsTheForwards) {
   EXPECT_EQ(dec.boundary_state().seen, 15);
 }
 
+// Streams at different places in their windows (fresh, mid-window, at a
+// boundary, with and without a cache; one of two rows) read one token each as
+// rows of one batch, their windows closing at different steps: every row's
+// logits equal its decoder's own feed, and the streams stay exact afterwards.
+void check_feed_together(Config config) {
+  auto model = make_model(config, 27);
+  model->eval();
+  model->to(test::device());
+  torch::manual_seed(28);
+  const std::vector<int64_t> batch = {1, 2, 1, 1, 1}, prefill = {0, 3, 5, 7, 12};
+  const int64_t steps = 11;
+  std::vector<std::unique_ptr<Decoder>> together, alone;
+  std::vector<torch::Tensor> ids;
+  for (size_t j = 0; j < batch.size(); ++j) {
+    ids.push_back(torch::randint(0, 50, {batch[j], prefill[j] + steps}, torch::kLong).to(test::device()));
+    together.push_back(std::make_unique<Decoder>(model, batch[j]));
+    alone.push_back(std::make_unique<Decoder>(model, batch[j]));
+    if (prefill[j] == 0) continue;
+    together[j]->feed(ids[j].narrow(1, 0, prefill[j]));
+    alone[j]->feed(ids[j].narrow(1, 0, prefill[j]));
+  }
+  std::vector<Decoder*> stack;
+  for (auto& d : together) stack.push_back(d.get());
+  for (int64_t t = 0; t < steps; ++t) {
+    std::vector<torch::Tensor> step_ids, expect;
+    for (size_t j = 0; j < batch.size(); ++j) {
+      auto id = ids[j].narrow(1, prefill[j] + t, 1);  // [B_j, 1]
+      step_ids.push_back(id.reshape({-1}));
+      expect.push_back(alone[j]->feed(id));
+    }
+    auto logits = Decoder::feed_together(stack, torch::cat(step_ids));
+    EXPECT_TRUE(test::all_close(logits, torch::cat(expect), 1e-4, 1e-5)) << "step " << t;
+    for (size_t j = 0; j < batch.size(); ++j) EXPECT_EQ(together[j]->tokens(), prefill[j] + t + 1);
+  }
+  for (size_t j = 0; j < batch.size(); ++j) {  // afterwards each goes on alone, as its twin does
+    auto next = torch::randint(0, 50, {batch[j], 4}, torch::kLong).to(test::device());
+    EXPECT_TRUE(test::all_close(together[j]->feed(next), alone[j]->feed(next), 1e-4, 1e-5)) << "stream " << j;
+  }
+}
+
+TEST(Decoder, StreamsReadTogetherEqualEachAlone) { check_feed_together(decode_config()); }
+TEST(Decoder, StreamsReadTogetherLayerInputCache) { check_feed_together(decode_config(MegaCache::kPreviousLayerInput)); }
+TEST(Decoder, StreamsReadTogetherWithoutEma) {
+  auto c = decode_config();
+  c.ema_input = EmaInput::kNone;
+  check_feed_together(c);
+}
+TEST(Decoder, StreamsReadTogetherWithTwoHeads) {
+  auto c = decode_config();
+  c.num_heads = 2;
+  check_feed_together(c);
+}
+
+TEST(Decoder, GptNeoxStreamsReadTogetherEqualEachAlone) {  // read one after the other: nothing to stack
+  auto c = config_from_json({{"model_type", "gpt_neox"}, {"hidden_size", 16}, {"num_hidden_layers", 2},
+                             {"num_attention_heads", 2}, {"intermediate_size", 32}, {"vocab_size", 50},
+                             {"max_position_embeddings", 5}, {"rotary_pct", 0.5}},
+                            "test");
+  check_feed_together(c);
+}
+
+TEST(Decoder, StreamsReadTogetherRefuseAMismatch) {
+  auto model = make_model(decode_config(), 29), other = make_model(decode_config(), 29);
+  Decoder a(model, 1), b(model, 2), c(other, 1);
+  EXPECT_THROW(Decoder::feed_together({&a, &b}, torch::zeros({2}, torch::kLong)), c10::Error);  // 3 rows
+  EXPECT_THROW(Decoder::feed_together({&a, &c}, torch::zeros({2}, torch::kLong)), c10::Error);
+}
+
 // bfloat16 weights: every product's weight rounded to 8 mantissa bits, so the
 // logits move by about that much relative to their scale, and no further.
 TEST(Decoder, Bfloat16WeightsStayClose) {
