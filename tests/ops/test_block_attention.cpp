@@ -101,6 +101,41 @@ TEST(BlockAttention, DataParallelRowsDropLikeOneProcess) {
   EXPECT_TRUE(test::all_close(part, whole.narrow(0, 2, 2), 1e-6, 1e-6));
 }
 
+// bfloat16 products (AMX where the CPU has it): both kernels round q, K, V and
+// the weights to bfloat16 for their products, in different groupings, so each
+// is held to the float32 result at bfloat16's precision, and to the other.
+TEST(BlockAttention, Bfloat16ProductsStayWithinBfloat16OfFloat32) {
+  torch::manual_seed(9);
+  auto q = torch::randn({2, 37, 24}) * 0.3, K = torch::randn({2, 77, 24}) * 0.3, V = torch::randn({2, 77, 12});
+  const AttentionMask mask{true, 40, 30, torch::tensor({true, false})};
+  auto o = opts(1 / std::sqrt(24.0), 16);
+  const auto exact = block_attention(q, K, V, mask, o);
+  o.compute = torch::kBFloat16;
+  const auto blocks = block_attention(q, K, V, mask, o);
+  EXPECT_EQ(blocks.scalar_type(), torch::kFloat);
+  EXPECT_TRUE(test::all_close(blocks, exact, 2e-2, 2e-2));
+  EXPECT_FALSE(torch::equal(blocks, exact));  // the products did run in bfloat16
+  // The dense path in bfloat16: scores and weights·V with bf16 operands.
+  auto s = torch::matmul(q.to(torch::kBFloat16), K.to(torch::kBFloat16).transpose(1, 2)).to(torch::kFloat) * o.scale;
+  auto i = torch::arange(37).unsqueeze(1), j = torch::arange(77).unsqueeze(0);
+  auto seen = j.le(i + 40).unsqueeze(0).logical_and(j.ge(30).logical_or(mask.keep_past.view({-1, 1, 1})));
+  auto w = torch::softmax(s.masked_fill(seen.logical_not(), -std::numeric_limits<float>::infinity()), -1);
+  auto dense16 = torch::matmul(w.to(torch::kBFloat16), V.to(torch::kBFloat16)).to(torch::kFloat);
+  EXPECT_TRUE(test::all_close(blocks, dense16, 2e-2, 2e-2));
+  // Its backward, against float32's.
+  auto grads = [&](torch::ScalarType compute) {
+    auto qg = q.clone().requires_grad_(), Kg = K.clone().requires_grad_(), Vg = V.clone().requires_grad_();
+    o.compute = compute;
+    auto g = torch::autograd::grad({block_attention(qg, Kg, Vg, mask, o).square().sum()}, {qg, Kg, Vg});
+    return g;
+  };
+  const auto g32 = grads(torch::kFloat), g16 = grads(torch::kBFloat16);
+  for (int k = 0; k < 3; ++k) {
+    const double scale = g32[k].abs().max().item<double>();
+    EXPECT_LT((g16[k] - g32[k]).abs().max().item<double>(), 3e-2 * scale) << "gradient " << k;
+  }
+}
+
 TEST(BlockAttention, RefusesBadShapes) {
   auto t = torch::zeros({2, 5, 4});
   EXPECT_THROW(block_attention(t, torch::zeros({2, 5, 3}), t, {}, {}), c10::Error);
