@@ -9,6 +9,7 @@
 #include "ops/ema.h"
 #include "model/flops.h"
 #include "ops/matmul.h"
+#include "ops/rotary.h"
 #include "ops/q8.h"
 #include "model/runtime.h"
 
@@ -36,6 +37,22 @@ void BM_Matmul(benchmark::State& state) {
   state.SetLabel(std::string(state.range(1) ? "bfloat16" : "float32") + (engine ? " matmul_nt" : " torch::matmul"));
 }
 BENCHMARK(BM_Matmul)->Args({1024, 0, 1})->Args({1024, 1, 1})->Args({1024, 0, 0})->Unit(benchmark::kMillisecond);
+
+// The rotary rotation of one layer's queries, tiny preset ([B, T, 2D], D = 320):
+// one decoded row, or a training batch of 4 x 578 rows; the fused loop against
+// the tensor expression it replaced (ops/rotary.h).
+void BM_Rotary(benchmark::State& state) {
+  set_threads(threads());
+  c10::InferenceMode inference;
+  const int64_t rows = state.range(0), D = 320;
+  const bool fused = state.range(1);
+  auto x = torch::randn({rows == 1 ? 1 : 4, rows == 1 ? 1 : rows / 4, 2 * D});
+  auto angle = torch::rand({x.size(1), D / 2}) * 100;
+  auto c = angle.cos(), s = angle.sin();
+  for (auto _ : state) benchmark::DoNotOptimize(fused ? rotate_pairs(x, c, s, D) : rotate_pairs_unfused(x, c, s, D));
+  state.SetLabel(std::string(fused ? "fused" : "expression") + (rows == 1 ? ", one row" : ", 4 x 578 rows"));
+}
+BENCHMARK(BM_Rotary)->Args({1, 1})->Args({1, 0})->Args({4 * 578, 1})->Args({4 * 578, 0})->Unit(benchmark::kMicrosecond);
 
 // One decoded token of the tiny preset after a window of context, float32 or
 // bfloat16 weights: the figure the decode target is about.

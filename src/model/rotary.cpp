@@ -1,5 +1,7 @@
 #include "model/rotary.h"
 
+#include "ops/rotary.h"
+
 namespace bakallm {
 
 RotaryImpl::RotaryImpl(int64_t dim, double base) : dim_(dim) {
@@ -24,14 +26,7 @@ torch::Tensor RotaryImpl::forward(const torch::Tensor& x, const torch::Tensor& s
 }
 
 torch::Tensor RotaryImpl::rotate(const torch::Tensor& x, const torch::Tensor& angle) const {
-  auto cos = angle.cos().to(x.scalar_type());
-  auto sin = angle.sin().to(x.scalar_type());
-  auto rotated = x.narrow(-1, 0, dim_);                                  // [B, T, D]
-  auto pairs = rotated.unflatten(-1, {dim_ / 2, 2});                     // [B, T, D/2, 2]
-  auto even = pairs.select(-1, 0);
-  auto odd = pairs.select(-1, 1);
-  auto out = torch::stack({even * cos - odd * sin, odd * cos + even * sin}, -1).flatten(-2);
-  return torch::cat({out, x.narrow(-1, dim_, x.size(-1) - dim_)}, -1);  // [B, T, 2D]
+  return rotate_pairs(x, angle.cos().to(x.scalar_type()), angle.sin().to(x.scalar_type()), dim_);  // [B, T, 2D]
 }
 
 }  // namespace bakallm
