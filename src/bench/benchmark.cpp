@@ -203,17 +203,34 @@ nlohmann::json attention_step(const Config& base, int64_t W, AttentionKernel ker
   return {{"peak_bytes", peak}, {"seconds", seconds}};
 }
 
+// Bytes the kernel could still allocate (/proc/meminfo's MemAvailable).
+int64_t available_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  int64_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  return 0;
+}
+
 nlohmann::json attention_memory(const Config& c, const std::vector<int64_t>& windows) {
   nlohmann::json out = nlohmann::json::array();
   for (const int64_t W : windows) {
     const int64_t rows = W + c.num_memory_tokens * 2 + 2;  // of a window; its keys: twice that
+    const int64_t weights = rows * 2 * rows * 4;            // one [T, 2T] float32 matrix
     auto blocks = attention_step(c, W, AttentionKernel::kBlocks);  // the smaller first: the larger's pages stay out of it
-    auto dense = attention_step(c, W, AttentionKernel::kDense);
-    out.push_back({{"window", W},
-                   {"weights_bytes_per_layer", rows * 2 * rows * 4},  // one [T, 2T] float32 matrix
-                   {"dense", dense},
-                   {"blocks", blocks},
-                   {"saved_bytes", dense["peak_bytes"].get<int64_t>() - blocks["peak_bytes"].get<int64_t>()}});
+    nlohmann::json row = {{"window", W}, {"weights_bytes_per_layer", weights}, {"blocks", blocks}};
+    // The dense step holds about 3.6 such matrices per layer more (tiny, W = 8192: 15.5 GB over 8 layers of
+    // 545 MB): where that would not fit, it is not run (the kernel would kill the process).
+    const int64_t dense_need = blocks["peak_bytes"].get<int64_t>() + weights * 4 * (c.num_layers + 1);
+    if (dense_need > available_bytes()) {
+      row["dense"] = {{"skipped", "would need about " + std::to_string(dense_need >> 30) + " GiB, more than is available"}};
+    } else {
+      row["dense"] = attention_step(c, W, AttentionKernel::kDense);
+      row["saved_bytes"] = row["dense"]["peak_bytes"].get<int64_t>() - blocks["peak_bytes"].get<int64_t>();
+    }
+    out.push_back(row);
   }
   return out;
 }

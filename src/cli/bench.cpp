@@ -67,11 +67,17 @@ void add_bench(CLI::App& app) {
                     d["decode_ms_per_token"].get<double>(), d["prefill_tokens_per_s"].get<double>());
     }
     if (j.contains("attention_step"))
-      for (const auto& s : j["attention_step"])
-        std::printf("%-34s %9.0f MB dense, %.0f MB by blocks (%.1f s, %.1f s)\n",
-                    ("train step 2x" + std::to_string(s["window"].get<int64_t>()) + " tokens, peak").c_str(),
-                    s["dense"]["peak_bytes"].get<double>() / 1e6, s["blocks"]["peak_bytes"].get<double>() / 1e6,
-                    s["dense"]["seconds"].get<double>(), s["blocks"]["seconds"].get<double>());
+      for (const auto& s : j["attention_step"]) {
+        const auto label = "train step 2x" + std::to_string(s["window"].get<int64_t>()) + " tokens, peak";
+        const auto& dense = s["dense"];
+        const double blocks_mb = s["blocks"]["peak_bytes"].get<double>() / 1e6, blocks_s = s["blocks"]["seconds"].get<double>();
+        if (dense.contains("skipped"))
+          std::printf("%-34s %9.0f MB by blocks (%.1f s); dense not run: %s\n", label.c_str(), blocks_mb, blocks_s,
+                      dense["skipped"].get<std::string>().c_str());
+        else
+          std::printf("%-34s %9.0f MB dense, %.0f MB by blocks (%.1f s, %.1f s)\n", label.c_str(),
+                      dense["peak_bytes"].get<double>() / 1e6, blocks_mb, dense["seconds"].get<double>(), blocks_s);
+      }
     std::printf("%-34s %9.1f MB\n", "weights", j["weight_bytes"].get<double>() / 1e6);
     std::printf("%-34s %9.1f MB\n", "peak resident memory", j["peak_rss_bytes"].get<double>() / 1e6);
   });

@@ -230,7 +230,7 @@ TEST(BenchCli, JsonShape) {
   std::ofstream(dir / "c.json") << R"({"hidden_dim": 32, "num_layers": 1, "num_memory_tokens": 2, "window_size": 16, "vocab_size": 64})";
   int status = 0;
   run("init --config " + dir / "c.json" + " --seed 1 --out " + dir / "m", &status);
-  auto out = run("bench --model " + dir / "m" + " --json --decode-windows 1 2 --decode-tokens 4 --train-steps 1", &status);
+  auto out = run("bench --model " + dir / "m" + " --json --decode-windows 1 2 --decode-tokens 4 --train-steps 1 --attention-windows 16 64", &status);
   ASSERT_EQ(status, 0) << out;
   auto j = nlohmann::json::parse(out);
   for (const char* key : {"matmul_flops_per_s", "train", "forward_tokens_per_s", "decode", "peak_rss_bytes", "weight_bytes"})
@@ -247,6 +247,15 @@ TEST(BenchCli, JsonShape) {
   EXPECT_TRUE(j["machine"]["amx"].is_boolean());
   ASSERT_EQ(j["decode_bfloat16_weights"].size(), 2u);
   EXPECT_EQ(2 * j["decode_weight_bytes"]["bfloat16"].get<int64_t>(), j["decode_weight_bytes"]["float32"].get<int64_t>());
+  ASSERT_EQ(j["attention_step"].size(), 2u);
+  const auto& step = j["attention_step"][1];
+  EXPECT_EQ(step["window"], 64);
+  EXPECT_EQ(step["weights_bytes_per_layer"], (64 + 6) * 2 * (64 + 6) * 4);  // [T, 2T] float32, T = W + 2M + 2
+  for (const char* kernel : {"dense", "blocks"}) {
+    EXPECT_GE(step[kernel]["peak_bytes"].get<int64_t>(), 0) << kernel;
+    EXPECT_GT(step[kernel]["seconds"].get<double>(), 0) << kernel;
+  }
+  EXPECT_TRUE(step.contains("saved_bytes"));
 }
 
 }  // namespace
