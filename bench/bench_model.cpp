@@ -71,12 +71,13 @@ void BM_DecodeToken(benchmark::State& state) {
 }
 BENCHMARK(BM_DecodeToken)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->Iterations(100);
 
-// One token's product with the tiny head's weight [32000, 320]: float32
-// (oneDNN gemv), bfloat16, and Q8_0 (ops/q8.h); bytes read per second.
+// One token's product with the tiny head's weight [32000, 320] (or 16 tokens':
+// the server's streams): float32 (oneDNN gemv), bfloat16, and Q8_0
+// (ops/q8.h); weight bytes read per second.
 void BM_HeadProduct(benchmark::State& state) {
   set_threads(threads());
   const auto w = torch::randn({32000, 320}) * 0.05;
-  const auto x = torch::randn({1, 320});
+  const auto x = torch::randn({state.range(1), 320});
   const auto q = quantize_q8(w);
   const auto w16 = w.to(torch::kBFloat16);
   int64_t bytes = 0;
@@ -88,9 +89,14 @@ void BM_HeadProduct(benchmark::State& state) {
     }
   }
   state.SetBytesProcessed(state.iterations() * bytes);
-  state.SetLabel(state.range(0) == 0 ? "float32" : state.range(0) == 1 ? "bfloat16" : (q8_kernel_avx512() ? "int8 (avx512)" : "int8 (portable)"));
+  state.SetLabel(std::string(state.range(0) == 0   ? "float32"
+                             : state.range(0) == 1 ? "bfloat16"
+                                                   : (q8_kernel_avx512() ? "int8 (avx512)" : "int8 (portable)")) +
+                 ", " + std::to_string(state.range(1)) + " row(s)");
 }
-BENCHMARK(BM_HeadProduct)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_HeadProduct)
+    ->Args({0, 1})->Args({1, 1})->Args({2, 1})->Args({0, 16})->Args({1, 16})->Args({2, 16})
+    ->Unit(benchmark::kMicrosecond);
 
 // EMA scan over one tiny-preset layer's input: [8, 2·578, 320], forward and backward.
 void BM_EmaScan(benchmark::State& state) {

@@ -43,38 +43,60 @@ __attribute__((target("avx512f,avx512bw"))) inline __m512 load16(const int8_t* q
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q))));
 }
 
-// Four output columns at a time: the activations are loaded once for the
-// four, and four independent accumulators keep the FMA units busy.
+// Columns C (1 or 4) times rows R (1..4) of the product: each block's int8
+// weights are widened and scaled once (2·C vectors) and used by R rows, with
+// R·C independent accumulators (at most 16, beside 8 weight and 2 activation
+// registers).
+template <int C, int R>
+__attribute__((target("avx512f,avx512bw"))) inline void q8_tile(const float* a, int64_t K, const int8_t* q,
+                                                                const float* s, float* y, int64_t N, int64_t n,
+                                                                int64_t m) {
+  const int64_t blocks = K / kQ8Block;
+  __m512 acc[R][C];
+  for (int i = 0; i < R; ++i)
+    for (int c = 0; c < C; ++c) acc[i][c] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    __m512 w[C][2];
+    for (int c = 0; c < C; ++c) {
+      const int8_t* qb = q + (n + c) * K + b * 32;
+      const __m512 scale = _mm512_set1_ps(s[(n + c) * blocks + b]);
+      w[c][0] = _mm512_mul_ps(load16(qb), scale);
+      w[c][1] = _mm512_mul_ps(load16(qb + 16), scale);
+    }
+    for (int i = 0; i < R; ++i) {
+      const float* am = a + (m + i) * K + b * 32;
+      const __m512 x0 = _mm512_loadu_ps(am), x1 = _mm512_loadu_ps(am + 16);
+      for (int c = 0; c < C; ++c) acc[i][c] = _mm512_fmadd_ps(x1, w[c][1], _mm512_fmadd_ps(x0, w[c][0], acc[i][c]));
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int c = 0; c < C; ++c) y[(m + i) * N + n + c] = _mm512_reduce_add_ps(acc[i][c]);
+}
+
+// Every row of columns [n, n+C): four rows at a time, then the rest.
+template <int C>
+__attribute__((target("avx512f,avx512bw"))) inline void q8_columns(const float* a, int64_t M, int64_t K,
+                                                                   const int8_t* q, const float* s, float* y,
+                                                                   int64_t N, int64_t n) {
+  int64_t m = 0;
+  for (; m + 4 <= M; m += 4) q8_tile<C, 4>(a, K, q, s, y, N, n, m);
+  switch (M - m) {
+    case 3: q8_tile<C, 3>(a, K, q, s, y, N, n, m); break;
+    case 2: q8_tile<C, 2>(a, K, q, s, y, N, n, m); break;
+    case 1: q8_tile<C, 1>(a, K, q, s, y, N, n, m); break;
+    default: break;
+  }
+}
+
+// Columns outermost, four at a time: their int8 rows (4·K bytes) stay in L1
+// while every activation row uses them, so M rows (the server's streams) read
+// the weights from memory once, and widen each block once per four rows.
 __attribute__((target("avx512f,avx512bw"))) void q8_rows_avx512(const float* a, int64_t M, int64_t K,
                                                                  const int8_t* q, const float* s, float* y,
                                                                  int64_t N, int64_t n0, int64_t n1) {
-  const int64_t blocks = K / kQ8Block;
-  for (int64_t m = 0; m < M; ++m) {
-    const float* am = a + m * K;
-    int64_t n = n0;
-    for (; n + 4 <= n1; n += 4) {
-      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-      for (int64_t b = 0; b < blocks; ++b) {
-        const __m512 x0 = _mm512_loadu_ps(am + b * 32), x1 = _mm512_loadu_ps(am + b * 32 + 16);
-        for (int r = 0; r < 4; ++r) {
-          const int8_t* qb = q + (n + r) * K + b * 32;
-          const __m512 block = _mm512_fmadd_ps(x1, load16(qb + 16), _mm512_mul_ps(x0, load16(qb)));
-          acc[r] = _mm512_fmadd_ps(block, _mm512_set1_ps(s[(n + r) * blocks + b]), acc[r]);
-        }
-      }
-      for (int r = 0; r < 4; ++r) y[m * N + n + r] = _mm512_reduce_add_ps(acc[r]);
-    }
-    for (; n < n1; ++n) {  // the last columns of the range
-      __m512 acc = _mm512_setzero_ps();
-      for (int64_t b = 0; b < blocks; ++b) {
-        const int8_t* qb = q + n * K + b * 32;
-        const __m512 block = _mm512_fmadd_ps(_mm512_loadu_ps(am + b * 32 + 16), load16(qb + 16),
-                                             _mm512_mul_ps(_mm512_loadu_ps(am + b * 32), load16(qb)));
-        acc = _mm512_fmadd_ps(block, _mm512_set1_ps(s[n * blocks + b]), acc);
-      }
-      y[m * N + n] = _mm512_reduce_add_ps(acc);
-    }
-  }
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4) q8_columns<4>(a, M, K, q, s, y, N, n);
+  for (; n < n1; ++n) q8_columns<1>(a, M, K, q, s, y, N, n);  // the last columns of the range
 }
 
 bool have_avx512() {

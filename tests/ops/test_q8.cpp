@@ -34,7 +34,7 @@ TEST(Q8, ProductEqualsTheDequantizedWeightsProduct) {
   torch::manual_seed(1);
   const auto w = quantize_q8(torch::randn({50, 160}));
   const auto exact_w = dequantize_q8(w).to(torch::kDouble);
-  for (int64_t rows : {1, 3, 16, 40}) {
+  for (int64_t rows : {1, 3, 5, 8, 16, 40}) {  // 2 x rows: 2..16 through the kernel (tiles of 4 and the rest)
     const auto a = torch::randn({2, rows, 160});
     const auto y = matmul_nt_q8(a, w);
     ASSERT_EQ(y.sizes(), (std::vector<int64_t>{2, rows, 50}));
