@@ -6,6 +6,7 @@
 
 #include "infer/decoder.h"
 #include "model/baka_lm.h"
+#include "ops/cross_entropy.h"
 #include "ops/ema.h"
 #include "model/flops.h"
 #include "ops/matmul.h"
@@ -53,6 +54,27 @@ void BM_Rotary(benchmark::State& state) {
   state.SetLabel(std::string(fused ? "fused" : "expression") + (rows == 1 ? ", one row" : ", 4 x 578 rows"));
 }
 BENCHMARK(BM_Rotary)->Args({1, 1})->Args({1, 0})->Args({4 * 578, 1})->Args({4 * 578, 0})->Unit(benchmark::kMicrosecond);
+
+// The head loss's softmax rows for a chunk of 1024 tokens of a 32,000 vocabulary:
+// max, exp in place and sum in one kernel (ops/cross_entropy.h) against the
+// tensor ops it replaced (max, sub_, exp_, sum).
+void BM_ExpRows(benchmark::State& state) {
+  set_threads(threads());
+  c10::InferenceMode inference;
+  const auto logits = torch::randn({1024, 32000}) * 5;
+  auto x = logits.clone();
+  for (auto _ : state) {
+    x.copy_(logits);
+    if (state.range(0)) {
+      benchmark::DoNotOptimize(exp_rows_(x));
+    } else {
+      auto m = std::get<0>(x.max(1, true));
+      benchmark::DoNotOptimize(x.sub_(m).exp_().sum(1, true));
+    }
+  }
+  state.SetLabel(state.range(0) ? "kernel (copy included)" : "tensor ops (copy included)");
+}
+BENCHMARK(BM_ExpRows)->Arg(1)->Arg(0)->Unit(benchmark::kMillisecond);
 
 // One decoded token of the tiny preset after a window of context, float32 or
 // bfloat16 weights: the figure the decode target is about.

@@ -17,6 +17,13 @@ namespace bakallm {
 // kIgnoreIndex. logits [N, V], targets [N] int64.                      -> [N]
 torch::Tensor cross_entropy_rows(const torch::Tensor& logits, const torch::Tensor& targets);
 
+// Per row of X [n, V] float32 (contiguous, CPU): its max m, then
+// x := exp(x − m) in place, and the sum of those. One pass for the max and one
+// for exp and sum while the row is in cache (AVX-512 with glibc's vector expf
+// where the CPU has it); elsewhere the tensor ops max, sub_, exp_, sum.
+// -> {m [n, 1], sum [n, 1]}
+std::pair<torch::Tensor, torch::Tensor> exp_rows_(torch::Tensor& x);
+
 // Mean of −log softmax(h Wᵀ)[target] over rows whose target != kIgnoreIndex
 // (0 when there are none). h: [N, D] (already lm_norm'ed), W: [V, D],
 // targets: [N] int64. Products run in COMPUTE (float32 or bfloat16).

@@ -10,6 +10,23 @@ namespace {
 
 using test::all_close;
 
+// The row kernel (max, exp in place, sum) against the tensor ops, with a row
+// length that leaves a tail past the 16-lane vectors and values far apart.
+TEST(ExpRows, EqualsMaxExpSum) {
+  torch::manual_seed(11);
+  for (int64_t V : {1, 15, 16, 33, 32000}) {
+    auto x = torch::randn({5, V}) * 20;
+    x[1].fill_(-3.0);  // every value equal
+    auto expect = x.clone();
+    auto m_want = std::get<0>(expect.max(1, true));
+    expect.sub_(m_want).exp_();
+    auto [m, sum] = exp_rows_(x);
+    EXPECT_TRUE(torch::equal(m, m_want)) << V;
+    EXPECT_TRUE(torch::allclose(x, expect, 1e-6, 1e-30)) << V;
+    EXPECT_TRUE(torch::allclose(sum, expect.to(torch::kDouble).sum(1, true).to(torch::kFloat), 1e-6, 0)) << V;
+  }
+}
+
 TEST(FusedHeadLoss, MatchesCrossEntropyChunkedWithIgnoredRows) {
   torch::manual_seed(0);
   const int64_t N = 37, D = 24, V = 101;
