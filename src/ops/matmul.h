@@ -15,7 +15,8 @@ namespace bakallm {
 torch::Tensor matmul_nt(const torch::Tensor& a, const torch::Tensor& b,
                         torch::ScalarType compute = torch::kFloat);
 
-// FLOP/s of [n, n] · [n, n]ᵀ through matmul_nt in COMPUTE on the CPU,
+// FLOP/s of [n, n] · [n, n]ᵀ through matmul_nt in COMPUTE on the CPU (operands
+// already in COMPUTE; the best of three rounds of five products),
 // measured now (the peak that MFU figures and the bfloat16 advice use).
 double measure_matmul_flops(torch::ScalarType compute, int64_t n = 1024);
 

@@ -9,6 +9,7 @@
 
 // GCC 12 warns inside its own AVX-512 headers (their "undefined" pass-through operands).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace bakallm {
 
