@@ -44,18 +44,6 @@ AttentionImpl::AttentionImpl(const Config& c)
   output_gate = register_module("output_gate", Gate(c.hidden_dim));
 }
 
-torch::Tensor causal_mask(int64_t n, int64_t before, int64_t past, const torch::Tensor& keep_past,
-                          torch::Device device) {
-  const bool hide_past = keep_past.defined() && past > 0;
-  if (n == 1 && !hide_past) return {};  // one row sees every key so far
-  auto mask = torch::ones({n, before + n}, torch::TensorOptions().dtype(torch::kBool).device(device))
-                  .tril(before);                                                        // [n, before+n]
-  if (!hide_past) return mask;
-  auto is_past = torch::arange(before + n, device).lt(past);                            // [before+n]
-  auto hidden = is_past.unsqueeze(0).logical_and(keep_past.logical_not().unsqueeze(1)); // [B, before+n]
-  return mask.unsqueeze(0).logical_and(hidden.logical_not().unsqueeze(1));              // [B, n, before+n]
-}
-
 torch::Tensor AttentionImpl::past_keys(const torch::Tensor& k) {
   if (!past_k_gate) return k;
   const auto B = k.size(0), Tp = k.size(1), halves = k.size(2) / dim_;  // each D-wide half gated alone
@@ -85,7 +73,7 @@ torch::Tensor AttentionImpl::weigh(const torch::Tensor& q_in, const torch::Tenso
     out = block_attention(fold(q), fold(K), fold(V), folded, o);
     if (heads_ > 1) out = out.unflatten(0, {B, heads_});
   } else {
-    auto mask = m.causal ? causal_mask(Tq, m.before, m.past, m.keep_past, q.device()) : torch::Tensor();
+    auto mask = visible_keys(m, 0, Tq, 0, Tk, q.device());     // [Tq, Tk], [B, 1|Tq, Tk] or undefined
     if (heads_ > 1 && mask.defined() && mask.dim() == 3) mask = mask.unsqueeze(1);
     auto scores = matmul_nt(q, K, compute_) * scale;             // [B, (H,) Tq, Tk]
     if (mask.defined())

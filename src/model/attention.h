@@ -80,11 +80,4 @@ class AttentionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Attention);
 
-// Query row i of n rows that follow BEFORE keys sees keys 0..before+i; rows b
-// whose KEEP_PAST[b] is false (when defined) do not see the first PAST keys.
-// -> [n, before+n] bool, [B, n, before+n] with keep_past, or undefined when
-// every row sees every key (one row, nothing hidden).
-torch::Tensor causal_mask(int64_t n, int64_t before, int64_t past, const torch::Tensor& keep_past,
-                          torch::Device device);
-
 }  // namespace bakallm

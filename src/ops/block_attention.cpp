@@ -34,22 +34,6 @@ struct Blocks {
   int64_t keys_end(int64_t i0, int64_t bq) const {
     return mask.causal ? std::min(Tk, mask.before + i0 + bq) : Tk;
   }
-  // true = may attend; [bq, bk], [G, 1|bq, bk] or undefined when nothing in the block is hidden.
-  Tensor visible(int64_t i0, int64_t bq, int64_t j0, int64_t bk, const torch::Device& device) const {
-    Tensor v;
-    const auto opts = torch::TensorOptions().dtype(torch::kLong).device(device);
-    if (mask.causal && j0 + bk - 1 > mask.before + i0) {  // some key lies past some row's diagonal
-      auto i = torch::arange(i0, i0 + bq, opts).unsqueeze(1), j = torch::arange(j0, j0 + bk, opts).unsqueeze(0);
-      v = j.le(i + mask.before);  // [bq, bk]
-    }
-    if (mask.keep_past.defined() && j0 < mask.past) {
-      auto past = torch::arange(j0, j0 + bk, opts).lt(mask.past);                             // [bk]
-      auto hidden = past.unsqueeze(0).logical_and(mask.keep_past.logical_not().unsqueeze(1));  // [G, bk]
-      auto seen = hidden.logical_not().unsqueeze(1);                                           // [G, 1, bk]
-      v = v.defined() ? seen.logical_and(v) : seen;
-    }
-    return v;
-  }
   // Dropout multipliers of the block, or undefined when nothing is dropped.
   Tensor dropped(int64_t i0, int64_t bq, int64_t j0, int64_t bk, const torch::Device& device) const {
     if (!drops()) return {};
@@ -57,7 +41,7 @@ struct Blocks {
   }
   Tensor scores(const Tensor& qi, const Tensor& Kj, int64_t i0, int64_t j0) const {
     auto s = matmul_nt(qi, Kj, o.compute).mul_(o.scale);  // [G, bq, bk]
-    const auto v = visible(i0, qi.size(1), j0, Kj.size(1), s.device());
+    const auto v = visible_keys(mask, i0, qi.size(1), j0, Kj.size(1), s.device());
     return v.defined() ? s.masked_fill_(v.logical_not(), -kInf) : s;
   }
 };
@@ -172,6 +156,23 @@ AttentionKernel attention_kernel() {
 }
 
 }  // namespace
+
+Tensor visible_keys(const AttentionMask& mask, int64_t i0, int64_t rows, int64_t j0, int64_t cols,
+                    const torch::Device& device) {
+  Tensor v;
+  const auto opts = torch::TensorOptions().dtype(torch::kLong).device(device);
+  if (mask.causal && j0 + cols - 1 > mask.before + i0) {  // some key lies past some row's diagonal
+    auto i = torch::arange(i0, i0 + rows, opts).unsqueeze(1), j = torch::arange(j0, j0 + cols, opts).unsqueeze(0);
+    v = j.le(i + mask.before);  // [rows, cols]
+  }
+  if (mask.keep_past.defined() && j0 < mask.past) {
+    auto past = torch::arange(j0, j0 + cols, opts).lt(mask.past);                            // [cols]
+    auto hidden = past.unsqueeze(0).logical_and(mask.keep_past.logical_not().unsqueeze(1));  // [G, cols]
+    auto seen = hidden.logical_not().unsqueeze(1);                                           // [G, 1, cols]
+    v = v.defined() ? seen.logical_and(v) : seen;
+  }
+  return v;
+}
 
 void set_attention_kernel(AttentionKernel kernel) { g_kernel = static_cast<int>(kernel); }
 

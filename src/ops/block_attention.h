@@ -31,6 +31,13 @@ struct AttentionMask {
   torch::Tensor keep_past;  // [G] bool, or undefined
 };
 
+// MASK on the block of query rows [I0, I0+ROWS) x keys [J0, J0+COLS), true
+// where a row may attend: [rows, cols], [G, 1|rows, cols] when rows hide the
+// past, or undefined when nothing in the block is hidden. The dense attention
+// takes it for the whole matrix, the blockwise one block by block.
+torch::Tensor visible_keys(const AttentionMask& mask, int64_t i0, int64_t rows, int64_t j0, int64_t cols,
+                           const torch::Device& device);
+
 struct BlockAttentionOptions {
   double scale = 1.0;
   double dropout = 0.0;  // on the weights, when training
