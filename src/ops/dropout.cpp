@@ -59,12 +59,6 @@ int64_t global_offset(const Tensor& x) {
   return first && x.dim() > 0 && x.size(0) > 0 ? first * (x.numel() / x.size(0)) : 0;
 }
 
-uint64_t draw_seed() {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  return at::check_generator<at::CPUGeneratorImpl>(gen)->random64();
-}
-
 class HashedDropout : public torch::autograd::Function<HashedDropout> {
  public:
   static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, double p, int64_t seed) {
@@ -86,7 +80,11 @@ class HashedDropout : public torch::autograd::Function<HashedDropout> {
 
 void set_dropout_first_row(int64_t first_row) { g_first_row = first_row; }
 
-uint64_t draw_dropout_seed() { return draw_seed(); }
+uint64_t draw_dropout_seed() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return at::check_generator<at::CPUGeneratorImpl>(gen)->random64();
+}
 
 Tensor dropout_scales(uint64_t seed, double p, int64_t batch, int64_t G, int64_t Tq, int64_t Tk, int64_t i0,
                       int64_t rows, int64_t j0, int64_t cols) {
@@ -100,9 +98,11 @@ Tensor dropout_scales(uint64_t seed, double p, int64_t batch, int64_t G, int64_t
       const int64_t g = r / rows, i = i0 + r % rows;
       const int64_t first = offset + (g * Tq + i) * Tk + j0;  // flat index of column j0
       float* row = dst + r * cols;
+      uint64_t h = 0;
       for (int64_t c = 0; c < cols; ++c) {
         const int64_t e = first + c;
-        row[c] = keeps(block_hash(seed, e / 4), e % 4, t) ? scale : 0.0f;
+        if (c == 0 || e % 4 == 0) h = block_hash(seed, e / 4);  // one hash per four elements, as apply_mask
+        row[c] = keeps(h, e % 4, t) ? scale : 0.0f;
       }
     }
   });
