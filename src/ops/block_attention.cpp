@@ -142,19 +142,6 @@ class BlockAttention : public torch::autograd::Function<BlockAttention> {
 
 std::atomic<int> g_kernel{-1};  // an AttentionKernel once set or read from the environment
 
-AttentionKernel attention_kernel() {
-  int k = g_kernel.load();
-  if (k < 0) {
-    const char* env = std::getenv("BAKALLM_ATTENTION");
-    const std::string v = env ? env : "auto";
-    if (v != "auto" && v != "dense" && v != "blocks")
-      throw Error("BAKALLM_ATTENTION must be auto, dense or blocks, got '" + v + "'");
-    k = static_cast<int>(v == "dense" ? AttentionKernel::kDense : v == "blocks" ? AttentionKernel::kBlocks : AttentionKernel::kAuto);
-    g_kernel = k;
-  }
-  return static_cast<AttentionKernel>(k);
-}
-
 }  // namespace
 
 Tensor visible_keys(const AttentionMask& mask, int64_t i0, int64_t rows, int64_t j0, int64_t cols,
@@ -172,6 +159,19 @@ Tensor visible_keys(const AttentionMask& mask, int64_t i0, int64_t rows, int64_t
     v = v.defined() ? seen.logical_and(v) : seen;
   }
   return v;
+}
+
+AttentionKernel attention_kernel() {
+  int k = g_kernel.load();
+  if (k < 0) {
+    const char* env = std::getenv("BAKALLM_ATTENTION");
+    const std::string v = env ? env : "auto";
+    if (v != "auto" && v != "dense" && v != "blocks")
+      throw Error("BAKALLM_ATTENTION must be auto, dense or blocks, got '" + v + "'");
+    k = static_cast<int>(v == "dense" ? AttentionKernel::kDense : v == "blocks" ? AttentionKernel::kBlocks : AttentionKernel::kAuto);
+    g_kernel = k;
+  }
+  return static_cast<AttentionKernel>(k);
 }
 
 void set_attention_kernel(AttentionKernel kernel) { g_kernel = static_cast<int>(kernel); }

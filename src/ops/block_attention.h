@@ -58,6 +58,7 @@ torch::Tensor block_attention(const torch::Tensor& q, const torch::Tensor& K, co
 // or =blocks, or set_attention_kernel, fixes the choice (tests, benchmarks).
 enum class AttentionKernel { kAuto, kDense, kBlocks };
 void set_attention_kernel(AttentionKernel kernel);
+AttentionKernel attention_kernel();  // the choice in force
 bool use_block_attention(const torch::Device& device, int64_t G, int64_t Tq, int64_t Tk);
 constexpr int64_t kBlockAttentionFrom = int64_t{1} << 22;
 

@@ -95,8 +95,7 @@ double measure_matmul_flops(torch::ScalarType compute, int64_t n) {
   torch::NoGradGuard no_grad;
   // Operands already in COMPUTE: the peak of the product, not of a conversion
   // before it (bfloat16 at n = 1024 spent ~15% of its time converting).
-  const auto dtype = compute == torch::kDouble ? torch::kDouble : compute;
-  auto a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
+  auto a = torch::randn({n, n}).to(compute), b = torch::randn({n, n}).to(compute);
   matmul_nt(a, b, compute);  // warm-up: primitive creation, first touch
   constexpr int kReps = 5, kRounds = 3;
   double best = 0;  // a peak: the best of a few rounds, so one stall of a neighbour does not set it
