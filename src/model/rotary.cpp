@@ -13,20 +13,35 @@ torch::Tensor RotaryImpl::make_freqs(int64_t dim, double base) {
   return torch::pow(base, -j / static_cast<double>(dim));
 }
 
+RotaryImpl::Table RotaryImpl::table(int64_t positions) const {
+  std::lock_guard<std::mutex> lock(table_mutex_);
+  auto& t = table_;
+  const bool current = t.cos.defined() && t.version == static_cast<int64_t>(freqs._version()) &&
+                       t.cos.device() == freqs.device() && t.cos.scalar_type() == freqs.scalar_type();
+  if (!current || t.cos.size(0) < positions) {
+    torch::NoGradGuard no_grad;
+    const int64_t P = std::max<int64_t>({positions, 2 * (current ? t.cos.size(0) : 0), 1024});
+    const auto angle = torch::arange(P, freqs.options()).unsqueeze(1) * freqs.unsqueeze(0);  // [P, D/2]
+    t = Table{angle.cos(), angle.sin(), static_cast<int64_t>(freqs._version())};
+  }
+  return t;
+}
+
 torch::Tensor RotaryImpl::forward(const torch::Tensor& x, int64_t start) const {
   const int64_t T = x.size(-2);
-  auto pos = torch::arange(start, start + T, freqs.options());           // [T]
-  return rotate(x, pos.unsqueeze(1) * freqs.unsqueeze(0));               // angle [T, D/2]
+  const auto t = table(start + T);
+  auto rows = [&](const torch::Tensor& c) { return c.narrow(0, start, T).to(x.scalar_type()); };  // [T, D/2]
+  return rotate_pairs(x, rows(t.cos), rows(t.sin), dim_);  // [B, T, 2D]
 }
 
 torch::Tensor RotaryImpl::forward(const torch::Tensor& x, const torch::Tensor& starts) const {
-  const int64_t T = x.size(-2);
-  auto pos = starts.to(freqs.dtype()).unsqueeze(1) + torch::arange(T, freqs.options());  // [B, T]
-  return rotate(x, pos.unsqueeze(2) * freqs);                            // angle [B, T, D/2]
-}
-
-torch::Tensor RotaryImpl::rotate(const torch::Tensor& x, const torch::Tensor& angle) const {
-  return rotate_pairs(x, angle.cos().to(x.scalar_type()), angle.sin().to(x.scalar_type()), dim_);  // [B, T, 2D]
+  const int64_t B = x.size(0), T = x.size(-2);
+  const auto pos = (starts.unsqueeze(1) + torch::arange(T, starts.options())).flatten();  // [B·T]
+  const auto t = table(pos.max().item<int64_t>() + 1);
+  auto rows = [&](const torch::Tensor& c) {                                              // [B, T, D/2]
+    return c.index_select(0, pos.to(c.device())).view({B, T, -1}).to(x.scalar_type());
+  };
+  return rotate_pairs(x, rows(t.cos), rows(t.sin), dim_);  // [B, T, 2D]
 }
 
 }  // namespace bakallm

@@ -3,8 +3,14 @@
 //   angle(pos, j) = pos · f_j,  f_j = base^(-2j/D)      (`freqs` [D/2], a buffer)
 //   x'[2j]   = x[2j]·cos − x[2j+1]·sin
 //   x'[2j+1] = x[2j+1]·cos + x[2j]·sin
+//
+// cos and sin of the angles are kept in a table by position, grown on demand:
+// a decoded token looks its position up instead of computing them (four ops
+// and two transcendental passes per query and key).
 #pragma once
 #include <torch/torch.h>
+
+#include <mutex>
 
 namespace bakallm {
 
@@ -22,9 +28,15 @@ class RotaryImpl : public torch::nn::Module {
 
   torch::Tensor freqs;  // [D/2]
  private:
-  // angle [T, D/2] or [B, T, D/2] (broadcast against x's rows)
-  torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& angle) const;
+  struct Table {
+    torch::Tensor cos, sin;  // [P, D/2]: cos and sin of angle(p, j), positions 0..P-1
+    int64_t version = -1;    // freqs' version when computed (an imported buffer is copied in)
+  };
+  // The table with at least POSITIONS positions, for freqs' device and dtype.
+  Table table(int64_t positions) const;
   int64_t dim_;
+  mutable std::mutex table_mutex_;  // one model may serve several threads
+  mutable Table table_;
 };
 TORCH_MODULE(Rotary);
 
