@@ -11,7 +11,9 @@
 #include "model/flops.h"
 #include "ops/matmul.h"
 #include "ops/rotary.h"
+#include "ops/onednn.h"
 #include "ops/q8.h"
+#include "ops/row_product.h"
 #include "model/runtime.h"
 
 namespace bakallm {
@@ -93,31 +95,35 @@ void BM_DecodeToken(benchmark::State& state) {
 }
 BENCHMARK(BM_DecodeToken)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->Iterations(100);
 
-// One token's product with the tiny head's weight [32000, 320] (or 16 tokens':
-// the server's streams): float32 (oneDNN gemv), bfloat16, and Q8_0
-// (ops/q8.h); weight bytes read per second.
+// One token's product with a tiny weight [N, 320] (N = 32000: the head; N =
+// 320: a layer's square product), or 4 or 16 tokens' (the server's streams):
+// float32, bfloat16 and Q8_0 through matmul_nt / matmul_nt_q8 (the row
+// kernel, ops/row_product.h, for few rows), and float32 / bfloat16 through
+// oneDNN alone, what the row kernel replaced; weight bytes read per second.
 void BM_HeadProduct(benchmark::State& state) {
   set_threads(threads());
-  const auto w = torch::randn({32000, 320}) * 0.05;
+  const int64_t kind = state.range(0), N = state.range(2);
+  const auto w = torch::randn({N, 320}) * 0.05;
   const auto x = torch::randn({state.range(1), 320});
   const auto q = quantize_q8(w);
   const auto w16 = w.to(torch::kBFloat16);
-  int64_t bytes = 0;
+  const int64_t bytes = kind == 2 ? q.bytes() : kind == 1 || kind == 4 ? w.numel() * 2 : w.numel() * 4;
   for (auto _ : state) {
-    switch (state.range(0)) {
-      case 0: benchmark::DoNotOptimize(matmul_nt(x, w)); bytes = w.numel() * 4; break;
-      case 1: benchmark::DoNotOptimize(matmul_nt(x, w16, torch::kBFloat16)); bytes = w.numel() * 2; break;
-      default: benchmark::DoNotOptimize(matmul_nt_q8(x, q)); bytes = q.bytes(); break;
+    switch (kind) {
+      case 0: benchmark::DoNotOptimize(matmul_nt(x, w)); break;
+      case 1: benchmark::DoNotOptimize(matmul_nt(x, w16, torch::kBFloat16)); break;
+      case 2: benchmark::DoNotOptimize(matmul_nt_q8(x, q)); break;
+      case 3: benchmark::DoNotOptimize(onednn::matmul(x, w.t(), torch::kFloat)); break;
+      default: benchmark::DoNotOptimize(onednn::matmul(x.to(torch::kBFloat16), w16.t(), torch::kFloat)); break;
     }
   }
   state.SetBytesProcessed(state.iterations() * bytes);
-  state.SetLabel(std::string(state.range(0) == 0   ? "float32"
-                             : state.range(0) == 1 ? "bfloat16"
-                                                   : (q8_kernel_avx512() ? "int8 (avx512)" : "int8 (portable)")) +
-                 ", " + std::to_string(state.range(1)) + " row(s)");
+  const char* kinds[] = {"float32", "bfloat16", "int8", "float32 oneDNN", "bfloat16 oneDNN"};
+  state.SetLabel(std::string(kinds[kind]) + (kind < 3 && row_product_avx512() ? " (avx512)" : "") + ", " +
+                 std::to_string(state.range(1)) + " row(s)");
 }
 BENCHMARK(BM_HeadProduct)
-    ->Args({0, 1})->Args({1, 1})->Args({2, 1})->Args({0, 16})->Args({1, 16})->Args({2, 16})
+    ->ArgsProduct({{0, 1, 2, 3, 4}, {1, 4, 16}, {32000, 320}})
     ->Unit(benchmark::kMicrosecond);
 
 // EMA scan over one tiny-preset layer's input: [8, 2·578, 320], forward and backward.

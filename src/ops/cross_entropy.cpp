@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 
+#include "ops/cpu.h"
 #include "ops/matmul.h"
 
 // glibc's vector expf for AVX-512 (libmvec, the variant `#pragma omp simd`
@@ -24,10 +25,6 @@ using torch::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-bool have_avx512f() {
-  static const bool yes = __builtin_cpu_supports("avx512f");
-  return yes;
-}
 
 // One row of V floats: its max, then exp(x − max) in place; returns {max, sum}.
 __attribute__((target("avx512f"))) std::pair<float, float> exp_row_avx512(float* x, int64_t V) {
@@ -103,7 +100,7 @@ class FusedHeadLoss : public torch::autograd::Function<FusedHeadLoss> {
 
 std::pair<torch::Tensor, torch::Tensor> exp_rows_(torch::Tensor& x) {
   TORCH_CHECK(x.dim() == 2, "exp_rows_: x must be [n, V]");
-  if (!(x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.is_contiguous() && have_avx512f())) {
+  if (!(x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.is_contiguous() && cpu_has_avx512())) {
     auto m = std::get<0>(x.max(1, true));  // [n, 1]
     x.sub_(m).exp_();
     return {m, x.sum(1, true)};

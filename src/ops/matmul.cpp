@@ -5,7 +5,9 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "ops/cpu.h"
 #include "ops/onednn.h"
+#include "ops/row_product.h"
 
 namespace bakallm {
 
@@ -70,6 +72,29 @@ class MatmulNT : public torch::autograd::Function<MatmulNT> {
   }
 };
 
+// Few rows against a stored weight [N, K] (decoding): the row kernel, which
+// reads the weight in place in its own dtype (ops/row_product.h). Many rows
+// run faster in oneDNN (bfloat16 on AMX; float32 tiles beyond 16 rows).
+bool few_rows(const Tensor& a, const Tensor& b, torch::ScalarType compute) {
+  const int64_t K = b.dim() == 2 ? b.size(1) : 0;
+  if (K == 0 || K % 32 != 0 || a.size(-1) != K || !a.device().is_cpu() || !b.device().is_cpu()) return false;
+  if (a.scalar_type() != torch::kFloat || b.scalar_type() != compute || !b.is_contiguous()) return false;
+  const int64_t rows = a.numel() / K, most = compute == torch::kFloat ? 16 : compute == torch::kBFloat16 ? 4 : 0;
+  return rows >= 1 && rows <= most && cpu_has_avx512();
+}
+
+// a [..., M, K] float32 · bᵀ, b [N, K] float32 or bfloat16 (as COMPUTE).
+Tensor rows_nt(const Tensor& a_in, const Tensor& b) {
+  const int64_t K = b.size(1), N = b.size(0), M = a_in.numel() / K;
+  const auto a = a_in.contiguous();
+  auto sizes = a.sizes().vec();
+  sizes.back() = N;
+  auto y = torch::empty(sizes, a.options());
+  const auto kind = b.scalar_type() == torch::kFloat ? RowWeights::kFloat : RowWeights::kBFloat16;
+  bakallm::row_product(a.data_ptr<float>(), M, K, b.data_ptr(), nullptr, kind, y.data_ptr<float>(), N);
+  return y;
+}
+
 }  // namespace
 
 bool onednn_enabled() {
@@ -87,6 +112,7 @@ Tensor matmul_nt(const Tensor& a, const Tensor& b, torch::ScalarType compute_in)
   // Our backward only where oneDNN runs and a gradient is wanted; elsewhere
   // product() is plain libtorch ops (autograd's own backward) or needs none.
   const bool wants_grad = torch::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad());
+  if (!wants_grad && few_rows(a, b, compute)) return rows_nt(a, b);
   if (!wants_grad || !use_onednn(a, b, compute)) return product(a, b.transpose(-1, -2), compute, a.scalar_type());
   return MatmulNT::apply(a, b, static_cast<int64_t>(compute));
 }

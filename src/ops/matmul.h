@@ -2,7 +2,9 @@
 // place. On CPU it runs oneDNN directly (ops/onednn.h), measured 7x faster
 // than the OpenBLAS sgemm libtorch uses by default here (OpenBLAS does not
 // recognise this CPU and runs its generic Prescott kernels; BENCHMARKS.md);
-// elsewhere it is torch::matmul. Its autograd backward uses the same product:
+// elsewhere it is torch::matmul. Products of a few float32 rows with a
+// weight stored in the compute dtype (decoding) run the row kernel
+// (ops/row_product.h) where the CPU has AVX-512. Its autograd backward uses the same product:
 // da = dy · b, db = dyᵀ · a, in the same compute dtype.
 #pragma once
 #include <torch/torch.h>
