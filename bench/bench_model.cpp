@@ -126,6 +126,40 @@ BENCHMARK(BM_HeadProduct)
     ->ArgsProduct({{0, 1, 2, 3, 4}, {1, 4, 16}, {32000, 320}})
     ->Unit(benchmark::kMicrosecond);
 
+// The same one-row head product with the weight read from memory, not the
+// cache: 12 weights (490 MB float32) used in turn. Set against `bakallm
+// bench`'s read bandwidth, this says whether decoding's products run at the
+// floor.
+void BM_HeadProductFromMemory(benchmark::State& state) {
+  set_threads(threads());
+  const int64_t kind = state.range(0);
+  std::vector<torch::Tensor> ws;
+  std::vector<Q8Weight> qs;
+  for (int i = 0; i < 12; ++i) {
+    const auto w = torch::randn({32000, 320}) * 0.05;
+    ws.push_back(kind == 1 || kind == 4 ? w.to(torch::kBFloat16) : w);
+    if (kind == 2) qs.push_back(quantize_q8(w));
+  }
+  const auto x = torch::randn({1, 320});
+  const int64_t bytes = kind == 2 ? qs[0].bytes() : ws[0].numel() * ws[0].element_size();
+  size_t i = 0;
+  for (auto _ : state) {
+    const auto& w = ws[i % ws.size()];
+    switch (kind) {
+      case 0: benchmark::DoNotOptimize(matmul_nt(x, w)); break;
+      case 1: benchmark::DoNotOptimize(matmul_nt(x, w, torch::kBFloat16)); break;
+      case 2: benchmark::DoNotOptimize(matmul_nt_q8(x, qs[i % qs.size()])); break;
+      case 3: benchmark::DoNotOptimize(onednn::matmul(x, w.t(), torch::kFloat)); break;
+      default: benchmark::DoNotOptimize(onednn::matmul(x.to(torch::kBFloat16), w.t(), torch::kFloat)); break;
+    }
+    ++i;
+  }
+  state.SetBytesProcessed(state.iterations() * bytes);
+  const char* kinds[] = {"float32", "bfloat16", "int8", "float32 oneDNN", "bfloat16 oneDNN"};
+  state.SetLabel(kinds[kind]);
+}
+BENCHMARK(BM_HeadProductFromMemory)->DenseRange(0, 4)->Unit(benchmark::kMicrosecond);
+
 // EMA scan over one tiny-preset layer's input: [8, 2·578, 320], forward and backward.
 void BM_EmaScan(benchmark::State& state) {
   set_threads(threads());
