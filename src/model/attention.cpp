@@ -6,6 +6,7 @@
 #include "ops/block_attention.h"
 #include "ops/dropout.h"
 #include "ops/matmul.h"
+#include "ops/row_attention.h"
 
 namespace bakallm {
 
@@ -60,10 +61,17 @@ torch::Tensor AttentionImpl::weigh(const torch::Tensor& q_in, const torch::Tenso
   const int64_t B = q_in.size(0), Tq = q.size(-2), Tk = K.size(-2);
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   torch::Tensor out;                                             // [B, (H,) Tq, D/H]
-  if (use_block_attention(q_in.device(), B * heads_, Tq, Tk)) {  // heads folded into the batch: [B·H, T, F/H]
-    auto fold = [&](const torch::Tensor& t) { return heads_ == 1 ? t : t.flatten(0, 1); };
-    auto folded = m;
-    if (m.keep_past.defined() && heads_ > 1) folded.keep_past = m.keep_past.repeat_interleave(heads_);
+  const bool wants_grad = torch::GradMode::is_enabled() && (q.requires_grad() || K.requires_grad() || V.requires_grad());
+  const bool inference = !wants_grad && !(is_training() && dropout_ > 0) && compute_ == torch::kFloat &&
+                         q.scalar_type() == torch::kFloat;
+  // The row and block kernels take the heads folded into the batch: [B·H, T, F/H].
+  auto fold = [&](const torch::Tensor& t) { return heads_ == 1 ? t : t.flatten(0, 1); };
+  auto folded = m;
+  if (m.keep_past.defined() && heads_ > 1) folded.keep_past = m.keep_past.repeat_interleave(heads_);
+  if (use_row_attention(q_in.device(), Tq, inference)) {
+    out = row_attention(fold(q), fold(K), fold(V), folded, scale);
+    if (heads_ > 1) out = out.unflatten(0, {B, heads_});
+  } else if (use_block_attention(q_in.device(), B * heads_, Tq, Tk)) {
     BlockAttentionOptions o;
     o.scale = scale;
     o.dropout = dropout_;

@@ -166,9 +166,12 @@ AttentionKernel attention_kernel() {
   if (k < 0) {
     const char* env = std::getenv("BAKALLM_ATTENTION");
     const std::string v = env ? env : "auto";
-    if (v != "auto" && v != "dense" && v != "blocks")
-      throw Error("BAKALLM_ATTENTION must be auto, dense or blocks, got '" + v + "'");
-    k = static_cast<int>(v == "dense" ? AttentionKernel::kDense : v == "blocks" ? AttentionKernel::kBlocks : AttentionKernel::kAuto);
+    if (v != "auto" && v != "dense" && v != "blocks" && v != "rows")
+      throw Error("BAKALLM_ATTENTION must be auto, dense, blocks or rows, got '" + v + "'");
+    k = static_cast<int>(v == "dense"    ? AttentionKernel::kDense
+                         : v == "blocks" ? AttentionKernel::kBlocks
+                         : v == "rows"   ? AttentionKernel::kRows
+                                         : AttentionKernel::kAuto);
     g_kernel = k;
   }
   return static_cast<AttentionKernel>(k);
@@ -178,7 +181,8 @@ void set_attention_kernel(AttentionKernel kernel) { g_kernel = static_cast<int>(
 
 bool use_block_attention(const torch::Device& device, int64_t G, int64_t Tq, int64_t Tk) {
   switch (attention_kernel()) {
-    case AttentionKernel::kDense: return false;
+    case AttentionKernel::kDense:
+    case AttentionKernel::kRows: return false;
     case AttentionKernel::kBlocks: return true;
     case AttentionKernel::kAuto: break;
   }

@@ -53,10 +53,12 @@ torch::Tensor block_attention(const torch::Tensor& q, const torch::Tensor& K, co
 
 // Which attention the model runs, decided here once: kAuto takes the blocks on
 // the CPU when G·Tq·Tk weights (several rows against many keys) would exceed
-// kBlockAttentionFrom floats, the dense product otherwise (one decoded row, a
-// short window: fewer, larger ops). The environment's BAKALLM_ATTENTION=dense
-// or =blocks, or set_attention_kernel, fixes the choice (tests, benchmarks).
-enum class AttentionKernel { kAuto, kDense, kBlocks };
+// kBlockAttentionFrom floats, the row kernel (ops/row_attention.h) for a few
+// decoded rows, the dense product otherwise (a short window: fewer, larger
+// ops). The environment's BAKALLM_ATTENTION=dense, =blocks or =rows, or
+// set_attention_kernel, fixes the choice (tests, benchmarks); rows apply only
+// where no gradient is wanted, and the dense product runs elsewhere.
+enum class AttentionKernel { kAuto, kDense, kBlocks, kRows };
 void set_attention_kernel(AttentionKernel kernel);
 AttentionKernel attention_kernel();  // the choice in force
 bool use_block_attention(const torch::Device& device, int64_t G, int64_t Tq, int64_t Tk);

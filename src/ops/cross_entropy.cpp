@@ -1,21 +1,13 @@
 #include "ops/cross_entropy.h"
 
 #include <ATen/Parallel.h>
-#include <immintrin.h>
 
 #include <cmath>
 #include <limits>
 
 #include "ops/cpu.h"
+#include "ops/exp_row.h"
 #include "ops/matmul.h"
-
-// glibc's vector expf for AVX-512 (libmvec, the variant `#pragma omp simd`
-// calls): 16 lanes, within 4 ulp.
-extern "C" __m512 _ZGVeN16v_expf(__m512 x);
-
-// GCC 12 warns inside its own AVX-512 headers (their "undefined" pass-through operands).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace bakallm {
 
@@ -24,26 +16,6 @@ namespace {
 using torch::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-
-// One row of V floats: its max, then exp(x − max) in place; returns {max, sum}.
-__attribute__((target("avx512f"))) std::pair<float, float> exp_row_avx512(float* x, int64_t V) {
-  const int64_t whole = V / 16 * 16;
-  __m512 vm = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  for (int64_t j = 0; j < whole; j += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(x + j));
-  float m = _mm512_reduce_max_ps(vm);
-  for (int64_t j = whole; j < V; ++j) m = std::max(m, x[j]);
-  const __m512 vmax = _mm512_set1_ps(m);
-  __m512 vs = _mm512_setzero_ps();
-  for (int64_t j = 0; j < whole; j += 16) {
-    const __m512 e = _ZGVeN16v_expf(_mm512_sub_ps(_mm512_loadu_ps(x + j), vmax));
-    _mm512_storeu_ps(x + j, e);
-    vs = _mm512_add_ps(vs, e);
-  }
-  float sum = _mm512_reduce_add_ps(vs);
-  for (int64_t j = whole; j < V; ++j) sum += (x[j] = std::exp(x[j] - m));
-  return {m, sum};
-}
 
 // Per chunk of rows: logits, log-sum-exp, the loss terms and, when a gradient
 // will be wanted, d(mean loss)/d(logits) = (softmax - onehot) / count turned
@@ -109,7 +81,7 @@ std::pair<torch::Tensor, torch::Tensor> exp_rows_(torch::Tensor& x) {
   auto m = torch::empty({n, 1}, x.options()), sum = torch::empty({n, 1}, x.options());
   float *px = x.data_ptr<float>(), *pm = m.data_ptr<float>(), *ps = sum.data_ptr<float>();
   at::parallel_for(0, n, 1, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) std::tie(pm[r], ps[r]) = exp_row_avx512(px + r * V, V);
+    for (int64_t r = r0; r < r1; ++r) std::tie(pm[r], ps[r]) = exp_row_(px + r * V, V);
   });
   return {m, sum};
 }

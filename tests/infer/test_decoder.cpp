@@ -3,6 +3,7 @@
 
 #include "device.h"
 #include "infer/decoder.h"
+#include "ops/block_attention.h"
 #include "small_config.h"
 #include "util/error.h"
 #include "tensor_asserts.h"
@@ -43,6 +44,19 @@ void check_against_forward(MegaCache mode, const std::vector<int64_t>& pieces) {
 TEST(Decoder, TokenByTokenEqualsTheForward) { check_against_forward(MegaCache::kPreviousLayerOutput, {}); }
 TEST(Decoder, PrefillThenTokens) { check_against_forward(MegaCache::kPreviousLayerOutput, {12, 1, 1, 3, 5}); }
 TEST(Decoder, PrefillOfWholeWindows) { check_against_forward(MegaCache::kPreviousLayerOutput, {10, 2, 5, 5}); }
+// Each attention kernel of decoding: the row kernel (the default for a few
+// rows on an AVX-512 CPU; forced here for every piece, prefill included) and
+// the dense products.
+TEST(Decoder, RowAttentionEqualsTheForward) {
+  set_attention_kernel(AttentionKernel::kRows);
+  check_against_forward(MegaCache::kPreviousLayerOutput, {12, 1, 1, 3, 5});
+  set_attention_kernel(AttentionKernel::kAuto);
+}
+TEST(Decoder, DenseAttentionEqualsTheForward) {
+  set_attention_kernel(AttentionKernel::kDense);
+  check_against_forward(MegaCache::kPreviousLayerOutput, {12, 1, 1, 3, 5});
+  set_attention_kernel(AttentionKernel::kAuto);
+}
 TEST(Decoder, LayerInputCache) { check_against_forward(MegaCache::kPreviousLayerInput, {7, 1, 1, 1}); }
 
 TEST(Decoder, StateAtBoundaryEqualsTheForwards) {

@@ -1,0 +1,16 @@
+// One row's softmax numerator in place, the vector loop the head loss and
+// the row attention share.
+#pragma once
+#include <cstdint>
+#include <utility>
+
+namespace bakallm {
+
+// X: N floats. Its max m, then x := exp(x − m) in place; returns {m, Σ x}.
+// One pass for the max, one for exp and sum while the row is in cache:
+// AVX-512 with glibc's vector expf (libmvec, within 4 ulp) where the CPU has
+// it, std::exp elsewhere. A row of -inf only gives m = -inf and NaNs, as
+// softmax would.
+std::pair<float, float> exp_row_(float* x, int64_t n);
+
+}  // namespace bakallm

@@ -1,0 +1,32 @@
+// Attention of a few query rows (decoding: one row per stream) in one pass
+// per row, with no product calls and no [Tq, Tk] tensor:
+//   s_j = q·K_jᵀ · scale over the keys the row may see (a contiguous range:
+//         the mask of ops/block_attention.h), p = softmax(s), out = Σ p_j V_j.
+// The keys are split between the threads (each a partial max, sum and
+// Σ p_j V_j, merged at the end, as flash-decoding does), so K and V are read
+// once, at the machine's bandwidth. Inference only (no autograd, no dropout),
+// CPU float32 (AVX-512 where the CPU has it); the model takes it where
+// use_row_attention says.
+#pragma once
+#include <torch/torch.h>
+
+#include "ops/block_attention.h"
+
+namespace bakallm {
+
+// Query rows at most this many take the row kernel under kAuto.
+constexpr int64_t kRowAttentionRows = 4;
+
+// q [G, Tq, F], K [G, Tk, F], V [G, Tk, Dv] float32 (K and V with unit
+// stride along features; other strides free: the decoder's reserved
+// buffers) -> [G, Tq, Dv] float32. Every row must see at least one key.
+torch::Tensor row_attention(const torch::Tensor& q, const torch::Tensor& K, const torch::Tensor& V,
+                            const AttentionMask& mask, double scale);
+
+// Whether the attention of TQ query rows runs here: only for INFERENCE (no
+// gradient wanted, no dropout) on the CPU in float32; under kAuto for at
+// most kRowAttentionRows rows where the CPU has AVX-512, under kRows
+// (BAKALLM_ATTENTION=rows) always, never under kDense or kBlocks.
+bool use_row_attention(const torch::Device& device, int64_t Tq, bool inference);
+
+}  // namespace bakallm
