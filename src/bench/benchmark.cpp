@@ -45,13 +45,20 @@ double read_bandwidth(int64_t bytes = int64_t{1} << 29) {
   return static_cast<double>(bytes) * reps / t;
 }
 
-// Bytes of weights one decoded token reads: every Linear weight (the head's
-// included), not the input embedding (one row of it).
+// Bytes of weights one decoded token reads: every Linear weight of the
+// layers and the head, not the input embedding (one row of it), not the
+// memory solidifier's (run once a window, when it closes) nor the past
+// key/value gates' (applied to the cache once, when a window opens).
 int64_t decode_weight_bytes(BakaLM& model) {
   int64_t bytes = 0;
-  for (const auto& m : model->modules())
-    if (auto linear = std::dynamic_pointer_cast<LinearImpl>(m))
+  for (const auto& item : model->named_modules()) {
+    const auto& name = item.key();
+    const auto linear = std::dynamic_pointer_cast<LinearImpl>(item.value());
+    const bool per_window = name.find("memory_injector") != std::string::npos ||
+                            name.find("past_k_gate") != std::string::npos || name.find("past_v_gate") != std::string::npos;
+    if (linear && !per_window)
       bytes += linear->q8().defined() ? linear->q8().bytes() : linear->weight.numel() * linear->weight.element_size();
+  }
   return bytes;
 }
 
@@ -105,9 +112,11 @@ nlohmann::json decode_rates(BakaLM& model, const BenchOptions& o) {
     auto prompt = torch::randint(0, c.vocab_size, {1, windows * c.window_size}, torch::kLong);
     const double prefill = seconds_of([&] { dec.feed(prompt); });
     auto next = torch::randint(0, c.vocab_size, {1, 1}, torch::kLong);
-    const double t = seconds_of([&] {
-      for (int64_t i = 0; i < o.decode_tokens; ++i) dec.feed(next);
-    });
+    double t = 0, attended = 0;  // seconds; bytes of keys and values read, over the timed tokens
+    for (int64_t i = 0; i < o.decode_tokens; ++i) {
+      attended += static_cast<double>(dec.attended_bytes());
+      t += seconds_of([&] { dec.feed(next); });
+    }
     if (!o.profile_dir.empty() && out.empty()) {  // 16 more tokens, traced (untimed)
       torch::autograd::profiler::RecordProfile trace(o.profile_dir + "/decode.json");
       for (int i = 0; i < 16; ++i) dec.feed(next);
@@ -115,7 +124,8 @@ nlohmann::json decode_rates(BakaLM& model, const BenchOptions& o) {
     out.push_back({{"context_windows", windows},
                    {"context_tokens", windows * c.window_size},
                    {"prefill_tokens_per_s", prompt.numel() / prefill},
-                   {"decode_ms_per_token", 1000 * t / o.decode_tokens}});
+                   {"decode_ms_per_token", 1000 * t / o.decode_tokens},
+                   {"attended_bytes_per_token", attended / o.decode_tokens}});
   }
   return out;
 }

@@ -38,6 +38,13 @@ torch::Tensor Decoder::feed_stateless(const torch::Tensor& ids) {
   return model_->gpt_neox(window_ids_).select(1, in_window_ - 1);
 }
 
+int64_t Decoder::attended_bytes() const {
+  int64_t bytes = 0;
+  if (window_)
+    for (const auto& l : window_->layers) bytes += l.keys.rows().nbytes() + l.values.rows().nbytes();
+  return bytes;
+}
+
 torch::Tensor Decoder::feed(const torch::Tensor& ids_in) {
   c10::InferenceMode inference;  // no autograd bookkeeping at all: cheaper than NoGradGuard per op
   TORCH_CHECK(ids_in.dim() == 2 && ids_in.size(0) == batch_ && ids_in.size(1) > 0, "Decoder::feed: ids must be [B, n>0]");

@@ -42,6 +42,10 @@ class Decoder {
   static torch::Tensor feed_together(const std::vector<Decoder*>& decoders, const torch::Tensor& ids);
 
   int64_t tokens() const { return state_.seen + in_window_; }
+  // Bytes of keys and values (every layer) the next token's attention reads
+  // as things stand: what decoding reads besides the weights (0 before a
+  // window is open).
+  int64_t attended_bytes() const;
   int64_t batch() const { return batch_; }
   const State& boundary_state() const { return state_; }
 

@@ -247,6 +247,13 @@ TEST(BenchCli, JsonShape) {
   EXPECT_TRUE(j["machine"]["amx"].is_boolean());
   ASSERT_EQ(j["decode_bfloat16_weights"].size(), 2u);
   EXPECT_EQ(2 * j["decode_weight_bytes"]["bfloat16"].get<int64_t>(), j["decode_weight_bytes"]["float32"].get<int64_t>());
+  // A token reads the layer's q, k, v, output gate, MLP gate and EMA gate
+  // (D x D), the MLP (3 x D x 4D) and the head (V x D); not the past gates or
+  // the solidifier (once a window).
+  EXPECT_EQ(j["decode_weight_bytes"]["float32"].get<int64_t>(), 4 * (6 * 32 * 32 + 3 * 32 * 128 + 64 * 32));
+  // Keys (2D) and values (D) of the window so far, every layer: more than the previous window's alone.
+  for (const auto& d : j["decode"])
+    EXPECT_GT(d["attended_bytes_per_token"].get<double>(), 4.0 * 3 * 32 * 16) << d;
   ASSERT_EQ(j["attention_step"].size(), 2u);
   const auto& step = j["attention_step"][1];
   EXPECT_EQ(step["window"], 64);

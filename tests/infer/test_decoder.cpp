@@ -57,6 +57,21 @@ TEST(Decoder, DenseAttentionEqualsTheForward) {
   check_against_forward(MegaCache::kPreviousLayerOutput, {12, 1, 1, 3, 5});
   set_attention_kernel(AttentionKernel::kAuto);
 }
+// What the next token's attention reads: nothing before a window is open,
+// then one more key (2D) and value (D) per layer with each token.
+TEST(Decoder, AttendedBytesGrowByOneKeyAndValuePerLayer) {
+  const auto c = decode_config();
+  auto model = make_model(c, 23);
+  model->eval();
+  Decoder dec(model, 1);
+  EXPECT_EQ(dec.attended_bytes(), 0);
+  dec.feed(torch::tensor({{3}}, torch::kLong));
+  const int64_t before = dec.attended_bytes();
+  EXPECT_GT(before, 0);
+  dec.feed(torch::tensor({{4}}, torch::kLong));
+  EXPECT_EQ(dec.attended_bytes() - before, c.num_layers * 3 * c.hidden_dim * 4);
+}
+
 TEST(Decoder, LayerInputCache) { check_against_forward(MegaCache::kPreviousLayerInput, {7, 1, 1, 1}); }
 
 TEST(Decoder, StateAtBoundaryEqualsTheForwards) {
