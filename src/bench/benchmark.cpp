@@ -82,8 +82,8 @@ nlohmann::json train_rate(BakaLM& model, const BenchOptions& o, bool bf16, doubl
   const double t = seconds_of([&] {
     for (int64_t i = 0; i < o.train_steps; ++i) step();
   });
-  if (!bf16 && !o.profile_dir.empty()) {  // one more step, traced op by op (untimed)
-    torch::autograd::profiler::RecordProfile trace(o.profile_dir + "/train_step.json");
+  if (!o.profile_dir.empty()) {  // one more step, traced op by op (untimed)
+    torch::autograd::profiler::RecordProfile trace(o.profile_dir + (bf16 ? "/train_step_bfloat16.json" : "/train_step.json"));
     step();
   }
   const double rate = B * T * o.train_steps / t;
