@@ -252,8 +252,10 @@ TEST(BenchCli, JsonShape) {
   // the solidifier (once a window).
   EXPECT_EQ(j["decode_weight_bytes"]["float32"].get<int64_t>(), 4 * (6 * 32 * 32 + 3 * 32 * 128 + 64 * 32));
   // Keys (2D) and values (D) of the window so far, every layer: more than the previous window's alone.
-  for (const auto& d : j["decode"])
+  for (const auto& d : j["decode"]) {
     EXPECT_GT(d["attended_bytes_per_token"].get<double>(), 4.0 * 3 * 32 * 16) << d;
+    EXPECT_GT(d["first_token_ms"].get<double>(), 0) << d;
+  }
   ASSERT_EQ(j["attention_step"].size(), 2u);
   const auto& step = j["attention_step"][1];
   EXPECT_EQ(step["window"], 64);
