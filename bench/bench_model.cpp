@@ -127,21 +127,22 @@ BENCHMARK(BM_HeadProduct)
     ->ArgsProduct({{0, 1, 2, 3, 4}, {1, 4, 16}, {32000, 320}})
     ->Unit(benchmark::kMicrosecond);
 
-// The same one-row head product with the weight read from memory, not the
-// cache: 12 weights (490 MB float32) used in turn. Set against `bakallm
-// bench`'s read bandwidth, this says whether decoding's products run at the
-// floor.
+// A one-row product with the weight read from memory, not the cache: weights
+// used in turn, 490 MB of float32 in all. Set against `bakallm bench`'s read
+// bandwidth, this says whether decoding's products run at the floor. Shapes
+// [N, K]: tiny's head [32000, 320], and base's MLP [2048, 768] and [768, 2048].
 void BM_HeadProductFromMemory(benchmark::State& state) {
   set_threads(threads());
-  const int64_t kind = state.range(0);
+  const int64_t kind = state.range(0), N = state.range(1), K = state.range(2);
+  const int64_t count = (int64_t{490} << 20) / (N * K * 4);
   std::vector<torch::Tensor> ws;
   std::vector<Q8Weight> qs;
-  for (int i = 0; i < 12; ++i) {
-    const auto w = torch::randn({32000, 320}) * 0.05;
+  for (int64_t i = 0; i < count; ++i) {
+    const auto w = torch::randn({N, K}) * 0.05;
     ws.push_back(kind == 1 || kind == 4 ? w.to(torch::kBFloat16) : w);
     if (kind == 2) qs.push_back(quantize_q8(w));
   }
-  const auto x = torch::randn({1, 320});
+  const auto x = torch::randn({1, K});
   const int64_t bytes = kind == 2 ? qs[0].bytes() : ws[0].numel() * ws[0].element_size();
   size_t i = 0;
   for (auto _ : state) {
@@ -159,7 +160,11 @@ void BM_HeadProductFromMemory(benchmark::State& state) {
   const char* kinds[] = {"float32", "bfloat16", "int8", "float32 oneDNN", "bfloat16 oneDNN"};
   state.SetLabel(kinds[kind]);
 }
-BENCHMARK(BM_HeadProductFromMemory)->DenseRange(0, 4)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_HeadProductFromMemory)
+    ->ArgsProduct({{0, 1, 2, 3, 4}, {32000}, {320}})
+    ->ArgsProduct({{0, 1, 3, 4}, {2048}, {768}})
+    ->ArgsProduct({{0, 1, 3, 4}, {768}, {2048}})
+    ->Unit(benchmark::kMicrosecond);
 
 // One decoded row's attention in each of the tiny preset's 8 layers, after
 // ~600 keys (a window and a half): the row kernel (ops/row_attention.h)

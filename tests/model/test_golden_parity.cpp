@@ -97,7 +97,9 @@ TEST_F(GoldenParity, FusedLossGradients) {
   out.loss.backward();
   for (const auto& p : model->named_parameters()) {
     auto it = cases.find("grad." + p.key());
-    if (it != cases.end()) EXPECT_TRUE(test::all_close(p.value().grad(), it->second)) << p.key();
+    if (it != cases.end()) {
+      EXPECT_TRUE(test::all_close(p.value().grad(), it->second)) << p.key();
+    }
   }
 }
 
