@@ -44,22 +44,24 @@ BAKALLM_AVX512 void axpy_avx512(float p, const float* v, float* acc, int64_t n) 
   for (; k < n; ++k) acc[k] += p * v[k];
 }
 
-float dot(const float* a, const float* b, int64_t n) {
-  if (cpu_has_avx512()) return dot_avx512(a, b, n);
+float dot_portable(const float* a, const float* b, int64_t n) {
   float sum = 0;
   for (int64_t k = 0; k < n; ++k) sum += a[k] * b[k];
   return sum;
 }
 
-void axpy(float p, const float* v, float* acc, int64_t n) {
-  if (cpu_has_avx512()) return axpy_avx512(p, v, acc, n);
+void axpy_portable(float p, const float* v, float* acc, int64_t n) {
   for (int64_t k = 0; k < n; ++k) acc[k] += p * v[k];
 }
 
 // One task: row (g, i) against keys [j0, j1). Writes its max, its sum of
-// exp(s - max) and Σ exp(s_j - max) V_j into PARTIAL [Dv + 2].
+// exp(s - max) and Σ exp(s_j - max) V_j into PARTIAL [Dv + 2]. The vector
+// loops are chosen once per task, not per key.
 void partial_row(const float* q, const float* K, int64_t sK, const float* V, int64_t sV, int64_t F, int64_t Dv,
                  int64_t j0, int64_t j1, float scale, float* partial) {
+  const bool vector = cpu_has_avx512();
+  const auto dot = vector ? dot_avx512 : dot_portable;
+  const auto axpy = vector ? axpy_avx512 : axpy_portable;
   thread_local std::vector<float> s;
   s.resize(j1 - j0);
   for (int64_t j = j0; j < j1; ++j) s[j - j0] = dot(q, K + j * sK, F) * scale;
@@ -91,8 +93,10 @@ Tensor row_attention(const Tensor& q_in, const Tensor& K, const Tensor& V, const
     return std::pair{lo, mask.causal ? std::min(Tk, mask.before + i + 1) : Tk};
   };
   for (int64_t g = 0; g < G; ++g)
-    for (int64_t i = 0; i < Tq; ++i)
-      TORCH_CHECK(range(g, i).second > range(g, i).first, "row_attention: row ", i, " of matrix ", g, " sees no key");
+    for (int64_t i = 0; i < Tq; ++i) {
+      const auto [lo, hi] = range(g, i);
+      TORCH_CHECK(hi > lo, "row_attention: row ", i, " of matrix ", g, " sees no key");
+    }
   // Keys split into as many parts as threads, each at least 64 keys.
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), Tk / 64));
   std::vector<float> partial(G * Tq * parts * (Dv + 2));
