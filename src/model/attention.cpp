@@ -66,10 +66,13 @@ torch::Tensor AttentionImpl::weigh(const torch::Tensor& q_in, const torch::Tenso
                          q.scalar_type() == torch::kFloat;
   // The row and block kernels take the heads folded into the batch: [B·H, T, F/H].
   auto fold = [&](const torch::Tensor& t) { return heads_ == 1 ? t : t.flatten(0, 1); };
-  auto folded = m;
-  if (m.keep_past.defined() && heads_ > 1) folded.keep_past = m.keep_past.repeat_interleave(heads_);
+  auto folded = [&] {
+    auto f = m;
+    if (m.keep_past.defined() && heads_ > 1) f.keep_past = m.keep_past.repeat_interleave(heads_);
+    return f;
+  };
   if (use_row_attention(q_in.device(), Tq, inference)) {
-    out = row_attention(fold(q), fold(K), fold(V), folded, scale);
+    out = row_attention(fold(q), fold(K), fold(V), folded(), scale);
     if (heads_ > 1) out = out.unflatten(0, {B, heads_});
   } else if (use_block_attention(q_in.device(), B * heads_, Tq, Tk)) {
     BlockAttentionOptions o;
@@ -78,7 +81,7 @@ torch::Tensor AttentionImpl::weigh(const torch::Tensor& q_in, const torch::Tenso
     o.training = is_training();
     o.batch = B;
     o.compute = compute_;
-    out = block_attention(fold(q), fold(K), fold(V), folded, o);
+    out = block_attention(fold(q), fold(K), fold(V), folded(), o);
     if (heads_ > 1) out = out.unflatten(0, {B, heads_});
   } else {
     auto mask = visible_keys(m, 0, Tq, 0, Tk, q.device());     // [Tq, Tk], [B, 1|Tq, Tk] or undefined
