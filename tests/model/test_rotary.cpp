@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "model/rotary.h"
+#include "rotary_reference.h"
 #include "tensor_asserts.h"
 
 namespace bakallm {
@@ -14,11 +15,8 @@ namespace {
 // complex numbers). The angle pos · f_j is a float32 product, as the
 // prototype's (far positions lose digits there); the rest is float64.
 torch::Tensor expected(const torch::Tensor& x, const torch::Tensor& pos, const torch::Tensor& freqs) {
-  const int64_t D = freqs.size(0) * 2;
-  const auto angle = (pos.to(torch::kFloat).unsqueeze(-1) * freqs).to(torch::kDouble);  // [B, T, D/2]
-  auto pairs = torch::view_as_complex(x.narrow(-1, 0, D).to(torch::kDouble).contiguous().unflatten(-1, {D / 2, 2}));
-  auto turned = torch::view_as_real(pairs * torch::polar(torch::ones_like(angle), angle)).flatten(-2);
-  return torch::cat({turned, x.narrow(-1, D, x.size(-1) - D).to(torch::kDouble)}, -1);
+  const auto angle = pos.to(torch::kFloat).unsqueeze(-1) * freqs;  // [B, T, D/2]
+  return test::rotated_reference(x, angle, freqs.size(0) * 2);
 }
 
 TEST(RotaryTable, SharedAndPerRowStartsAtAnyPosition) {

@@ -5,26 +5,20 @@
 #include <gtest/gtest.h>
 
 #include "ops/rotary.h"
+#include "rotary_reference.h"
 #include "tensor_asserts.h"
 
 namespace bakallm {
 namespace {
 
-// x [N, T, F]: pairs (2j, 2j+1) of the first D features as complex numbers.
-torch::Tensor reference(const torch::Tensor& x, const torch::Tensor& angle, int64_t D) {
-  auto pairs = torch::view_as_complex(x.narrow(-1, 0, D).to(torch::kDouble).contiguous().unflatten(-1, {D / 2, 2}));
-  auto turned = torch::view_as_real(pairs * torch::polar(torch::ones_like(angle.to(torch::kDouble)), angle.to(torch::kDouble)));
-  return torch::cat({turned.flatten(-2), x.narrow(-1, D, x.size(-1) - D).to(torch::kDouble)}, -1);
-}
-
 void check(const torch::Tensor& x_in, const torch::Tensor& angle, int64_t D) {
   auto x = x_in.detach().requires_grad_();
   auto y = rotate_pairs(x, angle.cos().to(x.scalar_type()), angle.sin().to(x.scalar_type()), D);
-  EXPECT_TRUE(test::all_close(y, reference(x_in, angle, D), 1e-5, 1e-6));
+  EXPECT_TRUE(test::all_close(y, test::rotated_reference(x_in, angle, D), 1e-5, 1e-6));
   auto dy = torch::randn_like(y);
   (y * dy).sum().backward();
   // The rotation is orthogonal: the gradient is dy rotated back.
-  EXPECT_TRUE(test::all_close(x.grad(), reference(dy, -angle, D), 1e-5, 1e-6));
+  EXPECT_TRUE(test::all_close(x.grad(), test::rotated_reference(dy, -angle, D), 1e-5, 1e-6));
 }
 
 TEST(Rotary, FusedRotationEqualsComplexMultiplication) {
