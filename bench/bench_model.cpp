@@ -42,6 +42,34 @@ void BM_Matmul(benchmark::State& state) {
 }
 BENCHMARK(BM_Matmul)->Args({1024, 0, 1})->Args({1024, 1, 1})->Args({1024, 0, 0})->Unit(benchmark::kMillisecond);
 
+// The three products of a Linear in a training step, at a window's rows
+// (W + 2M + 2 = 578) and base's shapes: y = x·Wᵀ, dx = dy·W, dW = dyᵀ·x, in
+// float32 or bfloat16; the bfloat16 operands given in float32, as the model
+// holds them (the conversion timed too), or already converted (the product alone).
+void BM_TrainingProduct(benchmark::State& state) {
+  set_threads(threads());
+  const int64_t M = 578, K = state.range(0), N = state.range(1), which = state.range(3);
+  const auto dtype = state.range(2) ? torch::kBFloat16 : torch::kFloat;
+  const bool converted = state.range(4);
+  torch::NoGradGuard no_grad;
+  auto x = torch::randn({M, K}), w = torch::randn({N, K}), dy = torch::randn({M, N});
+  if (converted) x = x.to(dtype), w = w.to(dtype), dy = dy.to(dtype);
+  for (auto _ : state) {
+    if (which == 0) benchmark::DoNotOptimize(matmul_nt(x, w, dtype));
+    if (which == 1) benchmark::DoNotOptimize(matmul_nt(dy, w.t(), dtype));
+    if (which == 2) benchmark::DoNotOptimize(matmul_nt(dy.t(), x.t(), dtype));
+  }
+  state.counters["FLOP/s"] = benchmark::Counter(2.0 * M * N * K, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(state.range(2) ? "bfloat16" : "float32") + (which == 0 ? " y" : which == 1 ? " dx" : " dW") +
+                 (converted ? " (operands converted before)" : ""));
+}
+BENCHMARK(BM_TrainingProduct)
+    ->ArgsProduct({{768}, {768, 2048}, {0, 1}, {0, 1, 2}, {0}})
+    ->ArgsProduct({{2048}, {768}, {0, 1}, {0, 1, 2}, {0}})
+    ->ArgsProduct({{768}, {768, 2048}, {1}, {0, 1, 2}, {1}})
+    ->ArgsProduct({{2048}, {768}, {1}, {0, 1, 2}, {1}})
+    ->Unit(benchmark::kMicrosecond);
+
 // The rotary rotation of one layer's queries, tiny preset ([B, T, 2D], D = 320):
 // one decoded row, or a training batch of 4 x 578 rows; the fused loop against
 // the tensor expression it replaced (ops/rotary.h).
