@@ -110,7 +110,8 @@ BakaLMImpl::LossOutput BakaLMImpl::forward_loss(const torch::Tensor& ids, const 
                                                 State state, const torch::Tensor& resets) {
   auto net = trunk(ids, std::move(state), resets);
   auto h = lm_norm(net.hidden).reshape({-1, config_.hidden_dim});  // [B·T, D]
-  auto loss = fused_head_loss(h, embed_out->weight, targets.reshape({-1}), compute_);
+  auto loss = fused_head_loss(h, embed_out->weight, targets.reshape({-1}), compute_, kHeadChunkRows,
+                              embed_out->compute_weight());
   return {loss, std::move(net.state)};
 }
 

@@ -24,7 +24,7 @@ bool LinearImpl::store_q8() {
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  auto y = q8_.defined() ? matmul_nt_q8(x, q8_, compute_) : matmul_nt(x, weight, compute_);  // [..., out]
+  auto y = q8_.defined() ? matmul_nt_q8(x, q8_, compute_) : matmul_nt(x, weight, compute_, compute_weight());  // [..., out]
   return bias.defined() ? y + bias : y;
 }
 

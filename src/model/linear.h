@@ -4,6 +4,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "ops/cast_cache.h"
 #include "ops/q8.h"
 
 namespace bakallm {
@@ -14,6 +15,9 @@ class LinearImpl : public torch::nn::Module {
 
   torch::Tensor forward(const torch::Tensor& x);  // [..., in] -> [..., out]
   void set_compute_dtype(torch::ScalarType dtype) { compute_ = dtype; }
+  // The weight in the compute dtype: itself, or its copy kept until the
+  // weight changes (ops/cast_cache.h).
+  torch::Tensor compute_weight() { return cast_.get(weight, compute_); }
   // Inference in 8 bits (ops/q8.h): the weight becomes Q8_0 and its float
   // values are gone (weight is left empty). Returns false, changing nothing,
   // when `in` is not a multiple of 32.
@@ -26,6 +30,7 @@ class LinearImpl : public torch::nn::Module {
  private:
   torch::ScalarType compute_ = torch::kFloat;
   Q8Weight q8_;  // set by store_q8()
+  CastCache cast_;
 };
 TORCH_MODULE(Linear);
 

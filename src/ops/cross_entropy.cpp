@@ -24,9 +24,14 @@ using torch::autograd::variable_list;
 // computed once per step, never recomputed.
 class FusedHeadLoss : public torch::autograd::Function<FusedHeadLoss> {
  public:
-  static Tensor forward(AutogradContext* ctx, const Tensor& h, const Tensor& W, const Tensor& targets,
-                        int64_t compute_dtype, int64_t chunk, bool grads) {
+  static Tensor forward(AutogradContext* ctx, const Tensor& h, const Tensor& W, const Tensor& W_compute,
+                        const Tensor& targets, int64_t compute_dtype, int64_t chunk, bool grads) {
     const auto compute = static_cast<torch::ScalarType>(compute_dtype);
+    // W in COMPUTE once, not in each product (double h: matmul_nt runs in double);
+    // W_compute is W's kept cast, or W itself.
+    const auto& Wc = W_compute.scalar_type() == compute                                ? W_compute
+                     : h.scalar_type() == torch::kFloat && W.scalar_type() != compute ? W.to(compute)
+                                                                                      : W;
     const int64_t N = h.size(0);
     const auto valid = targets.ne(kIgnoreIndex);                        // [N]
     const auto count = valid.sum().item<int64_t>();
@@ -42,7 +47,7 @@ class FusedHeadLoss : public torch::autograd::Function<FusedHeadLoss> {
       auto t = targets.narrow(0, r, n);
       auto ok = valid.narrow(0, r, n).to(torch::kFloat);                // [n]
       const auto index = t.clamp_min(0).unsqueeze(1);                  // [n, 1]
-      auto logits = matmul_nt(hc, W, compute).to(torch::kFloat);        // [n, V]
+      auto logits = matmul_nt(hc, Wc, compute).to(torch::kFloat);        // [n, V]
       auto picked = logits.gather(1, index);                            // [n, 1]
       auto [m, sum] = exp_rows_(logits);                                // [n, 1] each
       auto& p = logits;                                                 // [n, V] unnormalised softmax, in place
@@ -53,7 +58,7 @@ class FusedHeadLoss : public torch::autograd::Function<FusedHeadLoss> {
       const auto weight = (ok / static_cast<double>(count)).unsqueeze(1);  // [n, 1]
       p.mul_(weight / sum);
       p.scatter_add_(1, index, -weight);
-      dh.narrow(0, r, n).copy_(matmul_nt(p, W.t(), compute));          // [n, D] = p · W
+      dh.narrow(0, r, n).copy_(matmul_nt(p, Wc.t(), compute));          // [n, D] = p · W
       dW += matmul_nt(p.t(), hc.t(), compute);                          // [V, D] = pᵀ · h
     }
     ctx->save_for_backward({dh, dW});
@@ -64,7 +69,7 @@ class FusedHeadLoss : public torch::autograd::Function<FusedHeadLoss> {
     const auto saved = ctx->get_saved_variables();
     const auto upstream = grads[0].to(torch::kFloat);
     auto scaled = [&](const Tensor& g) { return g.defined() ? g * upstream.to(g.scalar_type()) : g; };
-    return {scaled(saved[0]), scaled(saved[1]), Tensor(), Tensor(), Tensor(), Tensor()};
+    return {scaled(saved[0]), scaled(saved[1]), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -94,12 +99,14 @@ torch::Tensor cross_entropy_rows(const torch::Tensor& logits, const torch::Tenso
 }
 
 torch::Tensor fused_head_loss(const torch::Tensor& h, const torch::Tensor& W, const torch::Tensor& targets,
-                              torch::ScalarType compute, int64_t rows_per_chunk) {
+                              torch::ScalarType compute, int64_t rows_per_chunk, const torch::Tensor& W_compute) {
   TORCH_CHECK(h.dim() == 2 && W.dim() == 2 && h.size(1) == W.size(1), "fused_head_loss: h [N, D], W [V, D]");
   TORCH_CHECK(targets.dim() == 1 && targets.size(0) == h.size(0), "fused_head_loss: targets [N]");
   // Inside apply() grad mode is off: decide here whether a backward will come.
   const bool grads = torch::GradMode::is_enabled() && (h.requires_grad() || W.requires_grad());
-  return FusedHeadLoss::apply(h, W, targets, static_cast<int64_t>(compute), rows_per_chunk, grads);
+  // apply() takes no undefined tensor: W stands for a missing W_COMPUTE.
+  return FusedHeadLoss::apply(h, W, W_compute.defined() ? W_compute : W, targets, static_cast<int64_t>(compute),
+                              rows_per_chunk, grads);
 }
 
 }  // namespace bakallm

@@ -26,8 +26,12 @@ std::pair<torch::Tensor, torch::Tensor> exp_rows_(torch::Tensor& x);
 
 // Mean of −log softmax(h Wᵀ)[target] over rows whose target != kIgnoreIndex
 // (0 when there are none). h: [N, D] (already lm_norm'ed), W: [V, D],
-// targets: [N] int64. Products run in COMPUTE (float32 or bfloat16).
+// targets: [N] int64. Products run in COMPUTE (float32 or bfloat16), with
+// W_COMPUTE as W in COMPUTE when given (a kept cast, ops/cast_cache.h), else
+// W cast once per call. Logits are made kHeadChunkRows rows at a time.
+constexpr int64_t kHeadChunkRows = 1024;
 torch::Tensor fused_head_loss(const torch::Tensor& h, const torch::Tensor& W, const torch::Tensor& targets,
-                              torch::ScalarType compute = torch::kFloat, int64_t rows_per_chunk = 1024);
+                              torch::ScalarType compute = torch::kFloat, int64_t rows_per_chunk = kHeadChunkRows,
+                              const torch::Tensor& W_compute = {});
 
 }  // namespace bakallm

@@ -41,10 +41,13 @@ Tensor product(const Tensor& a, const Tensor& b, torch::ScalarType compute, torc
 
 class MatmulNT : public torch::autograd::Function<MatmulNT> {
  public:
-  // a [..., M, K], b [..., N, K] or [N, K] -> [..., M, N]
-  static Tensor forward(AutogradContext* ctx, const Tensor& a, const Tensor& b, int64_t compute_dtype) {
+  // a [..., M, K], b [..., N, K] or [N, K] -> [..., M, N]; b_compute: b's
+  // kept cast to COMPUTE, or b itself (autograd's apply takes no undefined
+  // tensor); its gradient is b's
+  static Tensor forward(AutogradContext* ctx, const Tensor& a, const Tensor& b, const Tensor& b_compute,
+                        int64_t compute_dtype) {
     const auto compute = static_cast<torch::ScalarType>(compute_dtype);
-    const auto ac = as(a, compute), bc = as(b, compute);  // saved as computed: no second cast
+    const auto ac = as(a, compute), bc = as(b_compute, compute);  // saved as computed: no second cast
     ctx->save_for_backward({ac, bc});
     ctx->saved_data["compute"] = compute_dtype;
     ctx->saved_data["a_dtype"] = static_cast<int64_t>(a.scalar_type());
@@ -68,7 +71,7 @@ class MatmulNT : public torch::autograd::Function<MatmulNT> {
         db = product(dy.transpose(-1, -2), a, compute, b_dtype);  // [..., N, K]
       }
     }
-    return {da, db, Tensor()};
+    return {da, db, Tensor(), Tensor()};
   }
 };
 
@@ -105,16 +108,21 @@ bool onednn_enabled() {
   return enabled;
 }
 
-Tensor matmul_nt(const Tensor& a, const Tensor& b, torch::ScalarType compute_in) {
+Tensor matmul_nt(const Tensor& a, const Tensor& b, torch::ScalarType compute_in, const Tensor& b_compute) {
   // Double operands (gradient checks) are multiplied in double, whatever the
   // model's compute dtype: a float32 product would hide the differences.
   const auto compute = a.scalar_type() == torch::kDouble ? torch::kDouble : compute_in;
+  const auto& cast = b_compute.defined() && b_compute.scalar_type() == compute ? b_compute : Tensor();
   // Our backward only where oneDNN runs and a gradient is wanted; elsewhere
   // product() is plain libtorch ops (autograd's own backward) or needs none.
   const bool wants_grad = torch::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad());
-  if (!wants_grad && few_rows(a, b, compute)) return rows_nt(a, b);
-  if (!wants_grad || !use_onednn(a, b, compute)) return product(a, b.transpose(-1, -2), compute, a.scalar_type());
-  return MatmulNT::apply(a, b, static_cast<int64_t>(compute));
+  if (!wants_grad) {
+    const auto& bc = cast.defined() ? cast : b;
+    if (few_rows(a, bc, compute)) return rows_nt(a, bc);
+    return product(a, bc.transpose(-1, -2), compute, a.scalar_type());
+  }
+  if (!use_onednn(a, b, compute)) return product(a, b.transpose(-1, -2), compute, a.scalar_type());
+  return MatmulNT::apply(a, b, cast.defined() ? cast : b, static_cast<int64_t>(compute));
 }
 
 double measure_matmul_flops(torch::ScalarType compute, int64_t n) {

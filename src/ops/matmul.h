@@ -14,8 +14,10 @@ namespace bakallm {
 // a: [..., M, K], b: [..., N, K] (same leading dims, or b 2-D)   -> [..., M, N]
 // COMPUTE: the dtype the product runs in (kFloat or kBFloat16; double
 // operands always run in double); the result comes back in a's dtype.
+// B_COMPUTE: b already cast to COMPUTE (a weight's kept copy, ops/cast_cache.h),
+// used in the product in place of a new cast; b's gradient still goes to b.
 torch::Tensor matmul_nt(const torch::Tensor& a, const torch::Tensor& b,
-                        torch::ScalarType compute = torch::kFloat);
+                        torch::ScalarType compute = torch::kFloat, const torch::Tensor& b_compute = {});
 
 // FLOP/s of [n, n] · [n, n]ᵀ through matmul_nt in COMPUTE on the CPU (operands
 // already in COMPUTE; the best of three rounds of five products),
