@@ -283,6 +283,10 @@ nlohmann::json run_benchmarks(const BenchOptions& o) {
   j["forward_tokens_per_s"] = forward_rate(model);
   if (!o.attention_windows.empty()) j["attention_step"] = attention_memory(c, o.attention_windows);
   j["read_bytes_per_s"] = read_bandwidth();
+  if (o.decode_windows.empty()) {  // no decoding asked for
+    j["peak_rss_bytes"] = peak_rss_bytes();
+    return j;
+  }
   j["decode_weight_bytes"]["float32"] = decode_weight_bytes(model);
   j["decode"] = decode_rates(model, o);
   if (o.bf16) {  // last: the float32 weights are gone after this

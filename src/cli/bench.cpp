@@ -21,8 +21,10 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--preset", a->preset, "preset to measure with random weights (default tiny)")->excludes(m);
   cmd->add_option("--train-rows", a->o.train_rows, "batch rows of the training measurement");
   cmd->add_option("--train-steps", a->o.train_steps, "timed training steps");
-  cmd->add_option("--decode-windows", a->o.decode_windows, "context lengths for decoding, in windows");
-  cmd->add_option("--decode-tokens", a->o.decode_tokens, "timed tokens per context length");
+  cmd->add_option("--decode-windows", a->o.decode_windows, "context lengths for decoding, in windows; 0: none")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--decode-tokens", a->o.decode_tokens, "timed tokens per context length")->check(CLI::PositiveNumber);
   cmd->add_option("--attention-windows", a->o.attention_windows,
                   "window sizes W at which a training step of 2W tokens is measured with the dense and the "
                   "blockwise attention (peak memory, time); 0: none")
@@ -34,6 +36,7 @@ void add_bench(CLI::App& app) {
   cmd->callback([a] {
     if (a->o.model_dir.empty()) a->o.config = preset(a->preset);
     if (a->o.attention_windows == std::vector<int64_t>{0}) a->o.attention_windows.clear();
+    if (a->o.decode_windows == std::vector<int64_t>{0}) a->o.decode_windows.clear();
     const auto j = run_benchmarks(a->o);
     if (a->json) {
       std::cout << j.dump(2) << "\n";

@@ -267,5 +267,24 @@ TEST(BenchCli, JsonShape) {
   EXPECT_TRUE(step.contains("saved_bytes"));
 }
 
+// --decode-windows 0, as --attention-windows 0: that measurement is left out.
+TEST(BenchCli, ZeroWindowsLeaveDecodingOut) {
+  test::TempDir dir;
+  std::ofstream(dir / "c.json") << R"({"hidden_dim": 32, "num_layers": 1, "num_memory_tokens": 2, "window_size": 16, "vocab_size": 64})";
+  int status = 0;
+  run("init --config " + dir / "c.json" + " --seed 1 --out " + dir / "m", &status);
+  auto out = run("bench --model " + dir / "m" + " --json --decode-windows 0 --train-steps 1 --attention-windows 0", &status);
+  ASSERT_EQ(status, 0) << out;
+  auto j = nlohmann::json::parse(out);
+  EXPECT_FALSE(j.contains("decode"));
+  EXPECT_FALSE(j.contains("decode_bfloat16_weights"));
+  EXPECT_FALSE(j.contains("attention_step"));
+  EXPECT_GT(j["train"]["float32"]["tokens_per_s"].get<double>(), 0);
+  EXPECT_GT(j["peak_rss_bytes"].get<double>(), 0);
+  out = run("bench --model " + dir / "m" + " --decode-tokens 0", &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("--decode-tokens"), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace bakallm
