@@ -2,7 +2,9 @@
 // (the same storage at the same version), as torch.autocast keeps the casts
 // of weights: a float32 weight's bfloat16 copy serves every window of a
 // training step (and every product of an evaluation) and is made again after
-// the optimizer step, a load or a copy changes the weight. The copy holds no
+// the optimizer step, a load or a copy changes the weight (a write that
+// bypasses the version counter, as a collective into the storage, must come
+// before the first cast: the trainer's broadcast does). The copy holds no
 // graph; the products that use it send their gradient to the weight itself
 // (matmul_nt's B_COMPUTE).
 #pragma once

@@ -221,7 +221,8 @@ class Run {
   }
 
   // Data parallel, once every rank has started: rank 0's weights everywhere (as DDP does),
-  // and the cost of summing the gradients alone.
+  // and the cost of summing the gradients alone. Before any forward: the
+  // broadcast writes past the version counter that kept casts check (ops/cast_cache.h).
   void sync_ranks() {
     if (!o_.comm) return;
     torch::NoGradGuard no_grad;

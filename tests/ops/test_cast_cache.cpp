@@ -67,6 +67,20 @@ TEST(CastCache, Bfloat16LinearFollowsItsWeightAndTrainsIt) {
   EXPECT_TRUE(all_close(fc->weight.grad(), torch::matmul(gb.t(), xb).to(torch::kFloat), 1e-2, 1e-2));
 }
 
+// The optimizer's in-place update moves the weight's version on: the next
+// window's products use the stepped weight, not the kept copy of the old one.
+TEST(CastCache, FollowsAnAdamWStep) {
+  torch::manual_seed(7);
+  Linear fc(64, 32);
+  fc->set_compute_dtype(torch::kBFloat16);
+  torch::optim::AdamW adam(fc->parameters(), torch::optim::AdamWOptions(0.1));
+  auto x = torch::randn({5, 64});
+  fc(x).square().sum().backward();
+  adam.step();
+  const auto stepped = matmul_nt(x, fc->weight.detach().to(torch::kBFloat16), torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(fc(x).detach(), stepped));
+}
+
 TEST(CastCache, HeadLossWithTheKeptCastEqualsACastPerCall) {
   torch::manual_seed(6);
   auto h = torch::randn({20, 32}, torch::requires_grad()), W = torch::randn({50, 32}, torch::requires_grad());
