@@ -225,22 +225,20 @@ TEST(EvalCli, TextSlidingRecordAndResults) {
   }
 }
 
-// A one-layer model (D 32, W 16, V 64) in DIR/m for bench to measure.
-std::string small_bench_model(test::TempDir& dir) {
+// bench's JSON for a one-layer model (D 32, W 16, V 64) with ARGS.
+nlohmann::json bench_json(const std::string& args) {
+  test::TempDir dir;
   std::ofstream(dir / "c.json") << R"({"hidden_dim": 32, "num_layers": 1, "num_memory_tokens": 2, "window_size": 16, "vocab_size": 64})";
   int status = 0;
   run("init --config " + dir / "c.json" + " --seed 1 --out " + dir / "m", &status);
   EXPECT_EQ(status, 0);
-  return dir / "m";
+  auto out = run("bench --model " + dir / "m" + " --json " + args, &status);
+  EXPECT_EQ(status, 0) << out;
+  return nlohmann::json::parse(out);
 }
 
 TEST(BenchCli, JsonShape) {
-  test::TempDir dir;
-  const auto model = small_bench_model(dir);
-  int status = 0;
-  auto out = run("bench --model " + model + " --json --decode-windows 1 2 --decode-tokens 4 --train-steps 1 --attention-windows 16 64", &status);
-  ASSERT_EQ(status, 0) << out;
-  auto j = nlohmann::json::parse(out);
+  auto j = bench_json("--decode-windows 1 2 --decode-tokens 4 --train-steps 1 --attention-windows 16 64");
   for (const char* key : {"matmul_flops_per_s", "train", "forward_tokens_per_s", "decode", "peak_rss_bytes", "weight_bytes"})
     EXPECT_TRUE(j.contains(key)) << key;
   EXPECT_GT(j["train"]["float32"]["tokens_per_s"].get<double>(), 0);
@@ -277,18 +275,14 @@ TEST(BenchCli, JsonShape) {
 
 // --decode-windows 0, as --attention-windows 0: that measurement is left out.
 TEST(BenchCli, ZeroWindowsLeaveDecodingOut) {
-  test::TempDir dir;
-  const auto model = small_bench_model(dir);
-  int status = 0;
-  auto out = run("bench --model " + model + " --json --decode-windows 0 --train-steps 1 --attention-windows 0", &status);
-  ASSERT_EQ(status, 0) << out;
-  auto j = nlohmann::json::parse(out);
+  auto j = bench_json("--decode-windows 0 --train-steps 1 --attention-windows 0");
   EXPECT_FALSE(j.contains("decode"));
   EXPECT_FALSE(j.contains("decode_bfloat16_weights"));
   EXPECT_FALSE(j.contains("attention_step"));
   EXPECT_GT(j["train"]["float32"]["tokens_per_s"].get<double>(), 0);
   EXPECT_GT(j["peak_rss_bytes"].get<double>(), 0);
-  out = run("bench --model " + model + " --decode-tokens 0", &status);
+  int status = 0;
+  auto out = run("bench --decode-tokens 0", &status);
   EXPECT_NE(status, 0);
   EXPECT_NE(out.find("--decode-tokens"), std::string::npos) << out;
 }
