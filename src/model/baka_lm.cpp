@@ -3,6 +3,7 @@
 #include "model/layer_norm.h"
 #include "ops/cross_entropy.h"
 #include "util/error.h"
+#include "util/huge_pages.h"
 #include "util/strings.h"
 
 namespace bakallm {
@@ -126,20 +127,23 @@ void BakaLMImpl::set_compute_dtype(torch::ScalarType dtype) {
 
 void BakaLMImpl::store_linear_weights(torch::ScalarType dtype) {
   torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor*> stored;
   for (const auto& m : modules()) {
     if (auto linear = std::dynamic_pointer_cast<LinearImpl>(m)) {
       if (dtype == torch::kChar) {
         linear->store_q8();  // products stay in compute_ (float32 or bf16)
-        continue;
+      } else if (dtype != linear->weight.scalar_type()) {
+        linear->weight.set_data(linear->weight.to(dtype));
+        linear->set_compute_dtype(dtype);
       }
-      linear->weight.set_data(linear->weight.to(dtype));
-      linear->set_compute_dtype(dtype);
+      for (auto* t : linear->stored_weights()) stored.push_back(t);
     }
   }
+  move_to_huge_pages(stored);  // a decoded token streams them all
 }
 
 void use_weights(BakaLM& model, const std::string& format) {
-  if (format == "float32") return;
+  if (format == "float32") return model->store_linear_weights(torch::kFloat);
   if (format == "bfloat16") return model->store_linear_weights(torch::kBFloat16);
   if (format == "int8") return model->store_linear_weights(torch::kChar);
   throw Error("--weights must be float32, bfloat16 or int8, got '" + format + "'");

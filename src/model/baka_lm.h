@@ -117,6 +117,8 @@ class BakaLMImpl : public torch::nn::Module {
   // the float32 values are gone from this model.
   // torch::kChar stores them in 8 bits, Q8_0 (ops/q8.h): a quarter of the
   // bytes; a Linear whose input width is not a multiple of 32 stays float32.
+  // Either way (float32 too) the stored weights move into one region of huge
+  // pages (util/huge_pages.h), which a decoded token streams faster.
   void store_linear_weights(torch::ScalarType dtype);
 
  private:

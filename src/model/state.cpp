@@ -1,6 +1,7 @@
 #include "model/state.h"
 
 #include "util/error.h"
+#include "util/huge_pages.h"
 
 namespace bakallm {
 
@@ -12,7 +13,7 @@ WindowOffsets WindowOffsets::shifted(int64_t r) const {
 }
 
 void RowBuffer::reserve(std::vector<int64_t> shape, const torch::TensorOptions& options) {
-  data_ = torch::empty(shape, options);
+  data_ = empty_huge(shape, options);  // a decoded token reads every key and value
   length_ = 0;
   reserved_ = true;
 }
