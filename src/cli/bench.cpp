@@ -57,7 +57,8 @@ void add_bench(CLI::App& app) {
                   100 * v["mfu"].get<double>());
     std::printf("%-34s %9.1f tok/s\n", "forward float32", j["forward_tokens_per_s"].get<double>());
     const double bandwidth = j["read_bytes_per_s"].get<double>();
-    std::printf("%-34s %9.1f GB/s\n", "memory read bandwidth", bandwidth / 1e9);
+    std::printf("%-34s %9.1f GB/s  (%s; 4 kB pages: %.1f)\n", "memory read bandwidth", bandwidth / 1e9,
+                m["huge_pages"].get<bool>() ? "2 MB pages" : "no huge pages given", j["read_bytes_per_s_4k_pages"].get<double>() / 1e9);
     for (const auto& [key, weights] : {std::pair{"decode", "float32"}, std::pair{"decode_bfloat16_weights", "bfloat16"},
                                        std::pair{"decode_int8_weights", "int8"}}) {
       if (!j.contains(key)) continue;
