@@ -251,6 +251,8 @@ TEST(BenchCli, JsonShape) {
   EXPECT_TRUE(others >= 0 && others <= 1) << others;
   EXPECT_FALSE(j["machine"]["cpu_model"].get<std::string>().empty());
   EXPECT_TRUE(j["machine"]["amx"].is_boolean());
+  EXPECT_TRUE(j["machine"]["huge_pages"].is_boolean());
+  EXPECT_GE(j["read_bytes_per_s"].get<double>(), j["read_bytes_per_s_4k_pages"].get<double>());  // the better of the two
   ASSERT_EQ(j["decode_bfloat16_weights"].size(), 2u);
   EXPECT_EQ(2 * j["decode_weight_bytes"]["bfloat16"].get<int64_t>(), j["decode_weight_bytes"]["float32"].get<int64_t>());
   // A token reads the layer's q, k, v, output gate, MLP gate and EMA gate
