@@ -71,10 +71,11 @@ torch::Tensor AttentionImpl::weigh(const torch::Tensor& q_in, const torch::Tenso
     if (m.keep_past.defined() && heads_ > 1) f.keep_past = m.keep_past.repeat_interleave(heads_);
     return f;
   };
-  if (use_row_attention(q_in.device(), Tq, inference)) {
+  const auto kernel = choose_attention_kernel(q_in.device(), B * heads_, Tq, Tk, inference);
+  if (kernel == AttentionKernel::kRows) {
     out = row_attention(fold(q), fold(K), fold(V), folded(), scale);
     if (heads_ > 1) out = out.unflatten(0, {B, heads_});
-  } else if (use_block_attention(q_in.device(), B * heads_, Tq, Tk)) {
+  } else if (kernel == AttentionKernel::kBlocks) {
     BlockAttentionOptions o;
     o.scale = scale;
     o.dropout = dropout_;

@@ -68,8 +68,9 @@ class AttentionImpl : public torch::nn::Module {
 
  private:
   // softmax(q Kᵀ / sqrt(2D) + mask) V, before the output gate: dense (the
-  // [Tq, Tk] weights held) or by blocks (ops/block_attention.h), as
-  // use_block_attention decides; the same values either way (tested).
+  // [Tq, Tk] weights held), by blocks (ops/block_attention.h) or one pass per
+  // decoded row (ops/row_attention.h), as choose_attention_kernel decides
+  // (ops/attention_kernel.h); the same values every way (tested).
   // q [B,Tq,2D], K [B,Tk,2D], V [B,Tk,D].                          -> [B, Tq, D]
   torch::Tensor weigh(const torch::Tensor& q, const torch::Tensor& K, const torch::Tensor& V, const AttentionMask& mask);
 

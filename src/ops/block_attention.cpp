@@ -1,13 +1,9 @@
 #include "ops/block_attention.h"
 
-#include <atomic>
-#include <cstdlib>
 #include <limits>
-#include <string>
 
 #include "ops/dropout.h"
 #include "ops/matmul.h"
-#include "util/error.h"
 
 namespace bakallm {
 
@@ -140,8 +136,6 @@ class BlockAttention : public torch::autograd::Function<BlockAttention> {
   }
 };
 
-std::atomic<int> g_kernel{-1};  // an AttentionKernel once set or read from the environment
-
 }  // namespace
 
 Tensor visible_keys(const AttentionMask& mask, int64_t i0, int64_t rows, int64_t j0, int64_t cols,
@@ -159,34 +153,6 @@ Tensor visible_keys(const AttentionMask& mask, int64_t i0, int64_t rows, int64_t
     v = v.defined() ? seen.logical_and(v) : seen;
   }
   return v;
-}
-
-AttentionKernel attention_kernel() {
-  int k = g_kernel.load();
-  if (k < 0) {
-    const char* env = std::getenv("BAKALLM_ATTENTION");
-    const std::string v = env ? env : "auto";
-    if (v != "auto" && v != "dense" && v != "blocks" && v != "rows")
-      throw Error("BAKALLM_ATTENTION must be auto, dense, blocks or rows, got '" + v + "'");
-    k = static_cast<int>(v == "dense"    ? AttentionKernel::kDense
-                         : v == "blocks" ? AttentionKernel::kBlocks
-                         : v == "rows"   ? AttentionKernel::kRows
-                                         : AttentionKernel::kAuto);
-    g_kernel = k;
-  }
-  return static_cast<AttentionKernel>(k);
-}
-
-void set_attention_kernel(AttentionKernel kernel) { g_kernel = static_cast<int>(kernel); }
-
-bool use_block_attention(const torch::Device& device, int64_t G, int64_t Tq, int64_t Tk) {
-  switch (attention_kernel()) {
-    case AttentionKernel::kDense:
-    case AttentionKernel::kRows: return false;
-    case AttentionKernel::kBlocks: return true;
-    case AttentionKernel::kAuto: break;
-  }
-  return device.is_cpu() && Tq > 1 && G * Tq * Tk >= kBlockAttentionFrom;
 }
 
 Tensor block_attention(const Tensor& q, const Tensor& K, const Tensor& V, const AttentionMask& mask,

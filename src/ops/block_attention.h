@@ -19,6 +19,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "ops/attention_kernel.h"
+
 namespace bakallm {
 
 // Which keys query row i (0..Tq-1) may see: with CAUSAL, keys 0..before+i;
@@ -50,18 +52,5 @@ struct BlockAttentionOptions {
 // q [G, Tq, F], K [G, Tk, F], V [G, Tk, Dv] float32 -> [G, Tq, Dv]
 torch::Tensor block_attention(const torch::Tensor& q, const torch::Tensor& K, const torch::Tensor& V,
                               const AttentionMask& mask, const BlockAttentionOptions& options);
-
-// Which attention the model runs, decided here once: kAuto takes the blocks on
-// the CPU when G·Tq·Tk weights (several rows against many keys) would exceed
-// kBlockAttentionFrom floats, the row kernel (ops/row_attention.h) for a few
-// decoded rows, the dense product otherwise (a short window: fewer, larger
-// ops). The environment's BAKALLM_ATTENTION=dense, =blocks or =rows, or
-// set_attention_kernel, fixes the choice (tests, benchmarks); rows apply only
-// where no gradient is wanted, and the dense product runs elsewhere.
-enum class AttentionKernel { kAuto, kDense, kBlocks, kRows };
-void set_attention_kernel(AttentionKernel kernel);
-AttentionKernel attention_kernel();  // the choice in force
-bool use_block_attention(const torch::Device& device, int64_t G, int64_t Tq, int64_t Tk);
-constexpr int64_t kBlockAttentionFrom = int64_t{1} << 22;
 
 }  // namespace bakallm

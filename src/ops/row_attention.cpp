@@ -138,15 +138,4 @@ Tensor row_attention(const Tensor& q_in, const Tensor& K, const Tensor& V, const
   return y;
 }
 
-bool use_row_attention(const torch::Device& device, int64_t Tq, bool inference) {
-  if (!inference || !device.is_cpu()) return false;
-  switch (attention_kernel()) {
-    case AttentionKernel::kDense:
-    case AttentionKernel::kBlocks: return false;
-    case AttentionKernel::kRows: return true;
-    case AttentionKernel::kAuto: break;
-  }
-  return Tq <= kRowAttentionRows && cpu_has_avx512();
-}
-
 }  // namespace bakallm

@@ -6,7 +6,7 @@
 // Σ p_j V_j, merged at the end, as flash-decoding does), so K and V are read
 // once, at the machine's bandwidth. Inference only (no autograd, no dropout),
 // CPU float32 (AVX-512 where the CPU has it); the model takes it where
-// use_row_attention says.
+// choose_attention_kernel says (ops/attention_kernel.h).
 #pragma once
 #include <torch/torch.h>
 
@@ -14,19 +14,10 @@
 
 namespace bakallm {
 
-// Query rows at most this many take the row kernel under kAuto.
-constexpr int64_t kRowAttentionRows = 4;
-
 // q [G, Tq, F], K [G, Tk, F], V [G, Tk, Dv] float32 (K and V with unit
 // stride along features; other strides free: the decoder's reserved
 // buffers) -> [G, Tq, Dv] float32. Every row must see at least one key.
 torch::Tensor row_attention(const torch::Tensor& q, const torch::Tensor& K, const torch::Tensor& V,
                             const AttentionMask& mask, double scale);
-
-// Whether the attention of TQ query rows runs here: only for INFERENCE (no
-// gradient wanted, no dropout) on the CPU in float32; under kAuto for at
-// most kRowAttentionRows rows where the CPU has AVX-512, under kRows
-// (BAKALLM_ATTENTION=rows) always, never under kDense or kBlocks.
-bool use_row_attention(const torch::Device& device, int64_t Tq, bool inference);
 
 }  // namespace bakallm

@@ -58,9 +58,15 @@ TEST(AttentionKernels, BlocksEqualDenseWithTwoHeads) {
 }
 
 TEST(AttentionKernels, AutoTakesBlocksOnlyForLargeWeights) {
-  EXPECT_FALSE(use_block_attention(torch::kCPU, 1, 1, 1 << 20));  // one decoded row
-  EXPECT_FALSE(use_block_attention(torch::kCPU, 1, 578, 1156));   // a tiny window: dense is fewer ops
-  EXPECT_TRUE(use_block_attention(torch::kCPU, 1, 2048 + 66, 2 * (2048 + 66)));
+  const auto for_training = [](int64_t Tq, int64_t Tk) {
+    return choose_attention_kernel(torch::kCPU, 1, Tq, Tk, /*inference=*/false);
+  };
+  EXPECT_EQ(for_training(1, 1 << 20), AttentionKernel::kDense);  // one row
+  EXPECT_EQ(for_training(578, 1156), AttentionKernel::kDense);   // a tiny window: dense is fewer ops
+  EXPECT_EQ(for_training(2048 + 66, 2 * (2048 + 66)), AttentionKernel::kBlocks);
+  set_attention_kernel(AttentionKernel::kBlocks);  // fixed: whatever the shape
+  EXPECT_EQ(for_training(1, 1), AttentionKernel::kBlocks);
+  set_attention_kernel(AttentionKernel::kAuto);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "ops/cpu.h"
 #include "ops/row_attention.h"
 #include "tensor_asserts.h"
 
@@ -52,13 +53,17 @@ TEST(RowAttention, RefusesARowThatSeesNoKey) {
 }
 
 TEST(RowAttention, TakenForInferenceOnlyAndAsTheKernelChoiceSays) {
+  const auto choose = [](int64_t Tq, bool inference) {
+    return choose_attention_kernel(torch::kCPU, 1, Tq, 600, inference);
+  };
   set_attention_kernel(AttentionKernel::kRows);
-  EXPECT_TRUE(use_row_attention(torch::kCPU, 100, true));
-  EXPECT_FALSE(use_row_attention(torch::kCPU, 1, false));  // a gradient wanted, or dropout
+  EXPECT_EQ(choose(100, true), AttentionKernel::kRows);
+  EXPECT_EQ(choose(1, false), AttentionKernel::kDense);  // a gradient wanted, or dropout
   set_attention_kernel(AttentionKernel::kDense);
-  EXPECT_FALSE(use_row_attention(torch::kCPU, 1, true));
+  EXPECT_EQ(choose(1, true), AttentionKernel::kDense);
   set_attention_kernel(AttentionKernel::kAuto);
-  EXPECT_FALSE(use_row_attention(torch::kCPU, kRowAttentionRows + 1, true));  // a window: the products
+  EXPECT_EQ(choose(kRowAttentionRows + 1, true), AttentionKernel::kDense);  // a window: the products
+  EXPECT_EQ(choose(1, true), cpu_has_avx512() ? AttentionKernel::kRows : AttentionKernel::kDense);
 }
 
 }  // namespace
