@@ -23,6 +23,11 @@ bool LinearImpl::store_q8() {
   return true;
 }
 
+std::vector<torch::Tensor*> LinearImpl::stored_weights() {
+  if (q8_.defined()) return {&q8_.q, &q8_.scales};
+  return {&weight};
+}
+
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   auto y = q8_.defined() ? matmul_nt_q8(x, q8_, compute_) : matmul_nt(x, weight, compute_, compute_weight());  // [..., out]
   return bias.defined() ? y + bias : y;

@@ -24,7 +24,7 @@ class LinearImpl : public torch::nn::Module {
   bool store_q8();
   const Q8Weight& q8() const { return q8_; }
   // The tensors the products read: the weight, or the Q8_0 values and scales.
-  std::vector<torch::Tensor*> stored_weights() { return q8_.defined() ? std::vector<torch::Tensor*>{&q8_.q, &q8_.scales} : std::vector<torch::Tensor*>{&weight}; }
+  std::vector<torch::Tensor*> stored_weights();
 
   torch::Tensor weight;  // [out, in]
   torch::Tensor bias;    // [out] or undefined
