@@ -62,7 +62,7 @@ int64_t decode_weight_bytes(BakaLM& model) {
     const bool per_window = name.find("memory_injector") != std::string::npos ||
                             name.find("past_k_gate") != std::string::npos || name.find("past_v_gate") != std::string::npos;
     if (linear && !per_window)
-      bytes += linear->q8().defined() ? linear->q8().bytes() : linear->weight.numel() * linear->weight.element_size();
+      for (const auto* t : linear->stored_weights()) bytes += static_cast<int64_t>(t->nbytes());
   }
   return bytes;
 }
@@ -293,14 +293,12 @@ nlohmann::json run_benchmarks(const BenchOptions& o) {
   j["read_bytes_per_s"] = std::max(huge, small);
   j["read_bytes_per_s_4k_pages"] = small;
   j["machine"]["huge_pages"] = huge_pages;
-  if (o.decode_windows.empty()) {  // no decoding asked for
-    j["peak_rss_bytes"] = peak_rss_bytes();
-    return j;
+  if (!o.decode_windows.empty()) {
+    model->store_linear_weights(torch::kFloat);  // as generate, eval and serve do: in huge pages
+    j["decode_weight_bytes"]["float32"] = decode_weight_bytes(model);
+    j["decode"] = decode_rates(model, o);
   }
-  model->store_linear_weights(torch::kFloat);  // as generate, eval and serve do: in huge pages
-  j["decode_weight_bytes"]["float32"] = decode_weight_bytes(model);
-  j["decode"] = decode_rates(model, o);
-  if (o.bf16) {  // last: the float32 weights are gone after this
+  if (o.bf16 && !o.decode_windows.empty()) {  // last: the float32 weights are gone after this
     model->store_linear_weights(torch::kBFloat16);
     j["decode_weight_bytes"]["bfloat16"] = decode_weight_bytes(model);
     j["decode_bfloat16_weights"] = decode_rates(model, o);

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "ops/cast_cache.h"
+#include "ops/matmul.h"
 #include "ops/q8.h"
 
 namespace bakallm {
@@ -17,7 +18,7 @@ class LinearImpl : public torch::nn::Module {
   void set_compute_dtype(torch::ScalarType dtype) { compute_ = dtype; }
   // The weight in the compute dtype: itself, or its copy kept until the
   // weight changes (ops/cast_cache.h).
-  torch::Tensor compute_weight() { return cast_.get(weight, compute_); }
+  torch::Tensor compute_weight() { return cast_.get(weight, product_dtype(weight.scalar_type(), compute_)); }
   // Inference in 8 bits (ops/q8.h): the weight becomes Q8_0 and its float
   // values are gone (weight is left empty). Returns false, changing nothing,
   // when `in` is not a multiple of 32.

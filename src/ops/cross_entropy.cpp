@@ -27,11 +27,10 @@ class FusedHeadLoss : public torch::autograd::Function<FusedHeadLoss> {
   static Tensor forward(AutogradContext* ctx, const Tensor& h, const Tensor& W, const Tensor& W_compute,
                         const Tensor& targets, int64_t compute_dtype, int64_t chunk, bool grads) {
     const auto compute = static_cast<torch::ScalarType>(compute_dtype);
-    // W in COMPUTE once, not in each product (double h: matmul_nt runs in double);
-    // W_compute is W's kept cast, or W itself.
-    const auto& Wc = W_compute.scalar_type() == compute                                ? W_compute
-                     : h.scalar_type() == torch::kFloat && W.scalar_type() != compute ? W.to(compute)
-                                                                                      : W;
+    // W in the products' dtype once, not in each product: W_compute (W's kept
+    // cast, or W itself) when it is, else a cast now.
+    const auto wanted = product_dtype(h.scalar_type(), compute);
+    const auto Wc = W_compute.scalar_type() == wanted ? W_compute : W.to(wanted);
     const int64_t N = h.size(0);
     const auto valid = targets.ne(kIgnoreIndex);                        // [N]
     const auto count = valid.sum().item<int64_t>();

@@ -109,9 +109,7 @@ bool onednn_enabled() {
 }
 
 Tensor matmul_nt(const Tensor& a, const Tensor& b, torch::ScalarType compute_in, const Tensor& b_compute) {
-  // Double operands (gradient checks) are multiplied in double, whatever the
-  // model's compute dtype: a float32 product would hide the differences.
-  const auto compute = a.scalar_type() == torch::kDouble ? torch::kDouble : compute_in;
+  const auto compute = product_dtype(a.scalar_type(), compute_in);
   const auto& cast = b_compute.defined() && b_compute.scalar_type() == compute ? b_compute : Tensor();
   // Our backward only where oneDNN runs and a gradient is wanted; elsewhere
   // product() is plain libtorch ops (autograd's own backward) or needs none.

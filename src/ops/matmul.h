@@ -11,6 +11,13 @@
 
 namespace bakallm {
 
+// The dtype a product with an operand of dtype OPERAND runs in: COMPUTE, but
+// double stays double (gradient checks: a float32 product would hide the
+// differences).
+inline torch::ScalarType product_dtype(torch::ScalarType operand, torch::ScalarType compute) {
+  return operand == torch::kDouble ? torch::kDouble : compute;
+}
+
 // a: [..., M, K], b: [..., N, K] (same leading dims, or b 2-D)   -> [..., M, N]
 // COMPUTE: the dtype the product runs in (kFloat or kBFloat16; double
 // operands always run in double); the result comes back in a's dtype.

@@ -49,19 +49,22 @@ torch::Tensor empty_huge(at::IntArrayRef sizes, const torch::TensorOptions& opti
 }
 
 void move_to_huge_pages(const std::vector<torch::Tensor*>& tensors) {
+  std::vector<torch::Tensor*> cpu;
   int64_t total = 0;
-  for (const auto* t : tensors)
-    if (t->defined() && t->device().is_cpu()) total += aligned(t->numel() * static_cast<int64_t>(t->element_size()));
+  for (auto* t : tensors)
+    if (t->defined() && t->device().is_cpu()) {
+      cpu.push_back(t);
+      total += aligned(static_cast<int64_t>(t->nbytes()));
+    }
   if (total == 0) return;
   torch::NoGradGuard no_grad;
   const auto region = std::make_shared<Region>(total);
   int64_t offset = 0;
-  for (auto* t : tensors) {
-    if (!t->defined() || !t->device().is_cpu()) continue;
+  for (auto* t : cpu) {
     auto moved = on(region, offset, t->sizes(), t->options().requires_grad(false));
     moved.copy_(*t);
     t->set_data(moved);
-    offset += aligned(t->numel() * static_cast<int64_t>(t->element_size()));
+    offset += aligned(static_cast<int64_t>(moved.nbytes()));
   }
 }
 
