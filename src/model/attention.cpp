@@ -72,6 +72,10 @@ torch::Tensor AttentionImpl::weigh(const torch::Tensor& q_in, const torch::Tenso
     return f;
   };
   const auto kernel = choose_attention_kernel(q_in.device(), B * heads_, Tq, Tk, inference);
+  if (kernel != AttentionKernel::kRows && K.scalar_type() != q.scalar_type()) {  // a bfloat16 cache: only rows read it as is
+    K = K.to(q.scalar_type());
+    V = V.to(q.scalar_type());
+  }
   if (kernel == AttentionKernel::kRows) {
     out = row_attention(fold(q), fold(K), fold(V), folded(), scale);
     if (heads_ > 1) out = out.unflatten(0, {B, heads_});

@@ -21,9 +21,10 @@ OpenWindow BakaNetImpl::open_window(const State& state, int64_t B, int64_t reser
   w.offsets = state.offsets();
   w.batch = B;
   const auto options = embed_in->weight.options();
+  const auto kv_dtype = cache_dtype_.value_or(embed_in->weight.scalar_type());
   for (size_t i = 0; i < layers->size(); ++i)
     w.layers.push_back(layer(i).open(state.layers.empty() ? nullptr : &state.layers[i], w.offsets.keep_past, B,
-                                     options, reserve));
+                                     options, reserve, kv_dtype));
   if (reserve > 0) w.top.reserve({B, reserve, config_.hidden_dim}, options);
   return w;
 }
@@ -140,6 +141,7 @@ void BakaLMImpl::store_linear_weights(torch::ScalarType dtype) {
     }
   }
   move_to_huge_pages(stored);  // a decoded token streams them all
+  if (model) model->set_cache_dtype(dtype == torch::kFloat ? std::nullopt : std::optional(torch::kBFloat16));
 }
 
 void use_weights(BakaLM& model, const std::string& format) {

@@ -20,6 +20,8 @@
 // is `lm_norm`, and the state stays empty. Training, evaluation and decoding
 // reach either network through trunk() and head().
 #pragma once
+#include <optional>
+
 #include <torch/torch.h>
 
 #include "model/block.h"
@@ -66,12 +68,20 @@ class BakaNetImpl : public torch::nn::Module {
 
   BlockImpl& layer(size_t i) { return layers->at<BlockImpl>(i); }
 
+  // The dtype of the keys and values a window opened with RESERVE > 0 (the
+  // decoder's) keeps: bfloat16 halves what each decoded token reads (the
+  // attention's arithmetic stays float32, ops/row_attention.h) and rounds
+  // every cached key and value to 8 mantissa bits; the cache handed to the
+  // next window is widened back. Unset: the model's dtype, exact.
+  void set_cache_dtype(std::optional<torch::ScalarType> dtype) { cache_dtype_ = dtype; }
+
   torch::nn::Embedding embed_in;
   torch::nn::ModuleList layers;  // of Block
   MemoryInjector memory_injector;
 
  private:
   Config config_;
+  std::optional<torch::ScalarType> cache_dtype_;
 };
 TORCH_MODULE(BakaNet);
 
@@ -119,6 +129,9 @@ class BakaLMImpl : public torch::nn::Module {
   // bytes; a Linear whose input width is not a multiple of 32 stays float32.
   // Either way (float32 too) the stored weights move into one region of huge
   // pages (util/huge_pages.h), which a decoded token streams faster.
+  // Beside bfloat16 or int8 weights the decoder keeps its keys and values in
+  // bfloat16 too (BakaNet::set_cache_dtype): half the bytes its attention
+  // reads. Float32 weights keep them in the model's dtype: decoding stays exact.
   void store_linear_weights(torch::ScalarType dtype);
 
  private:

@@ -30,7 +30,7 @@ torch::Tensor BlockImpl::combine(const torch::Tensor& x, const torch::Tensor& h,
 }
 
 LayerWindow BlockImpl::open(const LayerCache* cache, const torch::Tensor& keep_past, int64_t B,
-                            const torch::TensorOptions& options, int64_t reserve) {
+                            const torch::TensorOptions& options, int64_t reserve, torch::ScalarType kv_dtype) {
   LayerWindow w;
   w.batch = B;
   if (mega) std::tie(w.alpha, w.q) = mega->coefficients();
@@ -39,8 +39,8 @@ LayerWindow BlockImpl::open(const LayerCache* cache, const torch::Tensor& keep_p
   w.past = cached ? cache->k.size(1) : 0;
   w.keep_past = cached ? keep_past : torch::Tensor();
   if (reserve > 0) {
-    w.keys.reserve({B, w.past + reserve, attn->key_width()}, options);
-    w.values.reserve({B, w.past + reserve, D}, options);
+    w.keys.reserve({B, w.past + reserve, attn->key_width()}, options.dtype(kv_dtype));
+    w.values.reserve({B, w.past + reserve, D}, options.dtype(kv_dtype));
     w.sources.reserve({B, reserve, D}, options);
   }
   if (!cached) return w;  // y_{-1} = 0, nothing to attend to before the window

@@ -28,9 +28,10 @@ class BlockImpl : public torch::nn::Module {
   // Opens this layer's window after CACHE (nullptr or undefined: a fresh
   // stream) for a batch of B rows: the gated previous keys and values, and the
   // EMA value at the end of the cached rows. Rows whose KEEP_PAST [B] is false
-  // see none of it. RESERVE > 0 preallocates room for that many rows.
+  // see none of it. RESERVE > 0 preallocates room for that many rows, the
+  // keys and values in KV_DTYPE (BakaNet::set_cache_dtype), the rest in OPTIONS.
   LayerWindow open(const LayerCache* cache, const torch::Tensor& keep_past, int64_t batch,
-                   const torch::TensorOptions& options, int64_t reserve = 0);
+                   const torch::TensorOptions& options, int64_t reserve, torch::ScalarType kv_dtype);
 
   // Rows x [B, n, D] of the open windows WS (one, or several stacked along the
   // batch) at positions AT: causal over each window's rows so far and its

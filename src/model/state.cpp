@@ -47,7 +47,9 @@ WindowOffsets OpenWindow::next_offsets(const std::vector<OpenWindow*>& windows, 
 
 LayerCache LayerWindow::cache() const {
   const int64_t n = rows();
-  return {sources.rows(), keys.rows().narrow(1, past, n), values.rows().narrow(1, past, n)};
+  const auto source = sources.rows();
+  const auto dtype = source.scalar_type();  // the model's: a bfloat16 cache is handed on widened
+  return {source, keys.rows().narrow(1, past, n).to(dtype), values.rows().narrow(1, past, n).to(dtype)};
 }
 
 

@@ -5,8 +5,10 @@
 // The keys are split between the threads (each a partial max, sum and
 // Σ p_j V_j, merged at the end, as flash-decoding does), so K and V are read
 // once, at the machine's bandwidth. Inference only (no autograd, no dropout),
-// CPU float32 (AVX-512 where the CPU has it); the model takes it where
-// choose_attention_kernel says (ops/attention_kernel.h).
+// CPU, float32 arithmetic (AVX-512 where the CPU has it) over float32 or
+// bfloat16 keys and values (the decoder's cache, BakaNet::set_cache_dtype);
+// the model takes it where choose_attention_kernel says
+// (ops/attention_kernel.h).
 #pragma once
 #include <torch/torch.h>
 
@@ -14,9 +16,9 @@
 
 namespace bakallm {
 
-// q [G, Tq, F], K [G, Tk, F], V [G, Tk, Dv] float32 (K and V with unit
-// stride along features; other strides free: the decoder's reserved
-// buffers) -> [G, Tq, Dv] float32. Every row must see at least one key.
+// q [G, Tq, F] float32; K [G, Tk, F], V [G, Tk, Dv] both float32 or both
+// bfloat16, with unit stride along features (other strides free: the
+// decoder's reserved buffers) -> [G, Tq, Dv] float32. Every row must see at least one key.
 torch::Tensor row_attention(const torch::Tensor& q, const torch::Tensor& K, const torch::Tensor& V,
                             const AttentionMask& mask, double scale);
 

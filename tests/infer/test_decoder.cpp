@@ -72,6 +72,36 @@ TEST(Decoder, AttendedBytesGrowByOneKeyAndValuePerLayer) {
   EXPECT_EQ(dec.attended_bytes() - before, c.num_layers * 3 * c.hidden_dim * 4);
 }
 
+// A bfloat16 cache (what bfloat16 and int8 weights bring): each token reads
+// half the bytes; the logits move by about the rounding of the keys and
+// values, under either kernel that reads them (the rows read bfloat16, the
+// dense products widen it); the cache handed to the next window is float32.
+TEST(Decoder, Bfloat16CacheHalvesTheReadsAndStaysClose) {
+  auto exact = make_model(decode_config(), 24), half = make_model(decode_config(), 24);
+  exact->eval();
+  half->eval();
+  half->model->set_cache_dtype(torch::kBFloat16);
+  const auto ids = torch::randint(0, 50, {2, 13}, torch::kLong);
+  for (auto kernel : {AttentionKernel::kRows, AttentionKernel::kDense}) {
+    set_attention_kernel(kernel);
+    Decoder a(exact, 2), b(half, 2);
+    bool moved = false;
+    for (int64_t t = 0; t < ids.size(1); ++t) {
+      const auto la = a.feed(ids.narrow(1, t, 1)), lb = b.feed(ids.narrow(1, t, 1));
+      const double scale = la.abs().max().item<double>();
+      EXPECT_LT((la - lb).abs().max().item<double>(), 0.01 * scale) << "after token " << t + 1;
+      moved = moved || !torch::equal(la, lb);
+      EXPECT_EQ(2 * b.attended_bytes(), a.attended_bytes()) << "after token " << t + 1;
+    }
+    EXPECT_TRUE(moved);
+    for (const auto& l : b.boundary_state().layers) {  // two windows closed
+      EXPECT_EQ(l.k.scalar_type(), torch::kFloat);
+      EXPECT_EQ(l.v.scalar_type(), torch::kFloat);
+    }
+  }
+  set_attention_kernel(AttentionKernel::kAuto);
+}
+
 TEST(Decoder, LayerInputCache) { check_against_forward(MegaCache::kPreviousLayerInput, {7, 1, 1, 1}); }
 
 TEST(Decoder, StateAtBoundaryEqualsTheForwards) {
@@ -163,6 +193,11 @@ TEST(Decoder, Bfloat16WeightsStayClose) {
   rounded->eval();
   rounded->store_linear_weights(torch::kBFloat16);
   EXPECT_EQ(rounded->embed_out->weight.scalar_type(), torch::kBFloat16);
+  Decoder probe(rounded, 1);  // the keys and values follow the weights into bfloat16
+  probe.feed(torch::tensor({{3}}, torch::kLong));
+  Decoder probe_exact(exact, 1);
+  probe_exact.feed(torch::tensor({{3}}, torch::kLong));
+  EXPECT_EQ(2 * probe.attended_bytes(), probe_exact.attended_bytes());
   EXPECT_EQ(rounded->lm_norm->weight.scalar_type(), torch::kFloat);
   auto ids = torch::randint(0, 50, {2, 13}, torch::kLong);
   Decoder a(exact, 2), b(rounded, 2);

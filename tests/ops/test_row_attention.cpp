@@ -2,7 +2,8 @@
 // out in float64 with the mask of ops/block_attention.h: one and several
 // query rows, causal after earlier keys, rows that hide the past, no mask,
 // keys split between threads (and parts left empty by the mask), keys and
-// values read from strided buffers (the decoder's reserved ones).
+// values read from strided buffers (the decoder's reserved ones), float32 or
+// bfloat16 (the reference reads the same bfloat16 values).
 #include <gtest/gtest.h>
 
 #include <ATen/Parallel.h>
@@ -23,14 +24,15 @@ torch::Tensor reference(const torch::Tensor& q, const torch::Tensor& K, const to
   return torch::matmul(torch::softmax(s, -1), d(V));
 }
 
-void check(int64_t G, int64_t Tq, int64_t Tk, const AttentionMask& m) {
+void check(int64_t G, int64_t Tq, int64_t Tk, const AttentionMask& m, torch::ScalarType kv = torch::kFloat) {
   const int64_t F = 40, Dv = 24;  // widths that are not multiples of 16: the vector loops' tails
   // K and V as the first Tk rows of larger buffers (row stride F or Dv, batch stride past Tk).
-  const auto K = torch::randn({G, Tk + 9, F}).narrow(1, 0, Tk), V = torch::randn({G, Tk + 5, Dv}).narrow(1, 0, Tk);
+  const auto K = torch::randn({G, Tk + 9, F}).to(kv).narrow(1, 0, Tk);
+  const auto V = torch::randn({G, Tk + 5, Dv}).to(kv).narrow(1, 0, Tk);
   const auto q = torch::randn({G, Tq, F});
   const double scale = 1.0 / std::sqrt(static_cast<double>(F));
   EXPECT_TRUE(test::all_close(row_attention(q, K, V, m, scale), reference(q, K, V, m, scale), 1e-5, 1e-6))
-      << G << " x " << Tq << " rows, " << Tk << " keys";
+      << G << " x " << Tq << " rows, " << Tk << " keys, " << kv;
 }
 
 TEST(RowAttention, EqualsSoftmaxAttentionUnderEveryMask) {
@@ -45,6 +47,17 @@ TEST(RowAttention, EqualsSoftmaxAttentionUnderEveryMask) {
   }
   // Rows that see few keys: the second part of their keys is empty.
   check(1, 4, 200, AttentionMask{true, 10, 0, {}});
+}
+
+TEST(RowAttention, ReadsBfloat16KeysAndValues) {
+  torch::manual_seed(12);
+  at::set_num_threads(2);
+  for (int64_t Tk : {5, 300}) {
+    check(1, 1, Tk, AttentionMask{true, Tk - 1, 0, {}}, torch::kBFloat16);
+    check(2, 2, Tk, AttentionMask{true, Tk - 2, Tk / 2 - 1, torch::tensor({true, false})}, torch::kBFloat16);
+  }
+  const auto q = torch::randn({1, 1, 8}), K = torch::randn({1, 4, 8});
+  EXPECT_THROW(row_attention(q, K.to(torch::kBFloat16), K, AttentionMask{}, 1.0), c10::Error);  // mixed K and V
 }
 
 TEST(RowAttention, RefusesARowThatSeesNoKey) {
