@@ -25,22 +25,58 @@ const char* finish_reason_name(FinishReason r) {
 TextStream::TextStream(const Tokenizer* tokenizer, std::vector<std::string> stops)
     : tok_(tokenizer), stops_(std::move(stops)) {}
 
+namespace {
+// TEXT ends inside a character: a UTF-8 sequence cut short, or the
+// replacement character a decoder writes for one.
+bool ends_mid_character(const std::string& text) {
+  static const std::string replacement = "\xEF\xBF\xBD";
+  if (text.size() >= 3 && text.compare(text.size() - 3, 3, replacement) == 0) return true;
+  for (size_t back = 1; back <= std::min<size_t>(4, text.size()); ++back) {
+    const auto c = static_cast<unsigned char>(text[text.size() - back]);
+    if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
+    const size_t length = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+    return length > back;
+  }
+  return false;
+}
+}  // namespace
+
+std::string TextStream::decode_from(size_t first) const {
+  return tok_->decode(std::vector<uint32_t>(ids_.begin() + static_cast<std::ptrdiff_t>(first), ids_.end()));
+}
+
+std::optional<std::string> TextStream::pending_text() const {
+  const std::string decoded = decode_from(context_);
+  if (decoded.compare(0, context_text_.size(), context_text_) == 0) return decoded.substr(context_text_.size());
+  const std::string whole = decode_from(0);  // the context decodes differently inside the stream: from the start
+  if (whole.compare(0, text_.size(), text_) == 0) return whole.substr(text_.size());
+  return std::nullopt;
+}
+
+void TextStream::append_final(const std::string& added) {
+  const size_t before = text_.size();
+  text_ += added;
+  context_ = read_;
+  read_ = ids_.size();
+  context_text_ = decode_from(context_);
+  size_t cut = std::string::npos;
+  for (const auto& s : stops_)  // a stop string that ends in the new text: searched from where it could start
+    if (!s.empty()) cut = std::min(cut, text_.find(s, before >= s.size() ? before - s.size() + 1 : 0));
+  if (cut != std::string::npos) {
+    text_.resize(cut);
+    stopped_ = true;
+  }
+}
+
 std::string TextStream::add(int64_t id) {
   if (!tok_ || stopped_) return "";
   ids_.push_back(static_cast<uint32_t>(id));
-  std::string text = tok_->decode(ids_);
-  size_t cut = std::string::npos;
-  for (const auto& s : stops_)
-    if (!s.empty()) cut = std::min(cut, text.find(s));
-  if (cut != std::string::npos) {
-    text.resize(cut);
-    stopped_ = true;
-  }
-  // Decoding more pieces can rewrite the end of earlier text (a byte sequence
-  // completing a character): hand out nothing until it agrees again.
-  const bool agrees = text.compare(0, emitted_, text_, 0, emitted_) == 0;
-  text_ = std::move(text);
-  if (!agrees) return "";
+  // Only the pieces since the last final text are decoded, after the pieces
+  // before them for context (a piece's leading space, the bytes of one
+  // character): a token costs the same at any length of the stream.
+  const auto added = pending_text();
+  if (!added || added->empty() || ends_mid_character(context_text_ + *added)) return "";  // wait for the next piece
+  append_final(*added);
   size_t safe = text_.size();
   if (!stopped_) {
     for (const auto& s : stops_)  // a tail that may grow into a stop string waits
@@ -57,6 +93,8 @@ std::string TextStream::add(int64_t id) {
 }
 
 std::string TextStream::flush() {
+  if (tok_ && !stopped_ && read_ < ids_.size())  // pieces still waiting: a character cut short at the end
+    if (const auto added = pending_text()) append_final(*added);
   if (emitted_ >= text_.size()) return "";
   auto out = text_.substr(emitted_);
   emitted_ = text_.size();

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,9 +53,18 @@ class TextStream {
  private:
   const Tokenizer* tok_;
   std::vector<std::string> stops_;
+  std::string decode_from(size_t first) const;   // ids_[first, end)
+  std::optional<std::string> pending_text() const;  // what ids_[read_, end) add to text_
+  void append_final(const std::string& added);     // to text_, then the stop strings
+
   std::vector<uint32_t> ids_;
   std::string text_;   // decoded so far, cut before a stop string
   size_t emitted_ = 0; // bytes of text_ handed out
+  // Each token decodes ids_[context_, end) alone (not the whole stream): the
+  // text of ids_[context_, read_) is context_text_, and what the rest adds to
+  // it, once it ends on a whole character, joins text_.
+  size_t context_ = 0, read_ = 0;
+  std::string context_text_;
   bool stopped_ = false;
 };
 

@@ -88,6 +88,43 @@ TEST(Generate, StopStringsAreNeverStreamed) {
   EXPECT_EQ(all, "Hello world. The END is here, friends.");
 }
 
+// Each token decodes only the pieces since the last whole character (after
+// their context), yet the streamed text is the decoding of the whole stream:
+// leading spaces, characters of several bytes (byte pieces included), a
+// stop string spread over many pieces far into the stream.
+TEST(Generate, StreamedTextIsTheWholeDecoding) {
+  Tokenizer tok(test::data("tokenizer/openllama_v1_tokenizer.RECONSTRUCTED.model"));
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += " Naïve café, 日本語 and 🙂 emoji — line " + std::to_string(i) + ".\n";
+  const auto ids = tok.encode(text);
+  TextStream plain(&tok, {});
+  std::string streamed;
+  for (auto id : ids) {
+    const auto piece = plain.add(id);
+    streamed += piece;
+    EXPECT_EQ(plain.text().compare(0, streamed.size(), streamed), 0);
+  }
+  streamed += plain.flush();
+  EXPECT_EQ(streamed, tok.decode(ids));
+  EXPECT_EQ(plain.text(), tok.decode(ids));
+  TextStream late(&tok, {"🙂 emoji — line 33"});
+  std::string cut;
+  for (auto id : ids) {
+    cut += late.add(id);
+    if (late.stopped()) break;
+  }
+  cut += late.flush();
+  const auto full = tok.decode(ids);
+  EXPECT_EQ(cut, full.substr(0, full.find("🙂 emoji — line 33")));
+  // A stream that ends inside a character: flush hands out what the decoder makes of it.
+  const auto bytes = tok.encode("🙂");
+  TextStream open(&tok, {});
+  std::string partial;
+  for (size_t i = 0; i + 1 < bytes.size(); ++i) partial += open.add(bytes[i]);
+  partial += open.flush();
+  EXPECT_EQ(partial, tok.decode(std::vector<uint32_t>(bytes.begin(), bytes.end() - 1)));
+}
+
 TEST(Sampler, OptionsAndDeterminism) {
   auto logits = torch::tensor({1.0f, 3.0f, 2.0f, 0.5f});
   SamplingOptions so;
