@@ -10,6 +10,7 @@
 #include "ops/ema.h"
 #include "model/flops.h"
 #include "ops/matmul.h"
+#include "ops/negated_norm.h"
 #include "ops/rotary.h"
 #include "ops/onednn.h"
 #include "ops/q8.h"
@@ -85,6 +86,29 @@ void BM_Rotary(benchmark::State& state) {
   state.SetLabel(std::string(fused ? "fused" : "expression") + (rows == 1 ? ", one row" : ", 4 x 578 rows"));
 }
 BENCHMARK(BM_Rotary)->Args({1, 1})->Args({1, 0})->Args({4 * 578, 1})->Args({4 * 578, 0})->Unit(benchmark::kMicrosecond);
+
+// One layer's keys shaped, tiny preset (x [B, T, D], D = 320 -> [B, T, 2D]):
+// LayerNorm([x ; c − x]) rotated, the fused op (ops/negated_norm.h) against
+// the expression; one decoded row, or a training batch of 4 x 578 rows,
+// forward and backward.
+void BM_NegatedNorm(benchmark::State& state) {
+  set_threads(threads());
+  const int64_t rows = state.range(0), D = 320;
+  const bool fused = state.range(1), train = rows > 1;
+  auto leaf = [&](torch::Tensor t) { return t.requires_grad_(train); };
+  const auto x = leaf(torch::randn({rows == 1 ? 1 : 4, rows == 1 ? 1 : rows / 4, D})), c = leaf(torch::ones({}));
+  const auto g = leaf(torch::ones({2 * D})), b = leaf(torch::zeros({2 * D}));
+  const auto angle = torch::rand({x.size(1), D / 2}) * 100;
+  const auto cos = angle.cos(), sin = angle.sin(), w = torch::randn({x.size(0), x.size(1), 2 * D});
+  for (auto _ : state) {
+    const auto y = fused ? negated_norm_rotary(x, c, g, b, 1e-5, cos, sin)
+                         : negated_norm_rotary_unfused(x, c, g, b, 1e-5, cos, sin);
+    if (train) (y * w).sum().backward();
+    benchmark::DoNotOptimize(y);
+  }
+  state.SetLabel(std::string(fused ? "fused" : "expression") + (train ? ", 4 x 578 rows, forward and backward" : ", one row"));
+}
+BENCHMARK(BM_NegatedNorm)->Args({1, 1})->Args({1, 0})->Args({4 * 578, 1})->Args({4 * 578, 0})->Unit(benchmark::kMicrosecond);
 
 // The head loss's softmax rows for a chunk of 1024 tokens of a 32,000 vocabulary:
 // max, exp in place and sum in one kernel (ops/cross_entropy.h) against the

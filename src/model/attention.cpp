@@ -6,6 +6,7 @@
 #include "ops/block_attention.h"
 #include "ops/dropout.h"
 #include "ops/matmul.h"
+#include "ops/negated_norm.h"
 #include "ops/row_attention.h"
 
 namespace bakallm {
@@ -28,6 +29,10 @@ QkvImpl::QkvImpl(const Config& c)
 }
 
 torch::Tensor QkvImpl::shape(const torch::Tensor& x, torch::nn::LayerNorm& n, const WindowOffsets& o) {
+  if (negator.defined() && n) {  // the three steps below as one op
+    const auto a = o.rows.defined() ? pos_emb->angles(x, o.rows) : pos_emb->angles(x, o.start);
+    return negated_norm_rotary(x, negator, n->weight, n->bias, n->options.eps(), a.cos, a.sin);  // [B, T, 2D]
+  }
   auto y = negator.defined() ? torch::cat({x, negator - x}, -1) : x;    // [B, T, width]
   if (n) y = n(y);
   return o.rows.defined() ? pos_emb->forward(y, o.rows) : pos_emb->forward(y, o.start);

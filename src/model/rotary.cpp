@@ -27,21 +27,31 @@ RotaryImpl::Table RotaryImpl::table(int64_t positions) const {
   return t;
 }
 
-torch::Tensor RotaryImpl::forward(const torch::Tensor& x, int64_t start) const {
+RotaryImpl::Angles RotaryImpl::angles(const torch::Tensor& x, int64_t start) const {
   const int64_t T = x.size(-2);
   const auto t = table(start + T);
   auto rows = [&](const torch::Tensor& c) { return c.narrow(0, start, T).to(x.scalar_type()); };  // [T, D/2]
-  return rotate_pairs(x, rows(t.cos), rows(t.sin), dim_);  // [B, T, 2D]
+  return {rows(t.cos), rows(t.sin)};
 }
 
-torch::Tensor RotaryImpl::forward(const torch::Tensor& x, const torch::Tensor& starts) const {
+RotaryImpl::Angles RotaryImpl::angles(const torch::Tensor& x, const torch::Tensor& starts) const {
   const int64_t B = x.size(0), T = x.size(-2);
   const auto pos = (starts.unsqueeze(1) + torch::arange(T, starts.options())).flatten();  // [B·T]
   const auto t = table(pos.max().item<int64_t>() + 1);
   auto rows = [&](const torch::Tensor& c) {                                              // [B, T, D/2]
     return c.index_select(0, pos.to(c.device())).view({B, T, -1}).to(x.scalar_type());
   };
-  return rotate_pairs(x, rows(t.cos), rows(t.sin), dim_);  // [B, T, 2D]
+  return {rows(t.cos), rows(t.sin)};
+}
+
+torch::Tensor RotaryImpl::forward(const torch::Tensor& x, int64_t start) const {
+  const auto a = angles(x, start);
+  return rotate_pairs(x, a.cos, a.sin, dim_);  // [B, T, 2D]
+}
+
+torch::Tensor RotaryImpl::forward(const torch::Tensor& x, const torch::Tensor& starts) const {
+  const auto a = angles(x, starts);
+  return rotate_pairs(x, a.cos, a.sin, dim_);  // [B, T, 2D]
 }
 
 }  // namespace bakallm

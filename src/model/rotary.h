@@ -23,6 +23,14 @@ class RotaryImpl : public torch::nn::Module {
   // Per-row starts: row b, step t gets position starts[b] + t.    starts [B]
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& starts) const;
 
+  // The cos and sin forward rotates X's rows by, in X's dtype (for an op
+  // that rotates as it computes, ops/negated_norm.h):       [T, D/2] each
+  struct Angles {
+    torch::Tensor cos, sin;
+  };
+  Angles angles(const torch::Tensor& x, int64_t start) const;
+  Angles angles(const torch::Tensor& x, const torch::Tensor& starts) const;  // [B, T, D/2] each
+
   // Expected value of `freqs`, to check an imported buffer against.
   static torch::Tensor make_freqs(int64_t dim, double base);
 

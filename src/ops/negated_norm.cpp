@@ -1,0 +1,165 @@
+#include "ops/negated_norm.h"
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <vector>
+
+#include "ops/rotary.h"
+
+namespace bakallm {
+
+namespace {
+
+using torch::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Rows of x [N·T, D] and where each row's angles start in cos/sin [·, D/2].
+struct Rows {
+  int64_t count, T, D;
+  bool per_row;  // angles [N, T, D/2]: each row its own; else [T, D/2]: by t
+  int64_t angles(int64_t r) const { return (per_row ? r : r % T) * (D / 2); }
+};
+
+Rows rows_of(const Tensor& x, const Tensor& cos) { return {x.size(0) * x.size(1), x.size(1), x.size(2), cos.dim() == 3}; }
+
+// u = x − c/2, r = 1/sqrt(mean(u²) + eps); writes n = u·r into N, returns r.
+float normalize(const float* x, float half_c, int64_t D, double eps, float* n) {
+  float s = 0;
+  for (int64_t i = 0; i < D; ++i) {
+    n[i] = x[i] - half_c;
+    s += n[i] * n[i];
+  }
+  const float r = 1.0f / std::sqrt(s / static_cast<float>(D) + static_cast<float>(eps));
+  for (int64_t i = 0; i < D; ++i) n[i] *= r;
+  return r;
+}
+
+Tensor forward_cpu(const Tensor& x_in, float c, const Tensor& g_in, const Tensor& b_in, double eps,
+                   const Tensor& cos_in, const Tensor& sin_in) {
+  const auto x = x_in.contiguous(), g = g_in.contiguous(), b = b_in.contiguous();
+  const auto cos = cos_in.contiguous(), sin = sin_in.contiguous();
+  const auto R = rows_of(x, cos);
+  const int64_t D = R.D;
+  auto out = torch::empty({x.size(0), x.size(1), 2 * D}, x.options());
+  const float *px = x.data_ptr<float>(), *pg = g.data_ptr<float>(), *pb = b.data_ptr<float>();
+  const float *pc = cos.data_ptr<float>(), *ps = sin.data_ptr<float>();
+  float* po = out.data_ptr<float>();
+  at::parallel_for(0, R.count, std::max<int64_t>(1, (1 << 14) / (2 * D)), [&](int64_t r0, int64_t r1) {
+    std::vector<float> n(D);
+    for (int64_t r = r0; r < r1; ++r) {
+      normalize(px + r * D, 0.5f * c, D, eps, n.data());
+      float* o = po + r * 2 * D;
+      const float *cr = pc + R.angles(r), *sr = ps + R.angles(r);
+      for (int64_t j = 0; j < D / 2; ++j) {  // the first half, rotated
+        const float even = n[2 * j] * pg[2 * j] + pb[2 * j], odd = n[2 * j + 1] * pg[2 * j + 1] + pb[2 * j + 1];
+        o[2 * j] = even * cr[j] - odd * sr[j];
+        o[2 * j + 1] = odd * cr[j] + even * sr[j];
+      }
+      for (int64_t i = 0; i < D; ++i) o[D + i] = -n[i] * pg[D + i] + pb[D + i];
+    }
+  });
+  return out;
+}
+
+// Gradients of x, c, g, b given dout [N, T, 2D].
+std::vector<Tensor> backward_cpu(const Tensor& x_in, float c, const Tensor& g_in, double eps, const Tensor& cos_in,
+                                 const Tensor& sin_in, const Tensor& dout_in) {
+  const auto x = x_in.contiguous(), g = g_in.contiguous(), dout = dout_in.contiguous();
+  const auto cos = cos_in.contiguous(), sin = sin_in.contiguous();
+  const auto R = rows_of(x, cos);
+  const int64_t D = R.D;
+  auto dx = torch::empty_like(x);
+  const float *px = x.data_ptr<float>(), *pg = g.data_ptr<float>(), *pd = dout.data_ptr<float>();
+  const float *pc = cos.data_ptr<float>(), *ps = sin.data_ptr<float>();
+  float* pdx = dx.data_ptr<float>();
+  // Per thread: dg [2D], db [2D], dc, summed after (in double: many rows).
+  const int threads = at::get_num_threads();
+  std::vector<std::vector<double>> partial(threads, std::vector<double>(4 * D + 1, 0.0));
+  at::parallel_for(0, R.count, std::max<int64_t>(1, (1 << 14) / (2 * D)), [&](int64_t r0, int64_t r1) {
+    auto& acc = partial[at::get_thread_num()];
+    std::vector<float> n(D), dy(2 * D), dn(D);
+    for (int64_t r = r0; r < r1; ++r) {
+      const float rr = normalize(px + r * D, 0.5f * c, D, eps, n.data());
+      const float* d = pd + r * 2 * D;
+      const float *cr = pc + R.angles(r), *sr = ps + R.angles(r);
+      for (int64_t j = 0; j < D / 2; ++j) {  // the rotation back
+        dy[2 * j] = d[2 * j] * cr[j] + d[2 * j + 1] * sr[j];
+        dy[2 * j + 1] = d[2 * j + 1] * cr[j] - d[2 * j] * sr[j];
+      }
+      for (int64_t i = D; i < 2 * D; ++i) dy[i] = d[i];
+      float m = 0;
+      for (int64_t i = 0; i < D; ++i) {
+        dn[i] = dy[i] * pg[i] - dy[D + i] * pg[D + i];
+        m += dn[i] * n[i];
+        acc[i] += dy[i] * n[i];               // dg₁
+        acc[D + i] -= dy[D + i] * n[i];       // dg₂
+        acc[2 * D + i] += dy[i];              // db₁
+        acc[3 * D + i] += dy[D + i];          // db₂
+      }
+      m /= static_cast<float>(D);
+      float* out = pdx + r * D;
+      float sum = 0;
+      for (int64_t i = 0; i < D; ++i) {
+        out[i] = rr * (dn[i] - n[i] * m);
+        sum += out[i];
+      }
+      acc[4 * D] -= 0.5 * sum;
+    }
+  });
+  std::vector<double> total(4 * D + 1, 0.0);
+  for (const auto& p : partial)
+    for (int64_t i = 0; i < 4 * D + 1; ++i) total[i] += p[i];
+  auto sums = torch::tensor(total, torch::kDouble).to(torch::kFloat);
+  return {dx, sums[4 * D], sums.narrow(0, 0, 2 * D).clone(), sums.narrow(0, 2 * D, 2 * D).clone()};
+}
+
+bool fused(const Tensor& x, const Tensor& g, const Tensor& cos) {
+  return x.device().is_cpu() && x.scalar_type() == torch::kFloat && g.scalar_type() == torch::kFloat &&
+         cos.scalar_type() == torch::kFloat && x.dim() == 3 && x.size(2) % 2 == 0;
+}
+
+class NegatedNormRotary : public torch::autograd::Function<NegatedNormRotary> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& c, const Tensor& g, const Tensor& b,
+                        double eps, const Tensor& cos, const Tensor& sin) {
+    ctx->save_for_backward({x, c, g});
+    ctx->saved_data["eps"] = eps;
+    ctx->saved_data["cos"] = cos;
+    ctx->saved_data["sin"] = sin;
+    return forward_cpu(x, c.item<float>(), g, b, eps, cos, sin);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto c = saved[1];
+    auto d = backward_cpu(saved[0], c.item<float>(), saved[2], ctx->saved_data["eps"].toDouble(),
+                          ctx->saved_data["cos"].toTensor(), ctx->saved_data["sin"].toTensor(), grads[0]);
+    return {d[0], d[1].reshape(c.sizes()), d[2], d[3], Tensor(), Tensor(), Tensor()};
+  }
+};
+
+}  // namespace
+
+Tensor negated_norm_rotary_unfused(const Tensor& x, const Tensor& c, const Tensor& g, const Tensor& b, double eps,
+                                   const Tensor& cos, const Tensor& sin) {
+  const int64_t D = x.size(-1);
+  const auto y = torch::layer_norm(torch::cat({x, c - x}, -1), {2 * D}, g, b, eps);  // [N, T, 2D]
+  return rotate_pairs(y, cos.to(y.scalar_type()), sin.to(y.scalar_type()), D);
+}
+
+Tensor negated_norm_rotary(const Tensor& x, const Tensor& c, const Tensor& g, const Tensor& b, double eps,
+                           const Tensor& cos, const Tensor& sin) {
+  TORCH_CHECK(x.dim() == 3 && c.numel() == 1 && g.numel() == 2 * x.size(2) && b.numel() == 2 * x.size(2),
+              "negated_norm_rotary: x [N, T, D], a scalar c, g and b [2D]");
+  TORCH_CHECK(cos.sizes() == sin.sizes() && cos.size(-1) == x.size(2) / 2 && cos.size(-2) == x.size(1) &&
+                  (cos.dim() == 2 || (cos.dim() == 3 && cos.size(0) == x.size(0))),
+              "negated_norm_rotary: cos and sin must be [T, D/2] or [N, T, D/2]");
+  if (!fused(x, g, cos)) return negated_norm_rotary_unfused(x, c, g, b, eps, cos, sin);
+  const bool grad = torch::GradMode::is_enabled() &&
+                    (x.requires_grad() || c.requires_grad() || g.requires_grad() || b.requires_grad());
+  if (!grad) return forward_cpu(x, c.item<float>(), g, b, eps, cos, sin);
+  return NegatedNormRotary::apply(x, c, g, b, eps, cos, sin);
+}
+
+}  // namespace bakallm

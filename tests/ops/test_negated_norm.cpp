@@ -1,0 +1,69 @@
+// The fused shaping of queries and keys (ops/negated_norm.h) against the
+// tensor expression it replaces, evaluated in float64: values and the
+// gradients of x, the negator, the norm's weight and bias; angles shared by
+// every row or per row; no gradient wanted (decoding).
+#include <gtest/gtest.h>
+
+#include <ATen/Parallel.h>
+
+#include "ops/negated_norm.h"
+#include "tensor_asserts.h"
+
+namespace bakallm {
+namespace {
+
+struct Case {
+  torch::Tensor x, c, g, b, cos, sin;
+};
+
+Case make(int64_t N, int64_t T, int64_t D, bool per_row) {
+  Case k;
+  k.x = torch::randn({N, T, D}) * 2 + 0.3;
+  k.c = torch::tensor(1.7f);
+  k.g = torch::randn({2 * D}) * 0.5 + 1;
+  k.b = torch::randn({2 * D}) * 0.1;
+  const auto angle = torch::rand(per_row ? std::vector<int64_t>{N, T, D / 2} : std::vector<int64_t>{T, D / 2}) * 6;
+  k.cos = angle.cos();
+  k.sin = angle.sin();
+  return k;
+}
+
+TEST(NegatedNorm, EqualsTheExpressionWithItsGradients) {
+  torch::manual_seed(31);
+  at::set_num_threads(2);
+  for (bool per_row : {false, true}) {
+    const auto k = make(3, 70, 24, per_row);  // 210 rows: split between threads
+    auto leaf = [](const torch::Tensor& t, torch::ScalarType dtype) {
+      return t.to(dtype).detach().requires_grad_(true);
+    };
+    const auto x = leaf(k.x, torch::kFloat), c = leaf(k.c, torch::kFloat), g = leaf(k.g, torch::kFloat),
+               b = leaf(k.b, torch::kFloat);
+    const auto xd = leaf(k.x, torch::kDouble), cd = leaf(k.c, torch::kDouble), gd = leaf(k.g, torch::kDouble),
+               bd = leaf(k.b, torch::kDouble);
+    const auto y = negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin);
+    const auto yd = negated_norm_rotary_unfused(xd, cd, gd, bd, 1e-5, k.cos.to(torch::kDouble), k.sin.to(torch::kDouble));
+    EXPECT_TRUE(test::all_close(y, yd, 1e-5, 1e-5)) << "per row " << per_row;
+    const auto w = torch::randn(y.sizes());  // an arbitrary loss: Σ w·y
+    (y * w).sum().backward();
+    (yd * w.to(torch::kDouble)).sum().backward();
+    EXPECT_TRUE(test::all_close(x.grad(), xd.grad(), 1e-5, 1e-5)) << "dx, per row " << per_row;
+    EXPECT_TRUE(test::all_close(c.grad(), cd.grad(), 1e-5, 1e-4)) << "dc, per row " << per_row;
+    EXPECT_TRUE(test::all_close(g.grad(), gd.grad(), 1e-5, 1e-4)) << "dg, per row " << per_row;
+    EXPECT_TRUE(test::all_close(b.grad(), bd.grad(), 1e-5, 1e-4)) << "db, per row " << per_row;
+    EXPECT_EQ(c.grad().sizes(), c.sizes());
+    torch::NoGradGuard no_grad;  // decoding: the forward loop alone
+    EXPECT_TRUE(test::all_close(negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin), yd, 1e-5, 1e-5));
+  }
+}
+
+TEST(NegatedNorm, OtherDtypesRunTheExpression) {
+  const auto k = make(1, 3, 8, false);
+  const auto xd = k.x.to(torch::kDouble), cd = k.c.to(torch::kDouble), gd = k.g.to(torch::kDouble),
+             bd = k.b.to(torch::kDouble), cos = k.cos.to(torch::kDouble), sin = k.sin.to(torch::kDouble);
+  EXPECT_TRUE(torch::equal(negated_norm_rotary(xd, cd, gd, bd, 1e-5, cos, sin),
+                           negated_norm_rotary_unfused(xd, cd, gd, bd, 1e-5, cos, sin)));
+  EXPECT_THROW(negated_norm_rotary(k.x, k.c, k.g.narrow(0, 0, 8), k.b, 1e-5, k.cos, k.sin), c10::Error);
+}
+
+}  // namespace
+}  // namespace bakallm
