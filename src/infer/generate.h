@@ -51,12 +51,12 @@ class TextStream {
   const std::string& text() const { return text_; }
 
  private:
+  std::string decode_from(size_t first) const;      // ids_[first, end)
+  std::optional<std::string> pending_text() const;  // what ids_[read_, end) add to text_
+  void append_final(const std::string& added);      // to text_, then the stop strings
+
   const Tokenizer* tok_;
   std::vector<std::string> stops_;
-  std::string decode_from(size_t first) const;   // ids_[first, end)
-  std::optional<std::string> pending_text() const;  // what ids_[read_, end) add to text_
-  void append_final(const std::string& added);     // to text_, then the stop strings
-
   std::vector<uint32_t> ids_;
   std::string text_;   // decoded so far, cut before a stop string
   size_t emitted_ = 0; // bytes of text_ handed out
