@@ -1,6 +1,10 @@
 // Generation (the one loop the CLI, the trainer and the server use) and the sampler.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
 #include "data/tokenizer.h"
 #include "infer/generate.h"
 #include "paths.h"
@@ -123,6 +127,30 @@ TEST(Generate, StreamedTextIsTheWholeDecoding) {
   for (size_t i = 0; i + 1 < bytes.size(); ++i) partial += open.add(bytes[i]);
   partial += open.flush();
   EXPECT_EQ(partial, tok.decode(std::vector<uint32_t>(bytes.begin(), bytes.end() - 1)));
+}
+
+// A byte-level BPE tokenizer decodes a character cut short to its raw bytes
+// (SentencePiece writes U+FFFD): the stream waits for the rest of it too.
+// The vocabulary: "a" and the two bytes of "é" (C3 A9: "Ã" and "©" in GPT-2's
+// byte characters), no merges.
+TEST(Generate, StreamedTextWaitsForAByteLevelCharacter) {
+  test::TempDir dir;
+  const std::string path = dir / "bytes.json";
+  nlohmann::json j = {{"normalizer", nullptr},
+                      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+                      {"decoder", {{"type", "ByteLevel"}}},
+                      {"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"\u00c3", 1}, {"\u00a9", 2}}}, {"merges", nlohmann::json::array()}}}};
+  std::ofstream(path) << j.dump();
+  Tokenizer tok(path);
+  const auto ids = tok.encode("aéa");
+  ASSERT_EQ(ids, (std::vector<uint32_t>{0, 1, 2, 0}));
+  TextStream s(&tok, {});
+  EXPECT_EQ(s.add(ids[0]), "a");
+  EXPECT_EQ(s.add(ids[1]), "");  // "\xC3" alone is half a character
+  EXPECT_EQ(s.add(ids[2]), "é");
+  EXPECT_EQ(s.add(ids[3]), "a");
+  EXPECT_EQ(s.flush(), "");
+  EXPECT_EQ(s.text(), "aéa");
 }
 
 TEST(Sampler, OptionsAndDeterminism) {
