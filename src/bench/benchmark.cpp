@@ -297,15 +297,15 @@ nlohmann::json run_benchmarks(const BenchOptions& o) {
     model->store_linear_weights(torch::kFloat);  // as generate, eval and serve do: in huge pages
     j["decode_weight_bytes"]["float32"] = decode_weight_bytes(model);
     j["decode"] = decode_rates(model, o);
-  }
-  if (o.bf16 && !o.decode_windows.empty()) {  // last: the float32 weights are gone after this
-    model->store_linear_weights(torch::kBFloat16);
-    j["decode_weight_bytes"]["bfloat16"] = decode_weight_bytes(model);
-    j["decode_bfloat16_weights"] = decode_rates(model, o);
-    model->store_linear_weights(torch::kChar);  // Q8_0 (from the bf16 values: the speed is the same)
-    j["decode_weight_bytes"]["int8"] = decode_weight_bytes(model);
-    j["decode_int8_weights"] = decode_rates(model, o);
-    j["q8_kernel"] = q8_kernel_avx512() ? "avx512" : "portable";
+    if (o.bf16) {  // last: the float32 weights are gone after this
+      model->store_linear_weights(torch::kBFloat16);
+      j["decode_weight_bytes"]["bfloat16"] = decode_weight_bytes(model);
+      j["decode_bfloat16_weights"] = decode_rates(model, o);
+      model->store_linear_weights(torch::kChar);  // Q8_0 (from the bf16 values: the speed is the same)
+      j["decode_weight_bytes"]["int8"] = decode_weight_bytes(model);
+      j["decode_int8_weights"] = decode_rates(model, o);
+      j["q8_kernel"] = q8_kernel_avx512() ? "avx512" : "portable";
+    }
   }
   j["peak_rss_bytes"] = peak_rss_bytes();
   return j;

@@ -1,26 +1,21 @@
 #include "ops/exp_row.h"
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
+#include "ops/avx512.h"
 #include "ops/cpu.h"
 
 // glibc's vector expf for AVX-512 (libmvec, the variant `#pragma omp simd`
 // calls): 16 lanes, within 4 ulp.
 extern "C" __m512 _ZGVeN16v_expf(__m512 x);
 
-// GCC 12 warns inside its own AVX-512 headers (their "undefined" pass-through operands).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-
 namespace bakallm {
 
 namespace {
 
-__attribute__((target("avx512f"))) std::pair<float, float> exp_row_avx512(float* x, int64_t n) {
+BAKALLM_AVX512 std::pair<float, float> exp_row_avx512(float* x, int64_t n) {
   const int64_t whole = n / 16 * 16;
   __m512 vm = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   for (int64_t j = 0; j < whole; j += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(x + j));

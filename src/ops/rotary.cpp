@@ -23,12 +23,7 @@ Tensor rotate_cpu(const Tensor& x_in, const Tensor& cos_in, const Tensor& sin_in
       const float* xr = px + r * F;
       float* yr = py + r * F;
       const int64_t a = (per_row ? r : r % T) * half;  // the row's angles
-      const float *c = pc + a, *s = ps + a;
-      for (int64_t j = 0; j < half; ++j) {
-        const float even = xr[2 * j], odd = xr[2 * j + 1], sj = sign * s[j];
-        yr[2 * j] = even * c[j] - odd * sj;
-        yr[2 * j + 1] = odd * c[j] + even * sj;
-      }
+      rotate_row(xr, pc + a, ps + a, sign, half, yr);
       for (int64_t f = D; f < F; ++f) yr[f] = xr[f];
     }
   });

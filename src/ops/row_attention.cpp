@@ -1,21 +1,15 @@
 #include "ops/row_attention.h"
 
 #include <ATen/Parallel.h>
-#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "ops/avx512.h"
 #include "ops/cpu.h"
 #include "ops/exp_row.h"
-
-// GCC 12 warns inside its own AVX-512 headers (their "undefined" pass-through operands).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-
-#define BAKALLM_AVX512 __attribute__((target("avx512f")))
 
 namespace bakallm {
 
@@ -27,9 +21,8 @@ using torch::Tensor;
 // bfloat16 or int8 weights: half the bytes a token reads); either way the
 // arithmetic is float32. Load16 reads 16 of them as float32.
 BAKALLM_AVX512 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-BAKALLM_AVX512 inline __m512 load16(const at::BFloat16* p) {  // bfloat16: the high half of a float32
-  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+BAKALLM_AVX512 inline __m512 load16(const at::BFloat16* p) {
+  return widen_bfloat16(reinterpret_cast<const uint16_t*>(p));
 }
 
 template <class T>

@@ -1,18 +1,12 @@
 #include "ops/row_product.h"
 
 #include <ATen/Parallel.h>
-#include <immintrin.h>
 
 #include <cstring>
 #include <vector>
 
+#include "ops/avx512.h"
 #include "ops/cpu.h"
-
-// GCC 12 warns inside its own AVX-512 headers (their "undefined" pass-through operands).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-
-#define BAKALLM_AVX512 __attribute__((target("avx512f,avx512bw")))
 
 namespace bakallm {
 
@@ -39,14 +33,10 @@ struct FloatWeights {
 struct BFloat16Weights {
   const uint16_t* w;
   int64_t K;
-  BAKALLM_AVX512 static __m512 widen(const uint16_t* p) {  // bfloat16 bits are float32's upper half
-    const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
-  }
   BAKALLM_AVX512 void load(int64_t n, int64_t b, __m512* v) const {
     const uint16_t* p = w + n * K + b * kBlock;
-    v[0] = widen(p);
-    v[1] = widen(p + 16);
+    v[0] = widen_bfloat16(p);
+    v[1] = widen_bfloat16(p + 16);
   }
   float at(int64_t n, int64_t k) const {
     const uint32_t bits = static_cast<uint32_t>(w[n * K + k]) << 16;

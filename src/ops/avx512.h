@@ -1,0 +1,24 @@
+// What the hand-written AVX-512 kernels share (row_product, row_attention,
+// exp_row): the target of their vector functions, which run only where
+// cpu_has_avx512 (ops/cpu.h) says, and bfloat16's widening.
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+
+// GCC 12 warns inside its own AVX-512 headers (their "undefined" pass-through operands).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+// AVX-512 F and BW: what cpu_has_avx512 asks for.
+#define BAKALLM_AVX512 __attribute__((target("avx512f,avx512bw")))
+
+namespace bakallm {
+
+// 16 bfloat16 values as float32: a bfloat16's bits are a float32's upper half.
+BAKALLM_AVX512 inline __m512 widen_bfloat16(const uint16_t* p) {
+  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
+}  // namespace bakallm
