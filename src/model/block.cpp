@@ -1,6 +1,7 @@
 #include "model/block.h"
 
 #include "model/layer_norm.h"
+#include "ops/gate.h"
 
 namespace bakallm {
 
@@ -20,12 +21,13 @@ BlockImpl::BlockImpl(const Config& c) : config_(c) {
 
 torch::Tensor BlockImpl::combine(const torch::Tensor& x, const torch::Tensor& h,
                                  const torch::Tensor& m, const torch::Tensor& a) {
-  auto out = x + a;
-  auto m_out = mlp(h);                                                             // [B, T, D]
-  if (config_.mlp_gate == MlpGate::kAttention) m_out = m_out * torch::sigmoid(mlp_attn_gate(mlp_attn_norm(a)));
-  if (config_.mlp_gate == MlpGate::kSelf) m_out = m_out * torch::sigmoid(mlp_attn_gate(h));
-  out = out + m_out;
-  if (mega_gate) out = out + m * torch::sigmoid(mega_gate(m));                    // [B, T, D]
+  // x + a + mlp(h) ⊙ σ(gate) + m ⊙ σ(mega_gate(m)), each gate and its sum one op (ops/gate.h)
+  auto out = x + a;                                                                // [B, T, D]
+  const auto m_out = mlp(h);                                                       // [B, T, D]
+  if (config_.mlp_gate == MlpGate::kAttention) out = sigmoid_gate(m_out, mlp_attn_gate(mlp_attn_norm(a)), out);
+  else if (config_.mlp_gate == MlpGate::kSelf) out = sigmoid_gate(m_out, mlp_attn_gate(h), out);
+  else out = out + m_out;
+  if (mega_gate) out = sigmoid_gate(m, mega_gate(m), out);                         // [B, T, D]
   return out;
 }
 

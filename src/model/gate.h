@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "model/linear.h"
+#include "ops/gate.h"
 
 namespace bakallm {
 
@@ -10,7 +11,7 @@ class GateImpl : public torch::nn::Module {
  public:
   explicit GateImpl(int64_t dim)
       : fc(register_module("fc", Linear(dim, dim))) {}
-  torch::Tensor forward(const torch::Tensor& x) { return x * torch::sigmoid(fc(x)); }
+  torch::Tensor forward(const torch::Tensor& x) { return sigmoid_gate(x, fc(x)); }
 
   Linear fc;
 };

@@ -5,6 +5,7 @@
 
 #include "model/config.h"
 #include "model/linear.h"
+#include "ops/gate.h"
 
 namespace bakallm {
 
@@ -22,8 +23,9 @@ class MlpImpl : public torch::nn::Module {
         activation_(activation) {}
 
   torch::Tensor forward(const torch::Tensor& h) {          // [B, T, D] -> [B, T, D]
-    auto g = activate(fc_gate(h), activation_);             // [B, T, I]
-    return fc_down(fc_up(h) * g);
+    const auto g = fc_gate(h);                               // [B, T, I]
+    if (activation_ == Activation::kRelu) return fc_down(relu_gate(fc_up(h), g));  // one op (ops/gate.h)
+    return fc_down(fc_up(h) * activate(g, activation_));
   }
 
   Linear fc_up, fc_gate, fc_down;

@@ -1,0 +1,79 @@
+// The fused gates (ops/gate.h) against the expressions they replace, evaluated
+// in float64: values and every input's gradient, with and without a base;
+// rows split between threads, a length that is no multiple of 16 (the vector
+// loop's tail), operands not contiguous, no gradient wanted (decoding), and
+// what falls back to the expressions (broadcast shapes, other dtypes).
+#include <gtest/gtest.h>
+
+#include <ATen/Parallel.h>
+
+#include "ops/gate.h"
+#include "tensor_asserts.h"
+
+namespace bakallm {
+namespace {
+
+torch::Tensor leaf(const torch::Tensor& t, torch::ScalarType dtype) { return t.to(dtype).detach().requires_grad_(true); }
+
+// Σ w·y backward for the fused op (float32) and the expression (float64);
+// the values and each input's gradient agree.
+void expect_same(const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& fused,
+                 const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& reference,
+                 const std::vector<torch::Tensor>& inputs, const std::string& what) {
+  std::vector<torch::Tensor> f, d;
+  for (const auto& t : inputs) {
+    f.push_back(leaf(t, torch::kFloat));
+    d.push_back(leaf(t, torch::kDouble));
+  }
+  const auto y = fused(f), yd = reference(d);
+  EXPECT_TRUE(test::all_close(y, yd, 1e-5, 1e-6)) << what;
+  const auto w = torch::randn(y.sizes());
+  (y * w).sum().backward();
+  (yd * w.to(torch::kDouble)).sum().backward();
+  for (size_t i = 0; i < f.size(); ++i) EXPECT_TRUE(test::all_close(f[i].grad(), d[i].grad(), 1e-5, 1e-6)) << what << ", input " << i;
+  torch::NoGradGuard no_grad;  // decoding: the forward loop alone
+  EXPECT_TRUE(test::all_close(fused(f), yd, 1e-5, 1e-6)) << what << ", no gradient";
+}
+
+TEST(Gate, SigmoidGateEqualsTheExpressionWithItsGradients) {
+  torch::manual_seed(5);
+  at::set_num_threads(2);
+  for (auto sizes : {std::vector<int64_t>{3, 70, 401}, std::vector<int64_t>{1, 1, 37}}) {  // split; one short row
+    const auto x = torch::randn(sizes), z = torch::randn(sizes) * 4, base = torch::randn(sizes);
+    expect_same([](const auto& t) { return sigmoid_gate(t[0], t[1], t[2]); },
+                [](const auto& t) { return t[2] + t[0] * torch::sigmoid(t[1]); }, {x, z, base}, "with a base");
+    expect_same([](const auto& t) { return sigmoid_gate(t[0], t[1]); },
+                [](const auto& t) { return t[0] * torch::sigmoid(t[1]); }, {x, z}, "without");
+  }
+}
+
+TEST(Gate, ReluGateEqualsTheExpressionWithItsGradients) {
+  torch::manual_seed(6);
+  at::set_num_threads(2);
+  for (auto sizes : {std::vector<int64_t>{3, 70, 401}, std::vector<int64_t>{1, 1, 37}}) {
+    const auto u = torch::randn(sizes), g = torch::randn(sizes);
+    expect_same([](const auto& t) { return relu_gate(t[0], t[1]); },
+                [](const auto& t) { return t[0] * torch::relu(t[1]); }, {u, g}, "relu");
+  }
+}
+
+TEST(Gate, OperandsNotContiguous) {
+  torch::manual_seed(7);
+  const auto x = torch::randn({40, 24}).t(), z = torch::randn({24, 40}), base = torch::randn({40, 24}).t();
+  expect_same([](const auto& t) { return sigmoid_gate(t[0].t(), t[1], t[2].t()); },
+              [](const auto& t) { return t[2].t() + t[0].t() * torch::sigmoid(t[1]); }, {x.t(), z, base.t()},
+              "transposed");
+  expect_same([](const auto& t) { return relu_gate(t[0].t(), t[1]); },
+              [](const auto& t) { return t[0].t() * torch::relu(t[1]); }, {x.t(), z}, "transposed relu");
+}
+
+TEST(Gate, BroadcastShapesAndOtherDtypesRunTheExpression) {
+  const auto x = torch::randn({2, 3, 8}), z = torch::randn({8}), base = torch::randn({2, 3, 8});
+  EXPECT_TRUE(torch::equal(sigmoid_gate(x, z, base), sigmoid_gate_unfused(x, z, base)));
+  const auto xd = x.to(torch::kDouble), zd = torch::randn({2, 3, 8}, torch::kDouble);
+  EXPECT_TRUE(torch::equal(sigmoid_gate(xd, zd), sigmoid_gate_unfused(xd, zd)));
+  EXPECT_TRUE(torch::equal(relu_gate(xd, zd), relu_gate_unfused(xd, zd)));
+}
+
+}  // namespace
+}  // namespace bakallm
