@@ -224,11 +224,17 @@ BENCHMARK(BM_HeadProductFromMemory)
 // layers (18 MB, as a token reads them; 9 MB in bfloat16, the decoder's cache
 // beside bfloat16 or int8 weights); key and value bytes read per second.
 // Second argument 1: base's shapes (12 layers of F = 1536 after 1,100 keys).
+// Third argument 1: the row kernel on enough layers' keys (1 GB) that each
+// comes from memory, not from a cache.
 void BM_RowAttention(benchmark::State& state) {
   set_threads(threads());
-  const bool base = state.range(1);
-  const int64_t Tk = base ? 1100 : 600, F = base ? 1536 : 640, Dv = F / 2, layers = base ? 12 : 8;
+  const bool base = state.range(1), from_memory = state.range(2);
+  const int64_t Tk = base ? 1100 : 600, F = base ? 1536 : 640, Dv = F / 2;
   const auto kv = state.range(0) == 2 ? torch::kBFloat16 : torch::kFloat;
+  // From memory: as many layers as fill 1 GB, more than the caches hold, as a
+  // decoded token finds its keys after streaming the weights.
+  const int64_t layer_bytes = Tk * (F + Dv) * torch::elementSize(kv);
+  const int64_t layers = from_memory ? (int64_t{1} << 30) / layer_bytes + 1 : base ? 12 : 8;
   std::vector<torch::Tensor> Ks, Vs;
   for (int64_t l = 0; l < layers; ++l) {
     Ks.push_back(torch::randn({1, Tk, F}).to(kv));
@@ -249,9 +255,11 @@ void BM_RowAttention(benchmark::State& state) {
   }
   state.SetBytesProcessed(state.iterations() * layers * Tk * (F + Dv) * Ks[0].element_size());
   const char* labels[] = {"dense products", "row kernel", "row kernel, bfloat16 keys"};
-  state.SetLabel(std::string(labels[state.range(0)]) + (base ? ", base's 12 layers" : ", tiny's 8 layers"));
+  state.SetLabel(std::string(labels[state.range(0)]) + (base ? ", base's shapes, " : ", tiny's shapes, ") +
+                 std::to_string(layers) + " layers" + (from_memory ? " (from memory)" : ""));
 }
-BENCHMARK(BM_RowAttention)->ArgsProduct({{2, 1, 0}, {0, 1}})->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_RowAttention)->ArgsProduct({{2, 1, 0}, {0, 1}, {0}})->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_RowAttention)->ArgsProduct({{2, 1}, {1}, {1}})->Unit(benchmark::kMicrosecond);
 
 // EMA scan over one tiny-preset layer's input: [8, 2·578, 320], forward and backward.
 void BM_EmaScan(benchmark::State& state) {
