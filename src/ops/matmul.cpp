@@ -7,7 +7,6 @@
 
 #include "ops/cpu.h"
 #include "ops/onednn.h"
-#include "ops/row_product.h"
 
 namespace bakallm {
 
@@ -86,19 +85,17 @@ bool few_rows(const Tensor& a, const Tensor& b, torch::ScalarType compute) {
   return rows >= 1 && rows <= most && cpu_has_avx512();
 }
 
-// a [..., M, K] float32 · bᵀ, b [N, K] float32 or bfloat16 (as COMPUTE).
-Tensor rows_nt(const Tensor& a_in, const Tensor& b) {
-  const int64_t K = b.size(1), N = b.size(0), M = a_in.numel() / K;
+}  // namespace
+
+Tensor rows_nt(const Tensor& a_in, const void* w, const float* scales, RowWeights kind, int64_t N) {
+  const int64_t K = a_in.size(-1), M = a_in.numel() / K;
   const auto a = a_in.contiguous();
   auto sizes = a.sizes().vec();
   sizes.back() = N;
   auto y = torch::empty(sizes, a.options());
-  const auto kind = b.scalar_type() == torch::kFloat ? RowWeights::kFloat : RowWeights::kBFloat16;
-  bakallm::row_product(a.data_ptr<float>(), M, K, b.data_ptr(), nullptr, kind, y.data_ptr<float>(), N);
+  row_product(a.data_ptr<float>(), M, K, w, scales, kind, y.data_ptr<float>(), N);
   return y;
 }
-
-}  // namespace
 
 bool onednn_enabled() {
   static const bool enabled = [] {
@@ -116,7 +113,9 @@ Tensor matmul_nt(const Tensor& a, const Tensor& b, torch::ScalarType compute_in,
   const bool wants_grad = torch::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad());
   if (!wants_grad) {
     const auto& bc = cast.defined() ? cast : b;
-    if (few_rows(a, bc, compute)) return rows_nt(a, bc);
+    if (few_rows(a, bc, compute))
+      return rows_nt(a, bc.data_ptr(), nullptr, bc.scalar_type() == torch::kFloat ? RowWeights::kFloat : RowWeights::kBFloat16,
+                     bc.size(0));
     return product(a, bc.transpose(-1, -2), compute, a.scalar_type());
   }
   if (!use_onednn(a, b, compute)) return product(a, b.transpose(-1, -2), compute, a.scalar_type());

@@ -9,6 +9,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "ops/row_product.h"
+
 namespace bakallm {
 
 // The dtype a product with an operand of dtype OPERAND runs in: COMPUTE, but
@@ -25,6 +27,12 @@ inline torch::ScalarType product_dtype(torch::ScalarType operand, torch::ScalarT
 // used in the product in place of a new cast; b's gradient still goes to b.
 torch::Tensor matmul_nt(const torch::Tensor& a, const torch::Tensor& b,
                         torch::ScalarType compute = torch::kFloat, const torch::Tensor& b_compute = {});
+
+// a [..., K] float32 (K a multiple of 32, the CPU with AVX-512 or not) times
+// a stored weight W [N, K] that the row kernel reads in place (ops/row_product.h:
+// KIND, SCALES for Q8_0) -> [..., N] float32. For a few rows: each is a pass
+// over the whole weight.
+torch::Tensor rows_nt(const torch::Tensor& a, const void* w, const float* scales, RowWeights kind, int64_t N);
 
 // FLOP/s of [n, n] · [n, n]ᵀ through matmul_nt in COMPUTE on the CPU (operands
 // already in COMPUTE; the best of three rounds of five products),

@@ -35,22 +35,14 @@ torch::Tensor dequantize_q8(const Q8Weight& w, torch::ScalarType dtype) {
 torch::Tensor matmul_nt_q8(const torch::Tensor& a_in, const Q8Weight& w, torch::ScalarType compute) {
   const int64_t N = w.q.size(0), K = w.q.size(1);
   TORCH_CHECK(a_in.size(-1) == K, "matmul_nt_q8: ", a_in.sizes(), " against a weight of ", K, " columns");
-  const auto lead = a_in.sizes().slice(0, a_in.dim() - 1);
   const int64_t M = a_in.numel() / K;
   if (M > kKernelRows || !a_in.device().is_cpu()) {
     const auto y = matmul_nt(a_in, dequantize_q8(w, compute == torch::kBFloat16 ? torch::kBFloat16 : torch::kFloat), compute);
     return y.to(a_in.scalar_type());
   }
-  const auto a = a_in.to(torch::kFloat).contiguous().view({M, K});
-  auto y = torch::empty({M, N}, torch::kFloat);
-  const float* ap = a.data_ptr<float>();
-  const int8_t* qp = w.q.data_ptr<int8_t>();
-  const float* sp = w.scales.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
-  row_product(ap, M, K, qp, sp, RowWeights::kQ8, yp, N);
-  std::vector<int64_t> shape(lead.begin(), lead.end());
-  shape.push_back(N);
-  return y.view(shape).to(a_in.scalar_type());
+  const bool f32 = a_in.scalar_type() == torch::kFloat;  // the kernel's rows are float32
+  const auto y = rows_nt(f32 ? a_in : a_in.to(torch::kFloat), w.q.data_ptr(), w.scales.data_ptr<float>(), RowWeights::kQ8, N);
+  return f32 ? y : y.to(a_in.scalar_type());
 }
 
 }  // namespace bakallm
