@@ -121,10 +121,13 @@ nlohmann::json decode_rates(BakaLM& model, const BenchOptions& o) {
     // values, the EMA state: once per W tokens), timed apart from the rest.
     const double first = seconds_of([&] { dec.feed(next); });
     double t = 0, attended = 0;  // seconds; bytes of keys and values read, over the timed tokens
+    std::vector<double> each;    // each token's seconds: the median shows a busy host's stalls apart
     for (int64_t i = 0; i < o.decode_tokens; ++i) {
       attended += static_cast<double>(dec.attended_bytes());
-      t += seconds_of([&] { dec.feed(next); });
+      each.push_back(seconds_of([&] { dec.feed(next); }));
+      t += each.back();
     }
+    std::nth_element(each.begin(), each.begin() + each.size() / 2, each.end());
     if (!o.profile_dir.empty() && out.empty()) {  // 16 more tokens, traced (untimed)
       torch::autograd::profiler::RecordProfile trace(o.profile_dir + "/decode.json");
       for (int i = 0; i < 16; ++i) dec.feed(next);
@@ -134,6 +137,7 @@ nlohmann::json decode_rates(BakaLM& model, const BenchOptions& o) {
                    {"prefill_tokens_per_s", prompt.numel() / prefill},
                    {"first_token_ms", 1000 * first},
                    {"decode_ms_per_token", 1000 * t / o.decode_tokens},
+                   {"decode_ms_per_token_median", 1000 * each[each.size() / 2]},
                    {"attended_bytes_per_token", attended / o.decode_tokens}});
   }
   return out;

@@ -246,6 +246,10 @@ TEST(BenchCli, JsonShape) {
   ASSERT_EQ(j["decode"].size(), 2u);
   EXPECT_EQ(j["decode"][1]["context_tokens"], 32);
   EXPECT_GT(j["decode"][0]["decode_ms_per_token"].get<double>(), 0);
+  // The (upper) median of 4 tokens is at most twice their mean: the two slowest sum to 2x it at least.
+  const double median = j["decode"][0]["decode_ms_per_token_median"].get<double>();
+  EXPECT_GT(median, 0);
+  EXPECT_LE(median, 2 * j["decode"][0]["decode_ms_per_token"].get<double>() * (1 + 1e-9));
   EXPECT_GT(j["read_bytes_per_s"].get<double>(), 0);
   const double others = j["machine"]["background_cpu_share"].get<double>();
   EXPECT_TRUE(others >= 0 && others <= 1) << others;
