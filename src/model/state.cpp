@@ -1,5 +1,7 @@
 #include "model/state.h"
 
+#include <algorithm>
+
 #include "util/error.h"
 #include "util/huge_pages.h"
 
@@ -18,11 +20,41 @@ void RowBuffer::reserve(std::vector<int64_t> shape, const torch::TensorOptions& 
   reserved_ = true;
 }
 
+namespace {
+
+// R [B, n, ...] float32 into rows [at, at + n) of DATA [B, capacity, ...]
+// float32 or bfloat16 (rounded to nearest even, as copy_ rounds), on the CPU
+// with both contiguous; false, copying nothing, otherwise. One decoded token
+// appends to three buffers a layer: this is the copy without the two views
+// and the dispatch of copy_.
+bool copy_rows(const torch::Tensor& r, const torch::Tensor& data, int64_t at) {
+  if (!r.device().is_cpu() || !data.device().is_cpu() || r.scalar_type() != torch::kFloat || !r.is_contiguous() ||
+      !data.is_contiguous() || (data.scalar_type() != torch::kFloat && data.scalar_type() != torch::kBFloat16))
+    return false;
+  const int64_t B = r.size(0), n = r.size(1), row = r.numel() / std::max<int64_t>(1, B * n), capacity = data.size(1);
+  const float* from = r.data_ptr<float>();
+  for (int64_t b = 0; b < B; ++b) {
+    const float* src = from + b * n * row;
+    const int64_t offset = (b * capacity + at) * row;
+    if (data.scalar_type() == torch::kFloat) {
+      std::copy(src, src + n * row, data.data_ptr<float>() + offset);
+    } else {
+      at::BFloat16* dst = data.data_ptr<at::BFloat16>() + offset;
+      for (int64_t i = 0; i < n * row; ++i) dst[i] = at::BFloat16(src[i]);
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
 torch::Tensor RowBuffer::append(const torch::Tensor& r) {
   const int64_t n = r.size(1);
   if (reserved_) {
     TORCH_CHECK(length_ + n <= data_.size(1), "RowBuffer: ", length_ + n, " rows exceed the capacity ", data_.size(1));
-    data_.narrow(1, length_, n).copy_(r);
+    TORCH_CHECK(r.dim() == data_.dim() && r.size(0) == data_.size(0) && r.sizes().slice(2) == data_.sizes().slice(2),
+                "RowBuffer: rows ", r.sizes(), " do not fit a buffer of ", data_.sizes());
+    if (!copy_rows(r, data_, length_)) data_.narrow(1, length_, n).copy_(r);
   } else {
     data_ = length_ ? torch::cat({data_, r}, 1) : r;
   }
