@@ -7,6 +7,7 @@
 #include "ops/dropout.h"
 #include "ops/matmul.h"
 #include "ops/negated_norm.h"
+#include "ops/rotary.h"
 #include "ops/row_attention.h"
 
 namespace bakallm {
@@ -28,18 +29,20 @@ QkvImpl::QkvImpl(const Config& c)
   pos_emb = register_module("pos_emb", Rotary(c.hidden_dim, c.rope_base));
 }
 
-torch::Tensor QkvImpl::shape(const torch::Tensor& x, torch::nn::LayerNorm& n, const WindowOffsets& o) {
-  if (negator.defined() && n) {  // the three steps below as one op
-    const auto a = o.rows.defined() ? pos_emb->angles(x, o.rows) : pos_emb->angles(x, o.start);
-    return negated_norm_rotary(x, negator, n->weight, n->bias, n->options.eps(), a.cos, a.sin);  // [B, T, 2D]
-  }
-  auto y = negator.defined() ? torch::cat({x, negator - x}, -1) : x;    // [B, T, width]
-  if (n) y = n(y);
-  return o.rows.defined() ? pos_emb->forward(y, o.rows) : pos_emb->forward(y, o.start);
+RotaryImpl::Angles QkvImpl::angles(const torch::Tensor& h, const WindowOffsets& o) const {
+  return o.rows.defined() ? pos_emb->angles(h, o.rows) : pos_emb->angles(h, o.start);
 }
 
-torch::Tensor QkvImpl::query(const torch::Tensor& h, const WindowOffsets& o) { return shape(q(h), q_norm, o); }
-torch::Tensor QkvImpl::key(const torch::Tensor& h, const WindowOffsets& o) { return shape(k(h), k_norm, o); }
+torch::Tensor QkvImpl::shape(const torch::Tensor& x, torch::nn::LayerNorm& n, const RotaryImpl::Angles& a) {
+  if (negator.defined() && n)  // the three steps below as one op
+    return negated_norm_rotary(x, negator, n->weight, n->bias, n->options.eps(), a.cos, a.sin);  // [B, T, 2D]
+  auto y = negator.defined() ? torch::cat({x, negator - x}, -1) : x;    // [B, T, width]
+  if (n) y = n(y);
+  return rotate_pairs(y, a.cos, a.sin, x.size(-1));
+}
+
+torch::Tensor QkvImpl::query(const torch::Tensor& h, const RotaryImpl::Angles& a) { return shape(q(h), q_norm, a); }
+torch::Tensor QkvImpl::key(const torch::Tensor& h, const RotaryImpl::Angles& a) { return shape(k(h), k_norm, a); }
 
 AttentionImpl::AttentionImpl(const Config& c)
     : qkv(register_module("qkv", Qkv(c))), dim_(c.hidden_dim), heads_(c.num_heads), dropout_(c.attn_dropout) {
@@ -110,8 +113,9 @@ torch::Tensor AttentionImpl::weigh(const torch::Tensor& q_in, const torch::Tenso
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& qk_in, const torch::Tensor& v_in, const LayerWindows& ws,
                                      const WindowOffsets& at) {
-  const auto q = split_rows(qkv->query(qk_in, at), ws);  // [B_j, n, 2D] each
-  const auto k = split_rows(qkv->key(qk_in, at), ws);
+  const auto angles = qkv->angles(qk_in, at);
+  const auto q = split_rows(qkv->query(qk_in, angles), ws);  // [B_j, n, 2D] each
+  const auto k = split_rows(qkv->key(qk_in, angles), ws);
   const auto v = split_rows(qkv->value(v_in), ws);       // [B_j, n, D] each
   std::vector<torch::Tensor> out;                        // each window attends to its own keys alone
   for (size_t j = 0; j < ws.size(); ++j) {
@@ -127,8 +131,9 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& qk_in, const torch::Te
 torch::Tensor AttentionImpl::solidify(const torch::Tensor& qk_in, const torch::Tensor& v_in,
                                       int64_t n) {
   const int64_t T = qk_in.size(1);
-  auto q = qkv->query(qk_in.narrow(1, T - n, n), WindowOffsets{});  // [B, n, 2D], positions 0..n−1
-  auto k = qkv->key(qk_in, WindowOffsets{});                        // [B, T, 2D], positions 0..T−1
+  const auto tail = qk_in.narrow(1, T - n, n);
+  auto q = qkv->query(tail, qkv->angles(tail, WindowOffsets{}));      // [B, n, 2D], positions 0..n−1
+  auto k = qkv->key(qk_in, qkv->angles(qk_in, WindowOffsets{}));      // [B, T, 2D], positions 0..T−1
   auto v = qkv->value(v_in);                          // [B, T, D]
   return output_gate(weigh(q, k, v, AttentionMask{}));
 }

@@ -20,10 +20,12 @@ class QkvImpl : public torch::nn::Module {
  public:
   explicit QkvImpl(const Config& config);
 
-  // h: [B, T, D] -> LayerNorm([W h ; negator − W h]) rotated from the window's
-  // position (o.start, or o.rows per row): [B, T, 2D]
-  torch::Tensor query(const torch::Tensor& h, const WindowOffsets& o);
-  torch::Tensor key(const torch::Tensor& h, const WindowOffsets& o);
+  // The rotation's angles for the rows of h [B, T, ·] from the window's
+  // position (o.start, or o.rows per row): a row's query and key share them.
+  RotaryImpl::Angles angles(const torch::Tensor& h, const WindowOffsets& o) const;
+  // h: [B, T, D] -> LayerNorm([W h ; negator − W h]) rotated by A (angles(h, o)): [B, T, 2D]
+  torch::Tensor query(const torch::Tensor& h, const RotaryImpl::Angles& a);
+  torch::Tensor key(const torch::Tensor& h, const RotaryImpl::Angles& a);
   torch::Tensor value(const torch::Tensor& m) { return v(m); }  // [B, T, D]
 
   int64_t width() const { return width_; }  // of Q and K: 2D, or D without the negator
@@ -34,7 +36,7 @@ class QkvImpl : public torch::nn::Module {
   Rotary pos_emb{nullptr};
 
  private:
-  torch::Tensor shape(const torch::Tensor& x, torch::nn::LayerNorm& norm, const WindowOffsets& o);
+  torch::Tensor shape(const torch::Tensor& x, torch::nn::LayerNorm& norm, const RotaryImpl::Angles& a);
   int64_t width_;
 };
 TORCH_MODULE(Qkv);
