@@ -243,6 +243,10 @@ TEST(BenchCli, JsonShape) {
     EXPECT_TRUE(j.contains(key)) << key;
   EXPECT_GT(j["train"]["float32"]["tokens_per_s"].get<double>(), 0);
   EXPECT_GT(j["train"]["bfloat16"]["mfu"].get<double>(), 0);
+  for (const char* dtype : {"float32", "bfloat16"})  // MFU against the peak reported beside it
+    EXPECT_NEAR(j["train"][dtype]["mfu"].get<double>(),
+                j["train"][dtype]["flops_per_s"].get<double>() / j["matmul_flops_per_s"][dtype].get<double>(), 1e-12)
+        << dtype;
   ASSERT_EQ(j["decode"].size(), 2u);
   EXPECT_EQ(j["decode"][1]["context_tokens"], 32);
   EXPECT_GT(j["decode"][0]["decode_ms_per_token"].get<double>(), 0);
