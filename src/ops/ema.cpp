@@ -169,7 +169,20 @@ torch::Tensor ema_scan(const torch::Tensor& u, const torch::Tensor& alpha, const
               "ema_scan: y0 must be [B, D]");
   if (u.size(1) == 0) return u * alpha;  // empty time axis; keeps the graph
   const auto y0 = y0_in.defined() ? y0_in : torch::zeros({u.size(0), u.size(2)}, u.options());
-  // One row (a decoded token): the recurrence itself, three ops, no kernel call.
+  const bool grad = torch::GradMode::is_enabled() &&
+                    (u.requires_grad() || alpha.requires_grad() || q.requires_grad() || y0.requires_grad());
+  const auto dtype = u.scalar_type();
+  if (u.size(1) == 1 && !grad && use_cpu_kernel(u) && alpha.scalar_type() == dtype && q.scalar_type() == dtype &&
+      y0.scalar_type() == dtype) {  // a decoded token: the kernel's loop, no autograd node, one op
+    const auto uc = u.contiguous(), ac = alpha.contiguous(), qc = q.contiguous(), y0c = y0.contiguous();
+    auto y = torch::empty_like(uc);
+    AT_DISPATCH_FLOATING_TYPES(dtype, "ema_scan_row", [&] {
+      scan_forward_cpu<scalar_t>(uc.data_ptr<scalar_t>(), ac.data_ptr<scalar_t>(), qc.data_ptr<scalar_t>(),
+                                 y0c.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), u.size(0), 1, u.size(2));
+    });
+    return y;
+  }
+  // One row wanting a gradient or on another device: the recurrence itself, three ops.
   if (u.size(1) == 1) return (q * y0 + alpha * u.select(1, 0)).unsqueeze(1).to(u.scalar_type());
   // Half types are scanned in float32 (the recurrence accumulates error).
   const bool widen = u.scalar_type() == torch::kBFloat16 || u.scalar_type() == torch::kHalf;

@@ -134,6 +134,25 @@ TEST(Ema, ContinuedFromAnInitialValueEqualsOneScan) {
                c10::Error);
 }
 
+// Decoding: one row at a time, no gradient wanted (the kernel's loop without
+// an autograd node), from a fresh state and onward, equals one scan.
+TEST(Ema, RowsWithoutGradientEqualOneScan) {
+  torch::manual_seed(8);
+  torch::NoGradGuard no_grad;
+  for (auto dtype : {torch::kFloat, torch::kDouble}) {
+    const auto u = torch::randn({2, 9, 20}, dtype), alpha = torch::rand({20}, dtype);
+    const auto q = (1 - alpha) * torch::rand({20}, dtype);
+    const auto whole = ema_scan(u, alpha, q);
+    torch::Tensor y0;  // undefined: a fresh stream
+    for (int64_t t = 0; t < u.size(1); ++t) {
+      const auto row = ema_scan(u.narrow(1, t, 1), alpha, q, y0);  // [2, 1, 20]
+      const double tol = dtype == torch::kFloat ? 1e-6 : 1e-12;
+      EXPECT_TRUE(all_close(row, whole.narrow(1, t, 1), tol, tol)) << "row " << t << " " << dtype;
+      y0 = row.select(1, 0);
+    }
+  }
+}
+
 TEST(Ema, EmptyTimeAxis) {
   auto y = ema_scan(torch::zeros({2, 0, 3}), torch::rand({3}), torch::rand({3}));
   EXPECT_EQ(y.sizes(), (std::vector<int64_t>{2, 0, 3}));
