@@ -22,12 +22,12 @@ void RowBuffer::reserve(std::vector<int64_t> shape, const torch::TensorOptions& 
 
 namespace {
 
-// R [B, n, ...] float32 into rows [at, at + n) of DATA [B, capacity, ...]
+// R [B, n, ...] float32 into rows [first, first + n) of DATA [B, capacity, ...]
 // float32 or bfloat16 (rounded to nearest even, as copy_ rounds), on the CPU
 // with both contiguous; false, copying nothing, otherwise. One decoded token
 // appends to three buffers a layer: this is the copy without the two views
 // and the dispatch of copy_.
-bool copy_rows(const torch::Tensor& r, const torch::Tensor& data, int64_t at) {
+bool copy_rows(const torch::Tensor& r, const torch::Tensor& data, int64_t first) {
   if (!r.device().is_cpu() || !data.device().is_cpu() || r.scalar_type() != torch::kFloat || !r.is_contiguous() ||
       !data.is_contiguous() || (data.scalar_type() != torch::kFloat && data.scalar_type() != torch::kBFloat16))
     return false;
@@ -35,7 +35,7 @@ bool copy_rows(const torch::Tensor& r, const torch::Tensor& data, int64_t at) {
   const float* from = r.data_ptr<float>();
   for (int64_t b = 0; b < B; ++b) {
     const float* src = from + b * n * row;
-    const int64_t offset = (b * capacity + at) * row;
+    const int64_t offset = (b * capacity + first) * row;
     if (data.scalar_type() == torch::kFloat) {
       std::copy(src, src + n * row, data.data_ptr<float>() + offset);
     } else {
