@@ -113,6 +113,12 @@ std::vector<Tensor> backward_cpu(const Tensor& x_in, float c, const Tensor& g_in
   return {dx, sums[4 * D], sums.narrow(0, 0, 2 * D).clone(), sums.narrow(0, 2 * D, 2 * D).clone()};
 }
 
+// The negator's value: read in place on the CPU (a decoded token asks twice a
+// layer; item() is a dispatched op), item() elsewhere.
+float scalar(const Tensor& c) {
+  return c.device().is_cpu() && c.scalar_type() == torch::kFloat ? *c.data_ptr<float>() : c.item<float>();
+}
+
 bool fused(const Tensor& x, const Tensor& g, const Tensor& cos) {
   return x.device().is_cpu() && x.scalar_type() == torch::kFloat && g.scalar_type() == torch::kFloat &&
          cos.scalar_type() == torch::kFloat && x.dim() == 3 && x.size(2) % 2 == 0;
@@ -126,12 +132,12 @@ class NegatedNormRotary : public torch::autograd::Function<NegatedNormRotary> {
     ctx->saved_data["eps"] = eps;
     ctx->saved_data["cos"] = cos;
     ctx->saved_data["sin"] = sin;
-    return forward_cpu(x, c.item<float>(), g, b, eps, cos, sin);
+    return forward_cpu(x, scalar(c), g, b, eps, cos, sin);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const auto c = saved[1];
-    auto d = backward_cpu(saved[0], c.item<float>(), saved[2], ctx->saved_data["eps"].toDouble(),
+    auto d = backward_cpu(saved[0], scalar(c), saved[2], ctx->saved_data["eps"].toDouble(),
                           ctx->saved_data["cos"].toTensor(), ctx->saved_data["sin"].toTensor(), grads[0]);
     return {d[0], d[1].reshape(c.sizes()), d[2], d[3], Tensor(), Tensor(), Tensor()};
   }
@@ -156,7 +162,7 @@ Tensor negated_norm_rotary(const Tensor& x, const Tensor& c, const Tensor& g, co
   if (!fused(x, g, cos)) return negated_norm_rotary_unfused(x, c, g, b, eps, cos, sin);
   const bool grad = torch::GradMode::is_enabled() &&
                     (x.requires_grad() || c.requires_grad() || g.requires_grad() || b.requires_grad());
-  if (!grad) return forward_cpu(x, c.item<float>(), g, b, eps, cos, sin);
+  if (!grad) return forward_cpu(x, scalar(c), g, b, eps, cos, sin);
   return NegatedNormRotary::apply(x, c, g, b, eps, cos, sin);
 }
 
