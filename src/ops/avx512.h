@@ -1,6 +1,6 @@
 // What the hand-written AVX-512 kernels share (row_product, row_attention,
-// exp_row): the target of their vector functions, which run only where
-// cpu_has_avx512 (ops/cpu.h) says, and bfloat16's widening.
+// exp_row, gate): the target of their vector functions, which run only where
+// cpu_has_avx512 (ops/cpu.h) says, glibc's vector expf, and bfloat16's widening.
 #pragma once
 #include <immintrin.h>
 
@@ -12,6 +12,10 @@
 
 // AVX-512 F and BW: what cpu_has_avx512 asks for.
 #define BAKALLM_AVX512 __attribute__((target("avx512f,avx512bw")))
+
+// glibc's vector expf for AVX-512 (libmvec, the variant `#pragma omp simd`
+// calls): 16 lanes, within 4 ulp.
+extern "C" __m512 _ZGVeN16v_expf(__m512 x);
 
 namespace bakallm {
 

@@ -7,10 +7,6 @@
 #include "ops/avx512.h"
 #include "ops/cpu.h"
 
-// glibc's vector expf for AVX-512 (libmvec, the variant `#pragma omp simd`
-// calls): 16 lanes, within 4 ulp.
-extern "C" __m512 _ZGVeN16v_expf(__m512 x);
-
 namespace bakallm {
 
 namespace {
