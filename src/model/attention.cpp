@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "model/layer_norm.h"
+#include "ops/autograd.h"
 #include "ops/block_attention.h"
 #include "ops/dropout.h"
 #include "ops/matmul.h"
@@ -69,8 +70,7 @@ torch::Tensor AttentionImpl::weigh(const torch::Tensor& q_in, const torch::Tenso
   const int64_t B = q_in.size(0), Tq = q.size(-2), Tk = K.size(-2);
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   torch::Tensor out;                                             // [B, (H,) Tq, D/H]
-  const bool wants_grad = torch::GradMode::is_enabled() && (q.requires_grad() || K.requires_grad() || V.requires_grad());
-  const bool inference = !wants_grad && !(is_training() && dropout_ > 0) && compute_ == torch::kFloat &&
+  const bool inference = !wants_grad(q, K, V) && !(is_training() && dropout_ > 0) && compute_ == torch::kFloat &&
                          q.scalar_type() == torch::kFloat;
   // The row and block kernels take the heads folded into the batch: [B·H, T, F/H].
   auto fold = [&](const torch::Tensor& t) { return heads_ == 1 ? t : t.flatten(0, 1); };

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 
+#include "ops/autograd.h"
 #include "ops/cpu.h"
 #include "ops/exp_row.h"
 #include "ops/matmul.h"
@@ -102,7 +103,7 @@ torch::Tensor fused_head_loss(const torch::Tensor& h, const torch::Tensor& W, co
   TORCH_CHECK(h.dim() == 2 && W.dim() == 2 && h.size(1) == W.size(1), "fused_head_loss: h [N, D], W [V, D]");
   TORCH_CHECK(targets.dim() == 1 && targets.size(0) == h.size(0), "fused_head_loss: targets [N]");
   // Inside apply() grad mode is off: decide here whether a backward will come.
-  const bool grads = torch::GradMode::is_enabled() && (h.requires_grad() || W.requires_grad());
+  const bool grads = wants_grad(h, W);
   // apply() takes no undefined tensor: W stands for a missing W_COMPUTE.
   return FusedHeadLoss::apply(h, W, W_compute.defined() ? W_compute : W, targets, static_cast<int64_t>(compute),
                               rows_per_chunk, grads);

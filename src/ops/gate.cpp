@@ -5,11 +5,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ops/autograd.h"
 #include "ops/avx512.h"
 #include "ops/cpu.h"
-
-// glibc's vector expf for AVX-512 (libmvec, as ops/exp_row.cpp): 16 lanes, within 4 ulp.
-extern "C" __m512 _ZGVeN16v_expf(__m512 x);
 
 namespace bakallm {
 
@@ -130,13 +128,6 @@ bool fused(const Tensor& a, const Tensor& b, const Tensor& c) {
   return plain(a) && plain(b) && (!c.defined() || plain(c));
 }
 
-bool wants_grad(std::initializer_list<Tensor> ts) {
-  if (!torch::GradMode::is_enabled()) return false;
-  for (const auto& t : ts)
-    if (t.defined() && t.requires_grad()) return true;
-  return false;
-}
-
 // x ⊙ σ(z), with or without a base added (BASED: the third input).
 template <bool Based>
 class SigmoidGate : public torch::autograd::Function<SigmoidGate<Based>> {
@@ -176,14 +167,14 @@ Tensor relu_gate_unfused(const Tensor& u, const Tensor& g) { return u * torch::r
 
 Tensor sigmoid_gate(const Tensor& x, const Tensor& z, const Tensor& base) {
   if (!fused(x, z, base)) return sigmoid_gate_unfused(x, z, base);
-  if (!wants_grad({x, z, base})) return forward_cpu(Loop::kSigmoidForward, x, z, base);
+  if (!wants_grad(x, z, base)) return forward_cpu(Loop::kSigmoidForward, x, z, base);
   if (base.defined()) return SigmoidGate<true>::apply(x, z, base);
   return SigmoidGate<false>::apply(x, z, x);  // the third input unused (apply takes no undefined tensor)
 }
 
 Tensor relu_gate(const Tensor& u, const Tensor& g) {
   if (!fused(u, g, Tensor())) return relu_gate_unfused(u, g);
-  if (!wants_grad({u, g})) return forward_cpu(Loop::kReluForward, u, g, Tensor());
+  if (!wants_grad(u, g)) return forward_cpu(Loop::kReluForward, u, g, Tensor());
   return ReluGate::apply(u, g);
 }
 

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "ops/autograd.h"
 #include "ops/cpu.h"
 #include "ops/onednn.h"
 
@@ -110,8 +111,7 @@ Tensor matmul_nt(const Tensor& a, const Tensor& b, torch::ScalarType compute_in,
   const auto& cast = b_compute.defined() && b_compute.scalar_type() == compute ? b_compute : Tensor();
   // Our backward only where oneDNN runs and a gradient is wanted; elsewhere
   // product() is plain libtorch ops (autograd's own backward) or needs none.
-  const bool wants_grad = torch::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad());
-  if (!wants_grad) {
+  if (!wants_grad(a, b)) {
     const auto& bc = cast.defined() ? cast : b;
     if (few_rows(a, bc, compute))
       return rows_nt(a, bc.data_ptr(), nullptr, bc.scalar_type() == torch::kFloat ? RowWeights::kFloat : RowWeights::kBFloat16,

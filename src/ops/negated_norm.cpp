@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "ops/autograd.h"
 #include "ops/rotary.h"
 
 namespace bakallm {
@@ -160,9 +161,7 @@ Tensor negated_norm_rotary(const Tensor& x, const Tensor& c, const Tensor& g, co
                   (cos.dim() == 2 || (cos.dim() == 3 && cos.size(0) == x.size(0))),
               "negated_norm_rotary: cos and sin must be [T, D/2] or [N, T, D/2]");
   if (!fused(x, g, cos)) return negated_norm_rotary_unfused(x, c, g, b, eps, cos, sin);
-  const bool grad = torch::GradMode::is_enabled() &&
-                    (x.requires_grad() || c.requires_grad() || g.requires_grad() || b.requires_grad());
-  if (!grad) return forward_cpu(x, scalar(c), g, b, eps, cos, sin);
+  if (!wants_grad(x, c, g, b)) return forward_cpu(x, scalar(c), g, b, eps, cos, sin);
   return NegatedNormRotary::apply(x, c, g, b, eps, cos, sin);
 }
 
