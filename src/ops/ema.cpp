@@ -4,6 +4,8 @@
 
 #include <vector>
 
+#include "ops/autograd.h"
+
 namespace bakallm {
 
 namespace {
@@ -101,6 +103,16 @@ variable_list scan_backward_generic(const Tensor& gy, const Tensor& u, const Ten
   return {gu, ga.to(a.scalar_type()), gq.to(q.scalar_type()), q * g};
 }
 
+// The CPU kernel's scan of u from y0, all contiguous and of u's dtype (float or double).
+Tensor scan_forward_kernel(const Tensor& u, const Tensor& a, const Tensor& q, const Tensor& y0) {
+  auto y = torch::empty_like(u);
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "ema_scan_forward", [&] {
+    scan_forward_cpu<scalar_t>(u.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(),
+                               y0.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), u.size(0), u.size(1), u.size(2));
+  });
+  return y;
+}
+
 class EmaScan : public torch::autograd::Function<EmaScan> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& u_in, const Tensor& alpha_in,
@@ -109,17 +121,7 @@ class EmaScan : public torch::autograd::Function<EmaScan> {
     const auto a = alpha_in.to(u.scalar_type()).contiguous();
     const auto q = q_in.to(u.scalar_type()).contiguous();
     const auto y0 = y0_in.to(u.scalar_type()).contiguous();
-    Tensor y;
-    if (use_cpu_kernel(u)) {
-      y = torch::empty_like(u);
-      AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "ema_scan_forward", [&] {
-        scan_forward_cpu<scalar_t>(u.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(),
-                                   y0.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), u.size(0), u.size(1),
-                                   u.size(2));
-      });
-    } else {
-      y = scan_forward_generic(u, a, q, y0);
-    }
+    const auto y = use_cpu_kernel(u) ? scan_forward_kernel(u, a, q, y0) : scan_forward_generic(u, a, q, y0);
     ctx->save_for_backward({u, a, q, y, y0});
     ctx->saved_data["alpha_dtype"] = static_cast<int64_t>(alpha_in.scalar_type());
     ctx->saved_data["q_dtype"] = static_cast<int64_t>(q_in.scalar_type());
@@ -169,19 +171,11 @@ torch::Tensor ema_scan(const torch::Tensor& u, const torch::Tensor& alpha, const
               "ema_scan: y0 must be [B, D]");
   if (u.size(1) == 0) return u * alpha;  // empty time axis; keeps the graph
   const auto y0 = y0_in.defined() ? y0_in : torch::zeros({u.size(0), u.size(2)}, u.options());
-  const bool grad = torch::GradMode::is_enabled() &&
-                    (u.requires_grad() || alpha.requires_grad() || q.requires_grad() || y0.requires_grad());
+  const bool grad = wants_grad(u, alpha, q, y0);
   const auto dtype = u.scalar_type();
   if (u.size(1) == 1 && !grad && use_cpu_kernel(u) && alpha.scalar_type() == dtype && q.scalar_type() == dtype &&
-      y0.scalar_type() == dtype) {  // a decoded token: the kernel's loop, no autograd node, one op
-    const auto uc = u.contiguous(), ac = alpha.contiguous(), qc = q.contiguous(), y0c = y0.contiguous();
-    auto y = torch::empty_like(uc);
-    AT_DISPATCH_FLOATING_TYPES(dtype, "ema_scan_row", [&] {
-      scan_forward_cpu<scalar_t>(uc.data_ptr<scalar_t>(), ac.data_ptr<scalar_t>(), qc.data_ptr<scalar_t>(),
-                                 y0c.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), u.size(0), 1, u.size(2));
-    });
-    return y;
-  }
+      y0.scalar_type() == dtype)  // a decoded token: the kernel's loop, no autograd node, one op
+    return scan_forward_kernel(u.contiguous(), alpha.contiguous(), q.contiguous(), y0.contiguous());
   // One row wanting a gradient or on another device: the recurrence itself, three ops.
   if (u.size(1) == 1) return (q * y0 + alpha * u.select(1, 0)).unsqueeze(1).to(u.scalar_type());
   // Half types are scanned in float32 (the recurrence accumulates error).
