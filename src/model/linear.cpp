@@ -28,9 +28,17 @@ std::vector<torch::Tensor*> LinearImpl::stored_weights() {
   return {&weight};
 }
 
-torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  auto y = q8_.defined() ? matmul_nt_q8(x, q8_, compute_) : matmul_nt(x, weight, compute_, compute_weight());  // [..., out]
-  return bias.defined() ? y + bias : y;
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return forward_in(x, x.scalar_type()); }
+
+torch::Tensor LinearImpl::forward_in(const torch::Tensor& x, torch::ScalarType dtype) {
+  auto y = q8_.defined() ? matmul_nt_q8(x, q8_, compute_).to(dtype)
+                         : matmul_nt(x, weight, compute_, compute_weight(), dtype);  // [..., out]
+  if (!bias.defined()) return y;
+  return y + (bias.scalar_type() == dtype ? bias : bias.to(dtype));  // in DTYPE, not promoted
+}
+
+torch::ScalarType LinearImpl::inner_dtype(const torch::Tensor& x) const {
+  return q8_.defined() ? x.scalar_type() : bakallm::inner_dtype(x, product_dtype(x.scalar_type(), compute_));
 }
 
 }  // namespace bakallm

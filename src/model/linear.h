@@ -14,7 +14,12 @@ class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(int64_t in, int64_t out, bool bias = false);
 
-  torch::Tensor forward(const torch::Tensor& x);  // [..., in] -> [..., out]
+  torch::Tensor forward(const torch::Tensor& x);  // [..., in] -> [..., out], x's dtype
+  // The same with the output in DTYPE (inner_dtype: an activation that only
+  // another product reads, ops/matmul.h).
+  torch::Tensor forward_in(const torch::Tensor& x, torch::ScalarType dtype);
+  // The dtype for this layer's output of x when only other products read it.
+  torch::ScalarType inner_dtype(const torch::Tensor& x) const;
   void set_compute_dtype(torch::ScalarType dtype) { compute_ = dtype; }
   // The weight in the compute dtype: itself, or its copy kept until the
   // weight changes (ops/cast_cache.h).

@@ -1,6 +1,7 @@
 // What the hand-written AVX-512 kernels share (row_product, row_attention,
 // exp_row, gate): the target of their vector functions, which run only where
-// cpu_has_avx512 (ops/cpu.h) says, glibc's vector expf, and bfloat16's widening.
+// cpu_has_avx512 (ops/cpu.h) says, glibc's vector expf, and bfloat16's
+// widening and rounding.
 #pragma once
 #include <immintrin.h>
 
@@ -23,6 +24,22 @@ namespace bakallm {
 BAKALLM_AVX512 inline __m512 widen_bfloat16(const uint16_t* p) {
   const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
+// The first N (<= 16) bfloat16 values at P as float32, the rest 0.
+BAKALLM_AVX512 inline __m512 widen_bfloat16(const uint16_t* p, __mmask16 n) {
+  const __m256i bits = _mm512_castsi512_si256(_mm512_maskz_loadu_epi16(static_cast<__mmask32>(n), p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
+// 16 float32 values rounded to bfloat16 as c10::BFloat16 rounds them (to
+// nearest, ties to even; NaN to 0x7fc0), the lanes of N stored at P.
+BAKALLM_AVX512 inline void narrow_bfloat16(uint16_t* p, __mmask16 n, __m512 v) {
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
+  rounded = _mm512_mask_mov_epi32(rounded, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc0));
+  _mm512_mask_cvtepi32_storeu_epi16(p, n, rounded);
 }
 
 }  // namespace bakallm

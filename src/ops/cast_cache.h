@@ -21,19 +21,29 @@ class CastCache {
   torch::Tensor get(const torch::Tensor& t, torch::ScalarType dtype) {
     if (!t.defined() || t.scalar_type() == dtype) return t;
     std::lock_guard<std::mutex> lock(mutex_);  // one model may serve several threads
-    const auto version = static_cast<int64_t>(t._version());
-    if (!cast_.defined() || cast_.scalar_type() != dtype || source_.unsafeGetTensorImpl() != t.unsafeGetTensorImpl() ||
-        data_ != t.data_ptr() || version_ != version || cast_.sizes() != t.sizes() || cast_.device() != t.device()) {
+    if (!holds_locked(t, dtype)) {
       torch::NoGradGuard no_grad;
       cast_ = t.detach().to(dtype);
       source_ = t;
       data_ = t.data_ptr();
-      version_ = version;
+      version_ = static_cast<int64_t>(t._version());
     }
     return cast_;
   }
 
+  // Whether the kept copy is T's, unchanged, in DTYPE (get would not cast).
+  bool holds(const torch::Tensor& t, torch::ScalarType dtype) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return holds_locked(t, dtype);
+  }
+
  private:
+  bool holds_locked(const torch::Tensor& t, torch::ScalarType dtype) const {
+    return cast_.defined() && cast_.scalar_type() == dtype && source_.unsafeGetTensorImpl() == t.unsafeGetTensorImpl() &&
+           data_ == t.data_ptr() && version_ == static_cast<int64_t>(t._version()) && cast_.sizes() == t.sizes() &&
+           cast_.device() == t.device();
+  }
+
   std::mutex mutex_;
   torch::Tensor source_, cast_;  // the tensor cast, and its copy in the cached dtype
   const void* data_ = nullptr;   // source_'s storage and version when cast

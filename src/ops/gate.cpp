@@ -19,13 +19,16 @@ using torch::autograd::variable_list;
 
 constexpr int64_t kGrain = 16384;  // values per task: a decoded row runs on the calling thread
 
-// The pointers of one elementwise pass; null where an operand is absent.
+// The pointers of one elementwise pass over values of type T (float, or
+// c10::BFloat16: computed in float32, each result rounded once); null where
+// an operand is absent.
+template <typename T>
 struct Pass {
-  const float* a = nullptr;  // x or u
-  const float* b = nullptr;  // z or g
-  const float* c = nullptr;  // base (forward) or dy (backward)
-  float* out0 = nullptr;     // y, or dx / du
-  float* out1 = nullptr;     // dz / dg (backward)
+  const T* a = nullptr;  // x or u
+  const T* b = nullptr;  // z or g
+  const T* c = nullptr;  // base (forward) or dy (backward)
+  T* out0 = nullptr;     // y, or dx / du
+  T* out1 = nullptr;     // dz / dg (backward)
 };
 
 // σ(z) = 1 / (1 + exp(−z)), as torch.sigmoid computes it.
@@ -43,88 +46,117 @@ BAKALLM_AVX512 inline __mmask16 lanes(int64_t i, int64_t n) {
 // The four loops, each over values [0, n) of P (offset by the caller).
 enum class Loop { kSigmoidForward, kSigmoidBackward, kReluForward, kReluBackward };
 
-BAKALLM_AVX512 void run_avx512(Loop loop, const Pass& p, int64_t n) {
+// 16 values (the lanes of K) as float32, and back.
+BAKALLM_AVX512 inline __m512 load16(const float* p, __mmask16 k) { return _mm512_maskz_loadu_ps(k, p); }
+BAKALLM_AVX512 inline __m512 load16(const c10::BFloat16* p, __mmask16 k) {
+  return widen_bfloat16(reinterpret_cast<const uint16_t*>(p), k);
+}
+BAKALLM_AVX512 inline void store16(float* p, __mmask16 k, __m512 v) { _mm512_mask_storeu_ps(p, k, v); }
+BAKALLM_AVX512 inline void store16(c10::BFloat16* p, __mmask16 k, __m512 v) {
+  narrow_bfloat16(reinterpret_cast<uint16_t*>(p), k, v);
+}
+
+template <typename T>
+BAKALLM_AVX512 void run_avx512(Loop loop, const Pass<T>& p, int64_t n) {
   const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 k = lanes(i, n);
-    const __m512 a = _mm512_maskz_loadu_ps(k, p.a + i), b = _mm512_maskz_loadu_ps(k, p.b + i);
+    const __m512 a = load16(p.a + i, k), b = load16(p.b + i, k);
     switch (loop) {
       case Loop::kSigmoidForward: {
         __m512 y = _mm512_mul_ps(a, sigmoid16(b));
-        if (p.c) y = _mm512_add_ps(_mm512_maskz_loadu_ps(k, p.c + i), y);
-        _mm512_mask_storeu_ps(p.out0 + i, k, y);
+        if (p.c) y = _mm512_add_ps(load16(p.c + i, k), y);
+        store16(p.out0 + i, k, y);
         break;
       }
       case Loop::kSigmoidBackward: {
-        const __m512 dy = _mm512_maskz_loadu_ps(k, p.c + i), s = sigmoid16(b);
-        _mm512_mask_storeu_ps(p.out0 + i, k, _mm512_mul_ps(dy, s));
-        _mm512_mask_storeu_ps(p.out1 + i, k, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dy, a), _mm512_sub_ps(one, s)), s));
+        const __m512 dy = load16(p.c + i, k), s = sigmoid16(b);
+        store16(p.out0 + i, k, _mm512_mul_ps(dy, s));
+        store16(p.out1 + i, k, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dy, a), _mm512_sub_ps(one, s)), s));
         break;
       }
-      case Loop::kReluForward: _mm512_mask_storeu_ps(p.out0 + i, k, _mm512_mul_ps(a, _mm512_max_ps(b, zero))); break;
+      case Loop::kReluForward: store16(p.out0 + i, k, _mm512_mul_ps(a, _mm512_max_ps(b, zero))); break;
       case Loop::kReluBackward: {
-        const __m512 dy = _mm512_maskz_loadu_ps(k, p.c + i);
-        _mm512_mask_storeu_ps(p.out0 + i, k, _mm512_mul_ps(dy, _mm512_max_ps(b, zero)));
+        const __m512 dy = load16(p.c + i, k);
+        store16(p.out0 + i, k, _mm512_mul_ps(dy, _mm512_max_ps(b, zero)));
         const __mmask16 positive = _mm512_cmp_ps_mask(b, zero, _CMP_GT_OQ);
-        _mm512_mask_storeu_ps(p.out1 + i, k, _mm512_maskz_mul_ps(positive, dy, a));
+        store16(p.out1 + i, k, _mm512_maskz_mul_ps(positive, dy, a));
         break;
       }
     }
   }
 }
 
-void run_portable(Loop loop, const Pass& p, int64_t n) {
+template <typename T>
+void run_portable(Loop loop, const Pass<T>& p, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float a = p.a[i], b = p.b[i];
     switch (loop) {
-      case Loop::kSigmoidForward: p.out0[i] = (p.c ? p.c[i] : 0.0f) + a * sigmoid1(b); break;
+      case Loop::kSigmoidForward: p.out0[i] = (p.c ? static_cast<float>(p.c[i]) : 0.0f) + a * sigmoid1(b); break;
       case Loop::kSigmoidBackward: {
-        const float s = sigmoid1(b);
-        p.out0[i] = p.c[i] * s;
-        p.out1[i] = p.c[i] * a * (1.0f - s) * s;
+        const float s = sigmoid1(b), dy = p.c[i];
+        p.out0[i] = dy * s;
+        p.out1[i] = dy * a * (1.0f - s) * s;
         break;
       }
       case Loop::kReluForward: p.out0[i] = a * std::max(b, 0.0f); break;
-      case Loop::kReluBackward:
-        p.out0[i] = p.c[i] * std::max(b, 0.0f);
-        p.out1[i] = b > 0.0f ? p.c[i] * a : 0.0f;
+      case Loop::kReluBackward: {
+        const float dy = p.c[i];
+        p.out0[i] = dy * std::max(b, 0.0f);
+        p.out1[i] = b > 0.0f ? dy * a : 0.0f;
         break;
+      }
     }
   }
 }
 
 // LOOP over every value of P's n, split between threads.
-void run(Loop loop, const Pass& p, int64_t n) {
+template <typename T>
+void run(Loop loop, const Pass<T>& p, int64_t n) {
   const bool vector = cpu_has_avx512();
   at::parallel_for(0, n, kGrain, [&](int64_t i0, int64_t i1) {
-    auto at = [&](const float* q) { return q ? q + i0 : nullptr; };
-    const Pass part{at(p.a), at(p.b), at(p.c), p.out0 ? p.out0 + i0 : nullptr, p.out1 ? p.out1 + i0 : nullptr};
+    auto at = [&](auto* q) { return q ? q + i0 : nullptr; };
+    const Pass<T> part{at(p.a), at(p.b), at(p.c), at(p.out0), at(p.out1)};
     vector ? run_avx512(loop, part, i1 - i0) : run_portable(loop, part, i1 - i0);
   });
 }
 
-const float* values(const Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
+template <typename T>
+T* values(const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; }
 
-// y = LOOP's forward of a (x or u), b (z or g) and c (base or none).
+// y = LOOP's forward of a (x or u), b (z or g) and c (base or none), in their dtype.
 Tensor forward_cpu(Loop loop, const Tensor& a_in, const Tensor& b_in, const Tensor& c_in) {
   const auto a = a_in.contiguous(), b = b_in.contiguous(), c = c_in.defined() ? c_in.contiguous() : Tensor();
   auto y = torch::empty_like(a, torch::MemoryFormat::Contiguous);
-  run(loop, Pass{values(a), values(b), values(c), y.data_ptr<float>(), nullptr}, a.numel());
+  if (a.scalar_type() == torch::kBFloat16) {
+    using T = c10::BFloat16;
+    run(loop, Pass<T>{values<T>(a), values<T>(b), values<T>(c), values<T>(y), nullptr}, a.numel());
+  } else {
+    run(loop, Pass<float>{values<float>(a), values<float>(b), values<float>(c), values<float>(y), nullptr}, a.numel());
+  }
   return y;
 }
 
-// {da, db} of LOOP's backward given dy.
+// {da, db} of LOOP's backward given dy, in a's dtype.
 std::pair<Tensor, Tensor> backward_cpu(Loop loop, const Tensor& a_in, const Tensor& b_in, const Tensor& dy_in) {
-  const auto a = a_in.contiguous(), b = b_in.contiguous(), dy = dy_in.contiguous().to(torch::kFloat);
+  const auto a = a_in.contiguous(), b = b_in.contiguous(), dy = dy_in.contiguous().to(a.scalar_type());
   auto da = torch::empty_like(a), db = torch::empty_like(b);
-  run(loop, Pass{values(a), values(b), values(dy), da.data_ptr<float>(), db.data_ptr<float>()}, a.numel());
+  if (a.scalar_type() == torch::kBFloat16) {
+    using T = c10::BFloat16;
+    run(loop, Pass<T>{values<T>(a), values<T>(b), values<T>(dy), values<T>(da), values<T>(db)}, a.numel());
+  } else {
+    run(loop, Pass<float>{values<float>(a), values<float>(b), values<float>(dy), values<float>(da), values<float>(db)},
+        a.numel());
+  }
   return {da, db};
 }
 
-bool fused(const Tensor& a, const Tensor& b, const Tensor& c) {
-  auto plain = [&](const Tensor& t) {
-    return t.device().is_cpu() && t.scalar_type() == torch::kFloat && t.sizes() == a.sizes();
-  };
+// Whether the loops take these operands: CPU tensors of one shape, float32,
+// or (WITH_BFLOAT16) all bfloat16.
+bool fused(const Tensor& a, const Tensor& b, const Tensor& c, bool with_bfloat16 = false) {
+  const auto dtype = a.scalar_type();
+  if (dtype != torch::kFloat && !(with_bfloat16 && dtype == torch::kBFloat16)) return false;
+  auto plain = [&](const Tensor& t) { return t.device().is_cpu() && t.scalar_type() == dtype && t.sizes() == a.sizes(); };
   return plain(a) && plain(b) && (!c.defined() || plain(c));
 }
 
@@ -173,7 +205,7 @@ Tensor sigmoid_gate(const Tensor& x, const Tensor& z, const Tensor& base) {
 }
 
 Tensor relu_gate(const Tensor& u, const Tensor& g) {
-  if (!fused(u, g, Tensor())) return relu_gate_unfused(u, g);
+  if (!fused(u, g, Tensor(), /*with_bfloat16=*/true)) return relu_gate_unfused(u, g);
   if (!wants_grad(u, g)) return forward_cpu(Loop::kReluForward, u, g, Tensor());
   return ReluGate::apply(u, g);
 }

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "ops/autograd.h"
+#include "ops/cast_cache.h"
 #include "ops/cpu.h"
 #include "ops/onednn.h"
 
@@ -19,6 +20,23 @@ using torch::autograd::variable_list;
 
 Tensor as(const Tensor& t, torch::ScalarType dtype) { return t.scalar_type() == dtype ? t : t.to(dtype); }
 
+// A product's left operand in the compute dtype, cast once for the products
+// that read the same activation one after another: a block's normed input h
+// feeds q, k, v, fc_gate and fc_up, five products and (in bfloat16) one cast,
+// which their backwards share too. Two kept casts (the most recent two
+// activations: another product runs between h's), each while its source is
+// unchanged (ops/cast_cache.h). Cast each time: an inference tensor (it has
+// no version to check), and a cast autograd records (libtorch's product
+// differentiates through it; the kept casts hold no graph).
+Tensor as_operand(const Tensor& a, torch::ScalarType dtype) {
+  if (a.scalar_type() == dtype || a.is_inference() || (torch::GradMode::is_enabled() && a.requires_grad()))
+    return as(a, dtype);
+  thread_local CastCache kept[2];
+  thread_local int newest = 0;
+  if (!kept[newest].holds(a, dtype)) newest = 1 - newest;  // the other one, or the older to replace
+  return kept[newest].get(a, dtype);
+}
+
 bool use_onednn(const Tensor& a, const Tensor& b, torch::ScalarType compute) {
   if (!onednn_enabled() || !a.device().is_cpu() || a.numel() == 0 || b.numel() == 0) return false;
   return compute == torch::kFloat || compute == torch::kBFloat16;
@@ -27,7 +45,7 @@ bool use_onednn(const Tensor& a, const Tensor& b, torch::ScalarType compute) {
 // a · b for a [..., M, K] and b [K, N] or [..., K, N] -> [..., M, N] in OUT,
 // computed in COMPUTE.
 Tensor product(const Tensor& a, const Tensor& b, torch::ScalarType compute, torch::ScalarType out) {
-  const auto ac = as(a, compute), bc = as(b, compute);
+  const auto ac = as_operand(a, compute), bc = as(b, compute);
   if (!use_onednn(a, b, compute)) return as(torch::matmul(ac, bc), out);
   const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
   auto sizes = a.sizes().vec();
@@ -45,14 +63,14 @@ class MatmulNT : public torch::autograd::Function<MatmulNT> {
   // kept cast to COMPUTE, or b itself (autograd's apply takes no undefined
   // tensor); its gradient is b's
   static Tensor forward(AutogradContext* ctx, const Tensor& a, const Tensor& b, const Tensor& b_compute,
-                        int64_t compute_dtype) {
+                        int64_t compute_dtype, int64_t out_dtype) {
     const auto compute = static_cast<torch::ScalarType>(compute_dtype);
-    const auto ac = as(a, compute), bc = as(b_compute, compute);  // saved as computed: no second cast
+    const auto ac = as_operand(a, compute), bc = as(b_compute, compute);  // saved as computed: no second cast
     ctx->save_for_backward({ac, bc});
     ctx->saved_data["compute"] = compute_dtype;
     ctx->saved_data["a_dtype"] = static_cast<int64_t>(a.scalar_type());
     ctx->saved_data["b_dtype"] = static_cast<int64_t>(b.scalar_type());
-    return product(ac, bc.transpose(-1, -2), compute, a.scalar_type());
+    return product(ac, bc.transpose(-1, -2), compute, static_cast<torch::ScalarType>(out_dtype));
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
@@ -71,19 +89,21 @@ class MatmulNT : public torch::autograd::Function<MatmulNT> {
         db = product(dy.transpose(-1, -2), a, compute, b_dtype);  // [..., N, K]
       }
     }
-    return {da, db, Tensor(), Tensor()};
+    return {da, db, Tensor(), Tensor(), Tensor()};
   }
 };
 
 // Few rows against a stored weight [N, K] (decoding): the row kernel, which
 // reads the weight in place in its own dtype (ops/row_product.h). Many rows
 // run faster in oneDNN (bfloat16 on AMX; float32 tiles beyond 16 rows).
+int64_t most_rows(torch::ScalarType compute) { return compute == torch::kFloat ? 16 : compute == torch::kBFloat16 ? 4 : 0; }
+
 bool few_rows(const Tensor& a, const Tensor& b, torch::ScalarType compute) {
   const int64_t K = b.dim() == 2 ? b.size(1) : 0;
   if (K == 0 || K % 32 != 0 || a.size(-1) != K || !a.device().is_cpu() || !b.device().is_cpu()) return false;
   if (a.scalar_type() != torch::kFloat || b.scalar_type() != compute || !b.is_contiguous()) return false;
-  const int64_t rows = a.numel() / K, most = compute == torch::kFloat ? 16 : compute == torch::kBFloat16 ? 4 : 0;
-  return rows >= 1 && rows <= most && cpu_has_avx512();
+  const int64_t rows = a.numel() / K;
+  return rows >= 1 && rows <= most_rows(compute) && cpu_has_avx512();
 }
 
 }  // namespace
@@ -106,20 +126,29 @@ bool onednn_enabled() {
   return enabled;
 }
 
-Tensor matmul_nt(const Tensor& a, const Tensor& b, torch::ScalarType compute_in, const Tensor& b_compute) {
+Tensor matmul_nt(const Tensor& a, const Tensor& b, torch::ScalarType compute_in, const Tensor& b_compute,
+                 torch::ScalarType out_in) {
   const auto compute = product_dtype(a.scalar_type(), compute_in);
+  const auto out = out_in == torch::ScalarType::Undefined ? a.scalar_type() : out_in;
   const auto& cast = b_compute.defined() && b_compute.scalar_type() == compute ? b_compute : Tensor();
   // Our backward only where oneDNN runs and a gradient is wanted; elsewhere
   // product() is plain libtorch ops (autograd's own backward) or needs none.
   if (!wants_grad(a, b)) {
     const auto& bc = cast.defined() ? cast : b;
     if (few_rows(a, bc, compute))
-      return rows_nt(a, bc.data_ptr(), nullptr, bc.scalar_type() == torch::kFloat ? RowWeights::kFloat : RowWeights::kBFloat16,
-                     bc.size(0));
-    return product(a, bc.transpose(-1, -2), compute, a.scalar_type());
+      return as(rows_nt(a, bc.data_ptr(), nullptr,
+                        bc.scalar_type() == torch::kFloat ? RowWeights::kFloat : RowWeights::kBFloat16, bc.size(0)),
+                out);
+    return product(a, bc.transpose(-1, -2), compute, out);
   }
-  if (!use_onednn(a, b, compute)) return product(a, b.transpose(-1, -2), compute, a.scalar_type());
-  return MatmulNT::apply(a, b, cast.defined() ? cast : b, static_cast<int64_t>(compute));
+  if (!use_onednn(a, b, compute)) return product(a, b.transpose(-1, -2), compute, out);
+  return MatmulNT::apply(a, b, cast.defined() ? cast : b, static_cast<int64_t>(compute), static_cast<int64_t>(out));
+}
+
+torch::ScalarType inner_dtype(const Tensor& a, torch::ScalarType compute) {
+  const int64_t rows = a.dim() == 0 || a.size(-1) == 0 ? 0 : a.numel() / a.size(-1);
+  return compute == torch::kBFloat16 && a.scalar_type() == torch::kFloat && rows > most_rows(compute) ? compute
+                                                                                                       : a.scalar_type();
 }
 
 double measure_matmul_flops(torch::ScalarType compute, int64_t n) {

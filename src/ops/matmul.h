@@ -22,11 +22,20 @@ inline torch::ScalarType product_dtype(torch::ScalarType operand, torch::ScalarT
 
 // a: [..., M, K], b: [..., N, K] (same leading dims, or b 2-D)   -> [..., M, N]
 // COMPUTE: the dtype the product runs in (kFloat or kBFloat16; double
-// operands always run in double); the result comes back in a's dtype.
+// operands always run in double); the result comes back in OUT (Undefined:
+// a's dtype), a's gradient in a's dtype.
 // B_COMPUTE: b already cast to COMPUTE (a weight's kept copy, ops/cast_cache.h),
 // used in the product in place of a new cast; b's gradient still goes to b.
 torch::Tensor matmul_nt(const torch::Tensor& a, const torch::Tensor& b,
-                        torch::ScalarType compute = torch::kFloat, const torch::Tensor& b_compute = {});
+                        torch::ScalarType compute = torch::kFloat, const torch::Tensor& b_compute = {},
+                        torch::ScalarType out = torch::ScalarType::Undefined);
+
+// The dtype for a product's output that only other products read, through
+// elementwise ops (the MLP's inner activations): COMPUTE where it is
+// bfloat16 and a has more rows than the row kernel takes (no cast before the
+// next product, nor of the gradient coming back; half the bytes in between),
+// else a's dtype.
+torch::ScalarType inner_dtype(const torch::Tensor& a, torch::ScalarType compute);
 
 // a [..., K] float32 (K a multiple of 32, the CPU with AVX-512 or not) times
 // a stored weight W [N, K] that the row kernel reads in place (ops/row_product.h:

@@ -1,8 +1,9 @@
 // The fused gates (ops/gate.h) against the expressions they replace, evaluated
 // in float64: values and every input's gradient, with and without a base;
 // rows split between threads, a length that is no multiple of 16 (the vector
-// loop's tail), operands not contiguous, no gradient wanted (decoding), and
-// what falls back to the expressions (broadcast shapes, other dtypes).
+// loop's tail), operands not contiguous, no gradient wanted (decoding),
+// bfloat16 operands (relu_gate), and what falls back to the expressions
+// (broadcast shapes, other dtypes).
 #include <gtest/gtest.h>
 
 #include <ATen/Parallel.h>
@@ -54,6 +55,31 @@ TEST(Gate, ReluGateEqualsTheExpressionWithItsGradients) {
     const auto u = torch::randn(sizes), g = torch::randn(sizes);
     expect_same([](const auto& t) { return relu_gate(t[0], t[1]); },
                 [](const auto& t) { return t[0] * torch::relu(t[1]); }, {u, g}, "relu");
+  }
+}
+
+// bfloat16 operands (the MLP's inner activations when the products compute
+// in bfloat16) run the loop in float32 and round each result once, as
+// libtorch's bfloat16 ops do: the same bits as the expression in bfloat16,
+// forward and both gradients (products of bfloat16 values often fall on a
+// rounding tie: ties to even are checked too).
+TEST(Gate, ReluGateInBfloat16EqualsTheExpressionInBfloat16) {
+  torch::manual_seed(8);
+  at::set_num_threads(2);
+  for (auto sizes : {std::vector<int64_t>{3, 70, 401}, std::vector<int64_t>{1, 1, 37}}) {
+    const auto u = torch::randn(sizes).to(torch::kBFloat16), g = torch::randn(sizes).to(torch::kBFloat16);
+    const auto dy = torch::randn(sizes).to(torch::kBFloat16);
+    std::vector<torch::Tensor> grads;
+    for (bool fused : {true, false}) {
+      const auto ul = u.detach().requires_grad_(true), gl = g.detach().requires_grad_(true);
+      const auto y = fused ? relu_gate(ul, gl) : relu_gate_unfused(ul, gl);
+      EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
+      y.backward(dy);
+      for (const auto& t : {y.detach(), ul.grad(), gl.grad()}) grads.push_back(t);
+    }
+    for (int i = 0; i < 3; ++i) EXPECT_TRUE(torch::equal(grads[i], grads[i + 3])) << "output " << i;
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(torch::equal(relu_gate(u, g), grads[3]));
   }
 }
 

@@ -52,6 +52,37 @@ TEST(MatmulNT, Bfloat16GradientsStayClose) {
   EXPECT_TRUE(all_close(b.grad(), torch::matmul(w.reshape({-1, 48}).t(), a.detach().reshape({-1, 64})), 2e-2, 1.0));
 }
 
+// Products that read one activation in turn share its bfloat16 cast (kept
+// while the activation is unchanged): each result equals the product of a
+// fresh cast, through another activation between, an in-place change and a
+// view of the same storage; the gradients still reach the activation.
+TEST(MatmulNT, Bfloat16ProductsOfOneActivationUseItsCurrentValues) {
+  torch::manual_seed(6);
+  const auto w1 = torch::randn({48, 64}), w2 = torch::randn({32, 64});
+  auto fresh = [](const torch::Tensor& a, const torch::Tensor& w) {  // a rounded to bfloat16, given as float32
+    return matmul_nt(a.detach().to(torch::kBFloat16).to(torch::kFloat).clone(), w, torch::kBFloat16);
+  };
+  auto x = torch::randn({3, 40, 64}), y = torch::randn({3, 40, 64});
+  EXPECT_TRUE(torch::equal(matmul_nt(x, w1, torch::kBFloat16), fresh(x, w1)));
+  EXPECT_TRUE(torch::equal(matmul_nt(y, w1, torch::kBFloat16), fresh(y, w1)));
+  EXPECT_TRUE(torch::equal(matmul_nt(x, w2, torch::kBFloat16), fresh(x, w2)));
+  x.mul_(-3.0);  // the same tensor, changed in place
+  EXPECT_TRUE(torch::equal(matmul_nt(x, w2, torch::kBFloat16), fresh(x, w2)));
+  const auto part = x.narrow(1, 5, 20);  // a view of the same storage
+  EXPECT_TRUE(torch::equal(matmul_nt(part, w1, torch::kBFloat16), fresh(part, w1)));
+  const auto z = torch::randn({3, 40, 64});  // a new tensor of the same shape
+  EXPECT_TRUE(torch::equal(matmul_nt(z, w1, torch::kBFloat16), fresh(z, w1)));
+
+  auto a = torch::randn({2, 30, 64}, torch::requires_grad());
+  const auto g1 = torch::randn({2, 30, 48}), g2 = torch::randn({2, 30, 32});
+  const auto y1 = matmul_nt(a, w1, torch::kBFloat16), y2 = matmul_nt(a, w2, torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(y1.detach(), fresh(a, w1)));
+  EXPECT_TRUE(torch::equal(y2.detach(), fresh(a, w2)));
+  ((y1 * g1).sum() + (y2 * g2).sum()).backward();
+  const auto expected = matmul_nt(g1, w1.t(), torch::kBFloat16) + matmul_nt(g2, w2.t(), torch::kBFloat16);
+  EXPECT_TRUE(all_close(a.grad(), expected, 1e-6, 1e-6));
+}
+
 TEST(MatmulNT, MeasuredFlopsArePlausible) {
   for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
     const double flops = measure_matmul_flops(dtype, 128);
