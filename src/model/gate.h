@@ -11,7 +11,8 @@ class GateImpl : public torch::nn::Module {
  public:
   explicit GateImpl(int64_t dim)
       : fc(register_module("fc", Linear(dim, dim))) {}
-  torch::Tensor forward(const torch::Tensor& x) { return sigmoid_gate(x, fc(x)); }
+  // fc(x) only feeds the gate: in the products' dtype (ops/matmul.h's inner_dtype)
+  torch::Tensor forward(const torch::Tensor& x) { return sigmoid_gate(x, fc->inner(x)); }
 
   Linear fc;
 };

@@ -18,8 +18,10 @@ class LinearImpl : public torch::nn::Module {
   // The same with the output in DTYPE (inner_dtype: an activation that only
   // another product reads, ops/matmul.h).
   torch::Tensor forward_in(const torch::Tensor& x, torch::ScalarType dtype);
-  // The dtype for this layer's output of x when only other products read it.
+  // The dtype for this layer's output of x when only other products (through
+  // elementwise ops) or a gate read it, and that output.
   torch::ScalarType inner_dtype(const torch::Tensor& x) const;
+  torch::Tensor inner(const torch::Tensor& x) { return forward_in(x, inner_dtype(x)); }
   void set_compute_dtype(torch::ScalarType dtype) { compute_ = dtype; }
   // The weight in the compute dtype: itself, or its copy kept until the
   // weight changes (ops/cast_cache.h).

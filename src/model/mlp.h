@@ -25,9 +25,8 @@ class MlpImpl : public torch::nn::Module {
   // The inner activations [B, T, I] stay in the products' dtype (bfloat16
   // when they compute in it: ops/matmul.h's inner_dtype); the output is h's.
   torch::Tensor forward(const torch::Tensor& h) {          // [B, T, D] -> [B, T, D]
-    const auto inner = fc_gate->inner_dtype(h);
-    const auto g = fc_gate->forward_in(h, inner);            // [B, T, I]
-    const auto u = fc_up->forward_in(h, inner);              // [B, T, I]
+    const auto g = fc_gate->inner(h);                        // [B, T, I]
+    const auto u = fc_up->inner(h);                          // [B, T, I]
     const auto r = activation_ == Activation::kRelu ? relu_gate(u, g) : u * activate(g, activation_);  // relu: one op (ops/gate.h)
     return fc_down->forward_in(r, h.scalar_type());          // [B, T, D]
   }

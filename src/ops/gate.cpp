@@ -19,16 +19,16 @@ using torch::autograd::variable_list;
 
 constexpr int64_t kGrain = 16384;  // values per task: a decoded row runs on the calling thread
 
-// The pointers of one elementwise pass over values of type T (float, or
-// c10::BFloat16: computed in float32, each result rounded once); null where
-// an operand is absent.
-template <typename T>
+// The pointers of one elementwise pass; null where an operand is absent.
+// Values of type T (a, c and out0) and Z (b and out1), each float or
+// c10::BFloat16: computed in float32, each bfloat16 result rounded once.
+template <typename T, typename Z>
 struct Pass {
   const T* a = nullptr;  // x or u
-  const T* b = nullptr;  // z or g
+  const Z* b = nullptr;  // z or g
   const T* c = nullptr;  // base (forward) or dy (backward)
   T* out0 = nullptr;     // y, or dx / du
-  T* out1 = nullptr;     // dz / dg (backward)
+  Z* out1 = nullptr;     // dz / dg (backward)
 };
 
 // σ(z) = 1 / (1 + exp(−z)), as torch.sigmoid computes it.
@@ -56,8 +56,8 @@ BAKALLM_AVX512 inline void store16(c10::BFloat16* p, __mmask16 k, __m512 v) {
   narrow_bfloat16(reinterpret_cast<uint16_t*>(p), k, v);
 }
 
-template <typename T>
-BAKALLM_AVX512 void run_avx512(Loop loop, const Pass<T>& p, int64_t n) {
+template <typename T, typename Z>
+BAKALLM_AVX512 void run_avx512(Loop loop, const Pass<T, Z>& p, int64_t n) {
   const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 k = lanes(i, n);
@@ -87,8 +87,8 @@ BAKALLM_AVX512 void run_avx512(Loop loop, const Pass<T>& p, int64_t n) {
   }
 }
 
-template <typename T>
-void run_portable(Loop loop, const Pass<T>& p, int64_t n) {
+template <typename T, typename Z>
+void run_portable(Loop loop, const Pass<T, Z>& p, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float a = p.a[i], b = p.b[i];
     switch (loop) {
@@ -111,12 +111,12 @@ void run_portable(Loop loop, const Pass<T>& p, int64_t n) {
 }
 
 // LOOP over every value of P's n, split between threads.
-template <typename T>
-void run(Loop loop, const Pass<T>& p, int64_t n) {
+template <typename T, typename Z>
+void run(Loop loop, const Pass<T, Z>& p, int64_t n) {
   const bool vector = cpu_has_avx512();
   at::parallel_for(0, n, kGrain, [&](int64_t i0, int64_t i1) {
     auto at = [&](auto* q) { return q ? q + i0 : nullptr; };
-    const Pass<T> part{at(p.a), at(p.b), at(p.c), at(p.out0), at(p.out1)};
+    const Pass<T, Z> part{at(p.a), at(p.b), at(p.c), at(p.out0), at(p.out1)};
     vector ? run_avx512(loop, part, i1 - i0) : run_portable(loop, part, i1 - i0);
   });
 }
@@ -124,40 +124,50 @@ void run(Loop loop, const Pass<T>& p, int64_t n) {
 template <typename T>
 T* values(const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; }
 
-// y = LOOP's forward of a (x or u), b (z or g) and c (base or none), in their dtype.
+// F(T{}, Z{}) with T, Z the element types of A's and B's dtypes (float32 or bfloat16).
+template <typename F>
+void with_types(const Tensor& a, const Tensor& b, F f) {
+  const bool a16 = a.scalar_type() == torch::kBFloat16, b16 = b.scalar_type() == torch::kBFloat16;
+  if (a16 && b16) f(c10::BFloat16{}, c10::BFloat16{});
+  else if (b16) f(float{}, c10::BFloat16{});
+  else f(float{}, float{});
+}
+
+// y = LOOP's forward of a (x or u), b (z or g) and c (base or none), in a's dtype.
 Tensor forward_cpu(Loop loop, const Tensor& a_in, const Tensor& b_in, const Tensor& c_in) {
   const auto a = a_in.contiguous(), b = b_in.contiguous(), c = c_in.defined() ? c_in.contiguous() : Tensor();
   auto y = torch::empty_like(a, torch::MemoryFormat::Contiguous);
-  if (a.scalar_type() == torch::kBFloat16) {
-    using T = c10::BFloat16;
-    run(loop, Pass<T>{values<T>(a), values<T>(b), values<T>(c), values<T>(y), nullptr}, a.numel());
-  } else {
-    run(loop, Pass<float>{values<float>(a), values<float>(b), values<float>(c), values<float>(y), nullptr}, a.numel());
-  }
+  with_types(a, b, [&](auto t, auto z) {
+    using T = decltype(t);
+    using Z = decltype(z);
+    run(loop, Pass<T, Z>{values<T>(a), values<Z>(b), values<T>(c), values<T>(y), nullptr}, a.numel());
+  });
   return y;
 }
 
-// {da, db} of LOOP's backward given dy, in a's dtype.
+// {da, db} of LOOP's backward given dy, each in its input's dtype.
 std::pair<Tensor, Tensor> backward_cpu(Loop loop, const Tensor& a_in, const Tensor& b_in, const Tensor& dy_in) {
   const auto a = a_in.contiguous(), b = b_in.contiguous(), dy = dy_in.contiguous().to(a.scalar_type());
   auto da = torch::empty_like(a), db = torch::empty_like(b);
-  if (a.scalar_type() == torch::kBFloat16) {
-    using T = c10::BFloat16;
-    run(loop, Pass<T>{values<T>(a), values<T>(b), values<T>(dy), values<T>(da), values<T>(db)}, a.numel());
-  } else {
-    run(loop, Pass<float>{values<float>(a), values<float>(b), values<float>(dy), values<float>(da), values<float>(db)},
-        a.numel());
-  }
+  with_types(a, b, [&](auto t, auto z) {
+    using T = decltype(t);
+    using Z = decltype(z);
+    run(loop, Pass<T, Z>{values<T>(a), values<Z>(b), values<T>(dy), values<T>(da), values<Z>(db)}, a.numel());
+  });
   return {da, db};
 }
 
-// Whether the loops take these operands: CPU tensors of one shape, float32,
-// or (WITH_BFLOAT16) all bfloat16.
-bool fused(const Tensor& a, const Tensor& b, const Tensor& c, bool with_bfloat16 = false) {
+// Whether the loops take these operands: CPU tensors of one shape; a and c
+// float32 or bfloat16 and b float32 or bfloat16 where B_ALONE is bfloat16, or
+// all three one dtype.
+bool fused(const Tensor& a, const Tensor& b, const Tensor& c, bool b_alone) {
   const auto dtype = a.scalar_type();
-  if (dtype != torch::kFloat && !(with_bfloat16 && dtype == torch::kBFloat16)) return false;
-  auto plain = [&](const Tensor& t) { return t.device().is_cpu() && t.scalar_type() == dtype && t.sizes() == a.sizes(); };
-  return plain(a) && plain(b) && (!c.defined() || plain(c));
+  auto plain = [&](const Tensor& t, bool half) {
+    return t.device().is_cpu() && t.sizes() == a.sizes() &&
+           (t.scalar_type() == dtype || (half && t.scalar_type() == torch::kBFloat16));
+  };
+  return (dtype == torch::kFloat || dtype == torch::kBFloat16) && plain(a, false) && plain(b, b_alone) &&
+         (!c.defined() || plain(c, false));
 }
 
 // x ⊙ σ(z), with or without a base added (BASED: the third input).
@@ -198,14 +208,14 @@ Tensor sigmoid_gate_unfused(const Tensor& x, const Tensor& z, const Tensor& base
 Tensor relu_gate_unfused(const Tensor& u, const Tensor& g) { return u * torch::relu(g); }
 
 Tensor sigmoid_gate(const Tensor& x, const Tensor& z, const Tensor& base) {
-  if (!fused(x, z, base)) return sigmoid_gate_unfused(x, z, base);
+  if (!fused(x, z, base, /*b_alone=*/true)) return sigmoid_gate_unfused(x, z, base);
   if (!wants_grad(x, z, base)) return forward_cpu(Loop::kSigmoidForward, x, z, base);
   if (base.defined()) return SigmoidGate<true>::apply(x, z, base);
   return SigmoidGate<false>::apply(x, z, x);  // the third input unused (apply takes no undefined tensor)
 }
 
 Tensor relu_gate(const Tensor& u, const Tensor& g) {
-  if (!fused(u, g, Tensor(), /*with_bfloat16=*/true)) return relu_gate_unfused(u, g);
+  if (!fused(u, g, Tensor(), /*b_alone=*/false)) return relu_gate_unfused(u, g);
   if (!wants_grad(u, g)) return forward_cpu(Loop::kReluForward, u, g, Tensor());
   return ReluGate::apply(u, g);
 }

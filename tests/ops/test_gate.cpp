@@ -83,6 +83,32 @@ TEST(Gate, ReluGateInBfloat16EqualsTheExpressionInBfloat16) {
   }
 }
 
+// A gate's z in bfloat16 (a product's output that only feeds the gate) with
+// x and the base in float32: the value and dx as the float64 expression of
+// the same z gives them; dz comes back in bfloat16, rounded once.
+TEST(Gate, SigmoidGateTakesItsZInBfloat16) {
+  torch::manual_seed(10);
+  at::set_num_threads(2);
+  for (auto sizes : {std::vector<int64_t>{3, 70, 401}, std::vector<int64_t>{1, 1, 37}}) {
+    const auto z16 = (torch::randn(sizes) * 4).to(torch::kBFloat16);
+    const auto x = leaf(torch::randn(sizes), torch::kFloat), base = leaf(torch::randn(sizes), torch::kFloat);
+    const auto z = z16.detach().requires_grad_(true);
+    const auto xd = leaf(x.detach(), torch::kDouble), zd = leaf(z16, torch::kDouble), bd = leaf(base.detach(), torch::kDouble);
+    const auto y = sigmoid_gate(x, z, base), yd = bd + xd * torch::sigmoid(zd);
+    EXPECT_EQ(y.scalar_type(), torch::kFloat);
+    EXPECT_TRUE(test::all_close(y, yd, 1e-5, 1e-6));
+    const auto w = torch::randn(sizes);
+    (y * w).sum().backward();
+    (yd * w.to(torch::kDouble)).sum().backward();
+    EXPECT_TRUE(test::all_close(x.grad(), xd.grad(), 1e-5, 1e-6));
+    EXPECT_TRUE(test::all_close(base.grad(), bd.grad(), 1e-6, 1e-7));
+    EXPECT_EQ(z.grad().scalar_type(), torch::kBFloat16);
+    EXPECT_TRUE(test::all_close(z.grad(), zd.grad(), 1.0 / 256, 1e-6));  // one bfloat16 rounding
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(test::all_close(sigmoid_gate(x, z, base), yd, 1e-5, 1e-6));
+  }
+}
+
 TEST(Gate, OperandsNotContiguous) {
   torch::manual_seed(7);
   const auto x = torch::randn({40, 24}).t(), z = torch::randn({24, 40}), base = torch::randn({40, 24}).t();
