@@ -34,16 +34,17 @@ RotaryImpl::Angles QkvImpl::angles(const torch::Tensor& h, const WindowOffsets& 
   return o.rows.defined() ? pos_emb->angles(h, o.rows) : pos_emb->angles(h, o.start);
 }
 
-torch::Tensor QkvImpl::shape(const torch::Tensor& x, torch::nn::LayerNorm& n, const RotaryImpl::Angles& a) {
-  if (negator.defined() && n)  // the three steps below as one op
-    return negated_norm_rotary(x, negator, n->weight, n->bias, n->options.eps(), a.cos, a.sin);  // [B, T, 2D]
+torch::Tensor QkvImpl::shape(Linear& fc, const torch::Tensor& h, torch::nn::LayerNorm& n, const RotaryImpl::Angles& a) {
+  if (negator.defined() && n)  // the three steps below as one op, fc(h) its only reader: in the products' dtype
+    return negated_norm_rotary(fc->inner(h), negator, n->weight, n->bias, n->options.eps(), a.cos, a.sin);  // [B, T, 2D]
+  const auto x = fc(h);                                                   // [B, T, D]
   auto y = negator.defined() ? torch::cat({x, negator - x}, -1) : x;    // [B, T, width]
   if (n) y = n(y);
   return rotate_pairs(y, a.cos, a.sin, x.size(-1));
 }
 
-torch::Tensor QkvImpl::query(const torch::Tensor& h, const RotaryImpl::Angles& a) { return shape(q(h), q_norm, a); }
-torch::Tensor QkvImpl::key(const torch::Tensor& h, const RotaryImpl::Angles& a) { return shape(k(h), k_norm, a); }
+torch::Tensor QkvImpl::query(const torch::Tensor& h, const RotaryImpl::Angles& a) { return shape(q, h, q_norm, a); }
+torch::Tensor QkvImpl::key(const torch::Tensor& h, const RotaryImpl::Angles& a) { return shape(k, h, k_norm, a); }
 
 AttentionImpl::AttentionImpl(const Config& c)
     : qkv(register_module("qkv", Qkv(c))), dim_(c.hidden_dim), heads_(c.num_heads), dropout_(c.attn_dropout) {

@@ -36,7 +36,7 @@ class QkvImpl : public torch::nn::Module {
   Rotary pos_emb{nullptr};
 
  private:
-  torch::Tensor shape(const torch::Tensor& x, torch::nn::LayerNorm& norm, const RotaryImpl::Angles& a);
+  torch::Tensor shape(Linear& fc, const torch::Tensor& h, torch::nn::LayerNorm& norm, const RotaryImpl::Angles& a);
   int64_t width_;
 };
 TORCH_MODULE(Qkv);

@@ -11,8 +11,10 @@
 //   du = r·(dn − n·mean(dn·n)),  dx = du,  dc = −½·Σ du,
 //   dg = Σ_rows [dy₁·n ; −dy₂·n],  db = Σ_rows dy.
 // CPU float32 runs these loops (one op where the expression is a sub, a cat,
-// a layer norm and a rotation, each its own pass and allocation); other
-// devices and dtypes run the expression (negated_norm_rotary_unfused).
+// a layer norm and a rotation, each its own pass and allocation), x in
+// float32 or bfloat16 (a product's output; the output float32 either way, dx
+// in x's dtype); other devices and dtypes run the expression
+// (negated_norm_rotary_unfused, x taken to g's dtype).
 #pragma once
 #include <torch/torch.h>
 

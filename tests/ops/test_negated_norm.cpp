@@ -1,7 +1,7 @@
 // The fused shaping of queries and keys (ops/negated_norm.h) against the
 // tensor expression it replaces, evaluated in float64: values and the
 // gradients of x, the negator, the norm's weight and bias; angles shared by
-// every row or per row; no gradient wanted (decoding).
+// every row or per row; no gradient wanted (decoding); x in bfloat16.
 #include <gtest/gtest.h>
 
 #include <ATen/Parallel.h>
@@ -54,6 +54,36 @@ TEST(NegatedNorm, EqualsTheExpressionWithItsGradients) {
     torch::NoGradGuard no_grad;  // decoding: the forward loop alone
     EXPECT_TRUE(test::all_close(negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin), yd, 1e-5, 1e-5));
   }
+}
+
+// x in bfloat16 (q's or k's product output when the products compute in
+// bfloat16): the output float32, as the float64 expression of the same x
+// gives it; dx back in bfloat16, within one rounding; the parameters'
+// gradients as float64's.
+TEST(NegatedNorm, TakesXInBfloat16) {
+  torch::manual_seed(32);
+  at::set_num_threads(2);
+  const auto k = make(3, 70, 24, false);
+  auto leaf = [](const torch::Tensor& t, torch::ScalarType dtype) { return t.to(dtype).detach().requires_grad_(true); };
+  const auto x16 = k.x.to(torch::kBFloat16);
+  const auto x = leaf(x16, torch::kBFloat16), c = leaf(k.c, torch::kFloat), g = leaf(k.g, torch::kFloat),
+             b = leaf(k.b, torch::kFloat);
+  const auto xd = leaf(x16, torch::kDouble), cd = leaf(k.c, torch::kDouble), gd = leaf(k.g, torch::kDouble),
+             bd = leaf(k.b, torch::kDouble);
+  const auto y = negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin);
+  const auto yd = negated_norm_rotary_unfused(xd, cd, gd, bd, 1e-5, k.cos.to(torch::kDouble), k.sin.to(torch::kDouble));
+  EXPECT_EQ(y.scalar_type(), torch::kFloat);
+  EXPECT_TRUE(test::all_close(y, yd, 1e-5, 1e-5));
+  const auto w = torch::randn(y.sizes());
+  (y * w).sum().backward();
+  (yd * w.to(torch::kDouble)).sum().backward();
+  EXPECT_EQ(x.grad().scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(test::all_close(x.grad(), xd.grad(), 1.0 / 256, 1e-5));  // one bfloat16 rounding
+  EXPECT_TRUE(test::all_close(c.grad(), cd.grad(), 1e-5, 1e-4));
+  EXPECT_TRUE(test::all_close(g.grad(), gd.grad(), 1e-5, 1e-4));
+  EXPECT_TRUE(test::all_close(b.grad(), bd.grad(), 1e-5, 1e-4));
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(test::all_close(negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin), yd, 1e-5, 1e-5));
 }
 
 TEST(NegatedNorm, OtherDtypesRunTheExpression) {
