@@ -20,16 +20,19 @@ extern "C" __m512 _ZGVeN16v_expf(__m512 x);
 
 namespace bakallm {
 
-// 16 bfloat16 values as float32: a bfloat16's bits are a float32's upper half.
-BAKALLM_AVX512 inline __m512 widen_bfloat16(const uint16_t* p) {
-  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+// 16 bfloat16 values' bits as float32: a bfloat16's bits are a float32's upper half.
+BAKALLM_AVX512 inline __m512 widen_bfloat16(__m256i bits) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
+// 16 bfloat16 values at P as float32.
+BAKALLM_AVX512 inline __m512 widen_bfloat16(const uint16_t* p) {
+  return widen_bfloat16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
 // The first N (<= 16) bfloat16 values at P as float32, the rest 0.
 BAKALLM_AVX512 inline __m512 widen_bfloat16(const uint16_t* p, __mmask16 n) {
-  const __m256i bits = _mm512_castsi512_si256(_mm512_maskz_loadu_epi16(static_cast<__mmask32>(n), p));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+  return widen_bfloat16(_mm512_castsi512_si256(_mm512_maskz_loadu_epi16(static_cast<__mmask32>(n), p)));
 }
 
 // 16 float32 values rounded to bfloat16 as c10::BFloat16 rounds them (to

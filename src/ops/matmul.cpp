@@ -29,8 +29,7 @@ Tensor as(const Tensor& t, torch::ScalarType dtype) { return t.scalar_type() == 
 // no version to check), and a cast autograd records (libtorch's product
 // differentiates through it; the kept casts hold no graph).
 Tensor as_operand(const Tensor& a, torch::ScalarType dtype) {
-  if (a.scalar_type() == dtype || a.is_inference() || (torch::GradMode::is_enabled() && a.requires_grad()))
-    return as(a, dtype);
+  if (a.scalar_type() == dtype || a.is_inference() || wants_grad(a)) return as(a, dtype);
   thread_local CastCache kept[2];
   thread_local int newest = 0;
   if (!kept[newest].holds(a, dtype)) newest = 1 - newest;  // the other one, or the older to replace
