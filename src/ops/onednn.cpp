@@ -150,6 +150,20 @@ void runtime_product(const Operand& a, const Operand& b, const Tensor& c) {
 
 bool available() { return true; }
 
+bool supports(torch::ScalarType dtype) {
+  // oneDNN builds a bfloat16 matmul only where the CPU has AVX-512 (AVX2
+  // machines, AMD's Zen 2 and 3: "could not create a primitive descriptor").
+  static const bool bfloat16 = [] {
+    try {
+      const auto a = torch::ones({2, 32}, torch::kBFloat16), b = torch::ones({32, 2}, torch::kBFloat16);
+      return matmul(a, b, torch::kFloat).allclose(torch::full({2, 2}, 32.0f));
+    } catch (const std::exception&) {
+      return false;
+    }
+  }();
+  return dtype == torch::kFloat || (dtype == torch::kBFloat16 && bfloat16);
+}
+
 Tensor matmul(const Tensor& a_in, const Tensor& b_in, torch::ScalarType out) {
   TORCH_CHECK(a_in.device().is_cpu() && b_in.device().is_cpu(), "onednn::matmul: CPU tensors only");
   TORCH_CHECK(a_in.scalar_type() == b_in.scalar_type(), "onednn::matmul: operands differ in dtype");
@@ -180,6 +194,8 @@ size_t cached_primitives() { return cache().size(); }
 #else  // no oneDNN in this build
 
 bool available() { return false; }
+
+bool supports(torch::ScalarType) { return false; }
 
 torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, torch::ScalarType out) {
   TORCH_CHECK(false, "onednn::matmul: this build has no oneDNN");

@@ -16,6 +16,10 @@ namespace bakallm::onednn {
 // Whether this build has oneDNN.
 bool available();
 
+// Whether matmul runs operands of DTYPE on this CPU: float32 always,
+// bfloat16 where oneDNN has a kernel for it (asked once).
+bool supports(torch::ScalarType dtype);
+
 // C = A · B on the CPU.
 // a: [M, K] or [G, M, K]; b: [K, N] or [G, K, N] (same G when both are 3-D).
 // Each 2-D slice may be row- or column-major (a transposed view is free);
