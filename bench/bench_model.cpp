@@ -6,6 +6,7 @@
 
 #include "infer/decoder.h"
 #include "model/baka_lm.h"
+#include "ops/cpu.h"
 #include "ops/cross_entropy.h"
 #include "ops/ema.h"
 #include "model/flops.h"
@@ -172,7 +173,7 @@ void BM_HeadProduct(benchmark::State& state) {
   }
   state.SetBytesProcessed(state.iterations() * bytes);
   const char* kinds[] = {"float32", "bfloat16", "int8", "float32 oneDNN", "bfloat16 oneDNN"};
-  state.SetLabel(std::string(kinds[kind]) + (kind < 3 && row_product_avx512() ? " (avx512)" : "") + ", " +
+  state.SetLabel(std::string(kinds[kind]) + (kind < 3 ? std::string(" (") + isa_name(kernel_isa()) + ")" : "") + ", " +
                  std::to_string(state.range(1)) + " row(s)");
 }
 BENCHMARK(BM_HeadProduct)

@@ -20,6 +20,7 @@
 #include "model/linear.h"
 #include "ops/block_attention.h"
 #include "ops/q8.h"
+#include "ops/cpu.h"
 #include "ops/matmul.h"
 
 namespace bakallm {
@@ -314,7 +315,7 @@ nlohmann::json run_benchmarks(const BenchOptions& o) {
       model->store_linear_weights(torch::kChar);  // Q8_0 (from the bf16 values: the speed is the same)
       j["decode_weight_bytes"]["int8"] = decode_weight_bytes(model);
       j["decode_int8_weights"] = decode_rates(model, o);
-      j["q8_kernel"] = q8_kernel_avx512() ? "avx512" : "portable";
+      j["q8_kernel"] = isa_name(kernel_isa());  // the row products' instruction set
     }
   }
   j["peak_rss_bytes"] = peak_rss_bytes();

@@ -40,7 +40,7 @@ AttentionKernel choose_attention_kernel(const torch::Device& device, int64_t G, 
     case AttentionKernel::kRows: return rows_can ? AttentionKernel::kRows : AttentionKernel::kDense;
     case AttentionKernel::kAuto: break;
   }
-  if (rows_can && Tq <= kRowAttentionRows && cpu_has_avx512()) return AttentionKernel::kRows;
+  if (rows_can && Tq <= kRowAttentionRows && kernel_isa() != Isa::kPortable) return AttentionKernel::kRows;
   if (device.is_cpu() && Tq > 1 && G * Tq * Tk >= kBlockAttentionFrom) return AttentionKernel::kBlocks;
   return AttentionKernel::kDense;
 }

@@ -3,10 +3,34 @@
 
 namespace bakallm {
 
-// AVX-512 F and BW: the row products' and the softmax rows' vector kernels.
+// AVX-512 F and BW: the gates', norms' and loss's vector kernels.
 inline bool cpu_has_avx512() {
   static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
   return yes;
 }
+
+// The instruction sets the decoding kernels (row products, row attention,
+// softmax rows) are written for, slowest first: one source each (ops/simd.h).
+enum class Isa { kPortable, kAvx2, kAvx512 };
+
+// The best this CPU runs: AVX-512 F and BW, else AVX2 with FMA (AMD's Zen 2
+// and 3, Intel before Skylake-SP), else portable C++.
+inline Isa cpu_isa() {
+  static const Isa best = cpu_has_avx512()                                                          ? Isa::kAvx512
+                          : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? Isa::kAvx2
+                                                                                                    : Isa::kPortable;
+  return best;
+}
+
+inline const char* isa_name(Isa isa) {
+  return isa == Isa::kAvx512 ? "avx512" : isa == Isa::kAvx2 ? "avx2" : "portable";
+}
+
+// What those kernels run: cpu_isa(), or a slower set where the environment's
+// BAKALLM_ISA (avx512, avx2 or portable) or set_kernel_isa asks for one.
+Isa kernel_isa();
+
+// For tests and comparisons: run ISA's loops from now on (at most cpu_isa()).
+void set_kernel_isa(Isa isa);
 
 }  // namespace bakallm

@@ -8,8 +8,8 @@ namespace bakallm {
 
 // X: N floats. Its max m, then x := exp(x − m) in place; returns {m, Σ x}.
 // One pass for the max, one for exp and sum while the row is in cache:
-// AVX-512 with glibc's vector expf (libmvec, within 4 ulp) where the CPU has
-// it, std::exp elsewhere. A row of -inf only gives m = -inf and NaNs, as
+// glibc's vector expf (libmvec, within 4 ulp) on AVX-512 or AVX2, std::exp
+// in portable C++ (ops/simd.h; kernel_isa() chooses). A row of -inf only gives m = -inf and NaNs, as
 // softmax would.
 std::pair<float, float> exp_row_(float* x, int64_t n);
 

@@ -108,7 +108,7 @@ bool few_rows(const Tensor& a, const Tensor& b, torch::ScalarType compute) {
   if (K == 0 || K % 32 != 0 || a.size(-1) != K || !a.device().is_cpu() || !b.device().is_cpu()) return false;
   if (a.scalar_type() != torch::kFloat || b.scalar_type() != compute || !b.is_contiguous()) return false;
   const int64_t rows = a.numel() / K;
-  return rows >= 1 && rows <= most_rows(compute) && cpu_has_avx512();
+  return rows >= 1 && rows <= most_rows(compute) && kernel_isa() != Isa::kPortable;
 }
 
 }  // namespace

@@ -13,8 +13,6 @@ constexpr int64_t kKernelRows = 16;
 
 }  // namespace
 
-bool q8_kernel_avx512() { return row_product_avx512(); }
-
 Q8Weight quantize_q8(const torch::Tensor& w_in) {
   TORCH_CHECK(w_in.dim() == 2 && w_in.size(1) % kQ8Block == 0, "quantize_q8: need [N, K] with K a multiple of 32, got ",
               w_in.sizes());

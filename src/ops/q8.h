@@ -28,7 +28,4 @@ torch::Tensor dequantize_q8(const Q8Weight& w, torch::ScalarType dtype = torch::
 // a [..., M, K] float32 times Wᵀ -> [..., M, N] float32 (no autograd: inference).
 torch::Tensor matmul_nt_q8(const torch::Tensor& a, const Q8Weight& w, torch::ScalarType compute = torch::kFloat);
 
-// Whether the AVX-512 kernel runs on this CPU (exposed for tests and bench).
-bool q8_kernel_avx512();
-
 }  // namespace bakallm

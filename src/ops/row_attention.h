@@ -5,7 +5,7 @@
 // The keys are split between the threads (each a partial max, sum and
 // Σ p_j V_j, merged at the end, as flash-decoding does), so K and V are read
 // once, at the machine's bandwidth. Inference only (no autograd, no dropout),
-// CPU, float32 arithmetic (AVX-512 where the CPU has it) over float32 or
+// CPU, float32 arithmetic (AVX-512 or AVX2 loops, ops/simd.h) over float32 or
 // bfloat16 keys and values (the decoder's cache, BakaNet::set_cache_dtype);
 // the model takes it where choose_attention_kernel says
 // (ops/attention_kernel.h).

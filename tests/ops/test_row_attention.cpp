@@ -3,12 +3,14 @@
 // query rows, causal after earlier keys, rows that hide the past, no mask,
 // keys split between threads (and parts left empty by the mask), keys and
 // values read from strided buffers (the decoder's reserved ones), float32 or
-// bfloat16 (the reference reads the same bfloat16 values).
+// bfloat16 (the reference reads the same bfloat16 values); each on the loops
+// of every instruction set this CPU runs (AVX-512, AVX2, portable).
 #include <gtest/gtest.h>
 
 #include <ATen/Parallel.h>
 
 #include "ops/cpu.h"
+#include "ops/isas.h"
 #include "ops/row_attention.h"
 #include "tensor_asserts.h"
 
@@ -31,8 +33,11 @@ void check(int64_t G, int64_t Tq, int64_t Tk, const AttentionMask& m, torch::Sca
   const auto V = torch::randn({G, Tk + 5, Dv}).to(kv).narrow(1, 0, Tk);
   const auto q = torch::randn({G, Tq, F});
   const double scale = 1.0 / std::sqrt(static_cast<double>(F));
-  EXPECT_TRUE(test::all_close(row_attention(q, K, V, m, scale), reference(q, K, V, m, scale), 1e-5, 1e-6))
-      << G << " x " << Tq << " rows, " << Tk << " keys, " << kv;
+  for (Isa isa : test::isas()) {
+    test::KernelIsa on(isa);
+    EXPECT_TRUE(test::all_close(row_attention(q, K, V, m, scale), reference(q, K, V, m, scale), 1e-5, 1e-6))
+        << G << " x " << Tq << " rows, " << Tk << " keys, " << kv << ", " << isa_name(isa);
+  }
 }
 
 TEST(RowAttention, EqualsSoftmaxAttentionUnderEveryMask) {
@@ -76,7 +81,9 @@ TEST(RowAttention, TakenForInferenceOnlyAndAsTheKernelChoiceSays) {
   EXPECT_EQ(choose(1, true), AttentionKernel::kDense);
   set_attention_kernel(AttentionKernel::kAuto);
   EXPECT_EQ(choose(kRowAttentionRows + 1, true), AttentionKernel::kDense);  // a window: the products
-  EXPECT_EQ(choose(1, true), cpu_has_avx512() ? AttentionKernel::kRows : AttentionKernel::kDense);
+  EXPECT_EQ(choose(1, true), cpu_isa() != Isa::kPortable ? AttentionKernel::kRows : AttentionKernel::kDense);
+  test::KernelIsa portable(Isa::kPortable);  // the products are faster than portable loops
+  EXPECT_EQ(choose(1, true), AttentionKernel::kDense);
 }
 
 }  // namespace

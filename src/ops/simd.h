@@ -1,0 +1,114 @@
+// The decoding kernels' vector loops are written once, against one of three
+// instruction sets: AVX-512 (16 float lanes), AVX2 with FMA (8 lanes) and
+// portable C++ (one lane). Each set is a struct of the same static functions
+// on its float vector F; a kernel's loops are templates on nothing but `I`,
+// the set, and are compiled once per set by ops/simd_targets.inc, each copy
+// with its set's target (BAKALLM_TARGET). cpu_isa() (ops/cpu.h) says which
+// copy runs. The same idea as Highway's foreach_target, on GCC's target
+// attribute: one binary runs on every CPU this project meets.
+#pragma once
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "ops/avx512.h"
+#include "ops/cpu.h"
+
+// AVX2 and FMA: what cpu_isa asks for before choosing Isa::kAvx2.
+#define BAKALLM_AVX2 __attribute__((target("avx2,fma")))
+
+// glibc's vector expf for AVX2 (libmvec): 8 lanes, within 4 ulp.
+extern "C" __m256 _ZGVdN8v_expf(__m256 x);
+
+namespace bakallm {
+
+struct Avx512 {
+  using F = __m512;
+  static constexpr int kLanes = 16;
+  static constexpr int kTileRows = 4;  // row products: 4 rows x 4 columns of accumulators fit the 32 registers
+  BAKALLM_AVX512 static F zero() { return _mm512_setzero_ps(); }
+  BAKALLM_AVX512 static F set1(float x) { return _mm512_set1_ps(x); }
+  BAKALLM_AVX512 static F load(const float* p) { return _mm512_loadu_ps(p); }
+  BAKALLM_AVX512 static F load(const uint16_t* p) { return widen_bfloat16(p); }  // bfloat16 bits
+  BAKALLM_AVX512 static F load(const int8_t* p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  }
+  BAKALLM_AVX512 static void store(float* p, F x) { _mm512_storeu_ps(p, x); }
+  BAKALLM_AVX512 static F add(F a, F b) { return _mm512_add_ps(a, b); }
+  BAKALLM_AVX512 static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
+  BAKALLM_AVX512 static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+  BAKALLM_AVX512 static F max(F a, F b) { return _mm512_max_ps(a, b); }
+  BAKALLM_AVX512 static F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }  // a·b + c
+  BAKALLM_AVX512 static F exp(F x) { return _ZGVeN16v_expf(x); }
+  BAKALLM_AVX512 static float sum(F x) { return _mm512_reduce_add_ps(x); }
+  BAKALLM_AVX512 static float most(F x) { return _mm512_reduce_max_ps(x); }
+};
+
+struct Avx2 {
+  using F = __m256;
+  static constexpr int kLanes = 8;
+  static constexpr int kTileRows = 2;  // 16 registers: 2 rows x 4 columns of accumulators, 4 weights, a row
+  BAKALLM_AVX2 static F zero() { return _mm256_setzero_ps(); }
+  BAKALLM_AVX2 static F set1(float x) { return _mm256_set1_ps(x); }
+  BAKALLM_AVX2 static F load(const float* p) { return _mm256_loadu_ps(p); }
+  BAKALLM_AVX2 static F load(const uint16_t* p) {  // a bfloat16's bits are a float32's upper half
+    const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+  }
+  BAKALLM_AVX2 static F load(const int8_t* p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  }
+  BAKALLM_AVX2 static void store(float* p, F x) { _mm256_storeu_ps(p, x); }
+  BAKALLM_AVX2 static F add(F a, F b) { return _mm256_add_ps(a, b); }
+  BAKALLM_AVX2 static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
+  BAKALLM_AVX2 static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+  BAKALLM_AVX2 static F max(F a, F b) { return _mm256_max_ps(a, b); }
+  BAKALLM_AVX2 static F fmadd(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  BAKALLM_AVX2 static F exp(F x) { return _ZGVdN8v_expf(x); }
+  BAKALLM_AVX2 static float sum(F x) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+  }
+  BAKALLM_AVX2 static float most(F x) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
+  }
+};
+
+struct Portable {
+  using F = float;
+  static constexpr int kLanes = 1;
+  static constexpr int kTileRows = 4;
+  static F zero() { return 0.0f; }
+  static F set1(float x) { return x; }
+  static F load(const float* p) { return *p; }
+  static F load(const uint16_t* p) {
+    const uint32_t bits = static_cast<uint32_t>(*p) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+  }
+  static F load(const int8_t* p) { return static_cast<float>(*p); }
+  static void store(float* p, F x) { *p = x; }
+  static F add(F a, F b) { return a + b; }
+  static F sub(F a, F b) { return a - b; }
+  static F mul(F a, F b) { return a * b; }
+  static F max(F a, F b) { return a < b ? b : a; }
+  static F fmadd(F a, F b, F c) { return a * b + c; }
+  static F exp(F x) { return std::exp(x); }
+  static float sum(F x) { return x; }
+  static float most(F x) { return x; }
+};
+
+}  // namespace bakallm
+
+// Calls EXPR (a function of the kernels' namespaces, with its arguments) in
+// the copy for ISA: simd_avx512::EXPR, simd_avx2::EXPR or simd_portable::EXPR.
+#define BAKALLM_ON_ISA(isa, expr)                                                         \
+  ((isa) == ::bakallm::Isa::kAvx512 ? simd_avx512::expr                                   \
+   : (isa) == ::bakallm::Isa::kAvx2 ? simd_avx2::expr                                     \
+                                    : simd_portable::expr)
