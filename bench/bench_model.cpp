@@ -162,6 +162,7 @@ void BM_HeadProduct(benchmark::State& state) {
   const auto q = quantize_q8(w);
   const auto w16 = w.to(torch::kBFloat16);
   const int64_t bytes = kind == 2 ? q.bytes() : kind == 1 || kind == 4 ? w.numel() * 2 : w.numel() * 4;
+  if (kind == 4 && !onednn::supports(torch::kBFloat16)) return state.SkipWithError("no bfloat16 matmul in oneDNN here");
   for (auto _ : state) {
     switch (kind) {
       case 0: benchmark::DoNotOptimize(matmul_nt(x, w)); break;
@@ -198,6 +199,7 @@ void BM_HeadProductFromMemory(benchmark::State& state) {
   const auto x = torch::randn({1, K});
   const int64_t bytes = kind == 2 ? qs[0].bytes() : ws[0].numel() * ws[0].element_size();
   size_t i = 0;
+  if (kind == 4 && !onednn::supports(torch::kBFloat16)) return state.SkipWithError("no bfloat16 matmul in oneDNN here");
   for (auto _ : state) {
     const auto& w = ws[i % ws.size()];
     switch (kind) {
