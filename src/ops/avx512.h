@@ -1,7 +1,7 @@
-// What the hand-written AVX-512 kernels share (row_product, row_attention,
-// exp_row, gate): the target of their vector functions, which run only where
-// cpu_has_avx512 (ops/cpu.h) says, glibc's vector expf, and bfloat16's
-// widening and rounding.
+// What the hand-written AVX-512 code shares (the gates' loops, and the
+// AVX-512 set of ops/simd.h that the decoding kernels' loops use): the target
+// of their vector functions, which run only where cpu_has_avx512 (ops/cpu.h)
+// says, glibc's vector expf, and bfloat16's widening and rounding.
 #pragma once
 #include <immintrin.h>
 
