@@ -154,6 +154,13 @@ BENCHMARK(BM_DecodeToken)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)
 // float32, bfloat16 and Q8_0 through matmul_nt / matmul_nt_q8 (the row
 // kernel, ops/row_product.h, for few rows), and float32 / bfloat16 through
 // oneDNN alone, what the row kernel replaced; weight bytes read per second.
+// Kind 4, oneDNN's bfloat16 product, exists only where oneDNN has one (not on AVX2).
+bool skip_without_onednn_bfloat16(benchmark::State& state) {
+  if (onednn::supports(torch::kBFloat16)) return false;
+  state.SkipWithError("no bfloat16 matmul in oneDNN here");
+  return true;
+}
+
 void BM_HeadProduct(benchmark::State& state) {
   set_threads(threads());
   const int64_t kind = state.range(0), N = state.range(2);
@@ -162,7 +169,7 @@ void BM_HeadProduct(benchmark::State& state) {
   const auto q = quantize_q8(w);
   const auto w16 = w.to(torch::kBFloat16);
   const int64_t bytes = kind == 2 ? q.bytes() : kind == 1 || kind == 4 ? w.numel() * 2 : w.numel() * 4;
-  if (kind == 4 && !onednn::supports(torch::kBFloat16)) return state.SkipWithError("no bfloat16 matmul in oneDNN here");
+  if (kind == 4 && skip_without_onednn_bfloat16(state)) return;
   for (auto _ : state) {
     switch (kind) {
       case 0: benchmark::DoNotOptimize(matmul_nt(x, w)); break;
@@ -199,7 +206,7 @@ void BM_HeadProductFromMemory(benchmark::State& state) {
   const auto x = torch::randn({1, K});
   const int64_t bytes = kind == 2 ? qs[0].bytes() : ws[0].numel() * ws[0].element_size();
   size_t i = 0;
-  if (kind == 4 && !onednn::supports(torch::kBFloat16)) return state.SkipWithError("no bfloat16 matmul in oneDNN here");
+  if (kind == 4 && skip_without_onednn_bfloat16(state)) return;
   for (auto _ : state) {
     const auto& w = ws[i % ws.size()];
     switch (kind) {

@@ -13,8 +13,8 @@ inline bool cpu_has_avx512() {
 // softmax rows) are written for, slowest first: one source each (ops/simd.h).
 enum class Isa { kPortable, kAvx2, kAvx512 };
 
-// The best this CPU runs: AVX-512 F and BW, else AVX2 with FMA (AMD's Zen 2
-// and 3, Intel before Skylake-SP), else portable C++.
+// The best this CPU runs: AVX-512 F and BW, else AVX2 with FMA (AMD's Zen 1
+// to 3, Intel before Skylake-SP), else portable C++.
 inline Isa cpu_isa() {
   static const Isa best = cpu_has_avx512()                                                          ? Isa::kAvx512
                           : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? Isa::kAvx2

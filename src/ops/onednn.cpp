@@ -152,7 +152,7 @@ bool available() { return true; }
 
 bool supports(torch::ScalarType dtype) {
   // oneDNN builds a bfloat16 matmul only where the CPU has AVX-512 (AVX2
-  // machines, AMD's Zen 2 and 3: "could not create a primitive descriptor").
+  // machines, AMD's Zen 1 to 3: "could not create a primitive descriptor").
   static const bool bfloat16 = [] {
     try {
       const auto a = torch::ones({2, 32}, torch::kBFloat16), b = torch::ones({32, 2}, torch::kBFloat16);

@@ -14,44 +14,31 @@ namespace {
 
 constexpr int64_t kBlock = 32;  // K is read 32 values at a time (a Q8_0 block)
 
-// Each weight format: where weight (n, k) lies, in its own type (the loads of
-// ops/simd.h widen it to float32), and its block's scale.
-struct FloatWeights {
-  const float* w;
+// A weight [N, K] of element E (float, bfloat16 bits, or Q8_0's int8 with a
+// scale per block of 32: SCALES [N, K/32], null unscaled): where weight
+// (n, k) lies, in its own type (the loads of ops/simd.h widen it to float32),
+// and its block's scale.
+template <class E, bool Scaled>
+struct Weights {
+  const E* w;
   int64_t K;
-  const float* at(int64_t n, int64_t k) const { return w + n * K + k; }
-  float scale(int64_t, int64_t) const { return 1.0f; }
+  const float* scales = nullptr;
+  const E* at(int64_t n, int64_t k) const { return w + n * K + k; }
+  float scale(int64_t n, int64_t b) const { return scales[n * (K / kBlock) + b]; }
   const char* address(int64_t n, int64_t b) const { return reinterpret_cast<const char*>(at(n, b * kBlock)); }
-  static constexpr bool kScaled = false;
-  static constexpr int kBlockBytes = 128;
+  static constexpr bool kScaled = Scaled;
+  static constexpr int kBlockBytes = kBlock * sizeof(E);
 };
-
-struct BFloat16Weights {
-  const uint16_t* w;  // bfloat16 bits
-  int64_t K;
-  const uint16_t* at(int64_t n, int64_t k) const { return w + n * K + k; }
-  float scale(int64_t, int64_t) const { return 1.0f; }
-  const char* address(int64_t n, int64_t b) const { return reinterpret_cast<const char*>(at(n, b * kBlock)); }
-  static constexpr bool kScaled = false;
-  static constexpr int kBlockBytes = 64;
-};
-
-struct Q8Weights {
-  const int8_t* q;
-  const float* s;  // [N, K/32]
-  int64_t K;
-  const int8_t* at(int64_t n, int64_t k) const { return q + n * K + k; }
-  float scale(int64_t n, int64_t b) const { return s[n * (K / kBlock) + b]; }
-  const char* address(int64_t n, int64_t b) const { return reinterpret_cast<const char*>(at(n, b * kBlock)); }
-  static constexpr bool kScaled = true;
-  static constexpr int kBlockBytes = 32;
-};
+using FloatWeights = Weights<float, false>;
+using BFloat16Weights = Weights<uint16_t, false>;
+using Q8Weights = Weights<int8_t, true>;
 
 #define BAKALLM_SIMD_LOOPS "ops/row_product_loops.inc"
 #include "ops/simd_targets.inc"
 
 template <class W>
-void run(const float* a, int64_t M, int64_t K, const W& w, float* y, int64_t N, int64_t bytes_per_weight, Isa isa) {
+void run(const float* a, int64_t M, int64_t K, const W& w, float* y, int64_t N, Isa isa) {
+  const int64_t bytes_per_weight = W::kBlockBytes / kBlock;
   // About 64 kB of weights per task: a tiny layer's 320 x 320 float32 product splits in two.
   const int64_t grain = std::max<int64_t>(4, (int64_t{1} << 16) / (K * bytes_per_weight));
   at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
@@ -74,15 +61,15 @@ float round_to_bfloat16(float x) {
 void row_product(const float* a, int64_t M, int64_t K, const void* w, const float* scales, RowWeights kind, float* y,
                  int64_t N, Isa isa) {
   switch (kind) {
-    case RowWeights::kFloat: run(a, M, K, FloatWeights{static_cast<const float*>(w), K}, y, N, 4, isa); break;
+    case RowWeights::kFloat: run(a, M, K, FloatWeights{static_cast<const float*>(w), K}, y, N, isa); break;
     case RowWeights::kBFloat16: {  // both operands in bfloat16: the rows rounded first
       thread_local std::vector<float> rounded;
       rounded.resize(M * K);
       for (int64_t i = 0; i < M * K; ++i) rounded[i] = round_to_bfloat16(a[i]);
-      run(rounded.data(), M, K, BFloat16Weights{static_cast<const uint16_t*>(w), K}, y, N, 2, isa);
+      run(rounded.data(), M, K, BFloat16Weights{static_cast<const uint16_t*>(w), K}, y, N, isa);
       break;
     }
-    case RowWeights::kQ8: run(a, M, K, Q8Weights{static_cast<const int8_t*>(w), scales, K}, y, N, 1, isa); break;
+    case RowWeights::kQ8: run(a, M, K, Q8Weights{static_cast<const int8_t*>(w), K, scales}, y, N, isa); break;
   }
 }
 
