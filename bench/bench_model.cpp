@@ -18,6 +18,7 @@
 #include "ops/row_attention.h"
 #include "ops/row_product.h"
 #include "model/runtime.h"
+#include "util/huge_pages.h"
 
 namespace bakallm {
 namespace {
@@ -189,7 +190,7 @@ BENCHMARK(BM_HeadProduct)
     ->Unit(benchmark::kMicrosecond);
 
 // A one-row product with the weight read from memory, not the cache: weights
-// used in turn, 490 MB of float32 in all. Set against `bakallm bench`'s read
+// used in turn, 490 MB of float32 in all, in 2 MB pages. Set against `bakallm bench`'s read
 // bandwidth, this says whether decoding's products run at the floor. Shapes
 // [N, K]: tiny's head [32000, 320], and base's MLP [2048, 768] and [768, 2048].
 void BM_HeadProductFromMemory(benchmark::State& state) {
@@ -203,6 +204,10 @@ void BM_HeadProductFromMemory(benchmark::State& state) {
     ws.push_back(kind == 1 || kind == 4 ? w.to(torch::kBFloat16) : w);
     if (kind == 2) qs.push_back(quantize_q8(w));
   }
+  std::vector<torch::Tensor*> stored;  // in 2 MB pages, as a loaded model's (model/baka_lm.cpp)
+  for (auto& w : ws) stored.push_back(&w);
+  for (auto& q : qs) stored.insert(stored.end(), {&q.q, &q.scales});
+  move_to_huge_pages(stored);
   const auto x = torch::randn({1, K});
   const int64_t bytes = kind == 2 ? qs[0].bytes() : ws[0].numel() * ws[0].element_size();
   size_t i = 0;

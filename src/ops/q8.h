@@ -4,8 +4,8 @@
 // decoded token reads a quarter of float32's bytes (1.125 bytes a weight).
 //
 // matmul_nt_q8 runs few-row products (decoding) in a kernel that reads the
-// int8 weights directly (AVX-512 where the CPU has it, chosen at run time;
-// portable C++ elsewhere) and many-row products (prefill, evaluation) by
+// int8 weights directly (ops/row_product.h: AVX-512, AVX2 or portable C++,
+// chosen at run time) and many-row products (prefill, evaluation) by
 // dequantizing and calling matmul_nt.
 #pragma once
 #include <torch/torch.h>

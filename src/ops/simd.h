@@ -28,6 +28,7 @@ struct Avx512 {
   using F = __m512;
   static constexpr int kLanes = 16;
   static constexpr int kTileRows = 4;  // row products: 4 rows x 4 columns of accumulators fit the 32 registers
+  static constexpr int kTileColumns = 4;
   BAKALLM_AVX512 static F zero() { return _mm512_setzero_ps(); }
   BAKALLM_AVX512 static F set1(float x) { return _mm512_set1_ps(x); }
   BAKALLM_AVX512 static F load(const float* p) { return _mm512_loadu_ps(p); }
@@ -49,7 +50,10 @@ struct Avx512 {
 struct Avx2 {
   using F = __m256;
   static constexpr int kLanes = 8;
-  static constexpr int kTileRows = 2;  // 16 registers: 2 rows x 4 columns of accumulators, 4 weights, a row
+  static constexpr int kTileRows = 2;  // 16 registers: 2 rows x 4 accumulators, a weight vector, a row
+  // One weight row at a time: one stream from memory, which the AMD EPYC's
+  // prefetcher follows at 17 GB/s, where four side by side read at 13.
+  static constexpr int kTileColumns = 1;
   BAKALLM_AVX2 static F zero() { return _mm256_setzero_ps(); }
   BAKALLM_AVX2 static F set1(float x) { return _mm256_set1_ps(x); }
   BAKALLM_AVX2 static F load(const float* p) { return _mm256_loadu_ps(p); }
@@ -83,6 +87,7 @@ struct Portable {
   using F = float;
   static constexpr int kLanes = 1;
   static constexpr int kTileRows = 4;
+  static constexpr int kTileColumns = 4;
   static F zero() { return 0.0f; }
   static F set1(float x) { return x; }
   static F load(const float* p) { return *p; }
