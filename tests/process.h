@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "files.h"
 #include "paths.h"
 #include "util/atomic_file.h"
 
@@ -40,11 +41,6 @@ inline int wait_for(pid_t pid) {
   int status = 0;
   waitpid(pid, &status, 0);
   return status;
-}
-
-inline std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 // Every temporary or half-deleted entry under DIR (recursively).

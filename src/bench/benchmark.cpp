@@ -13,7 +13,6 @@
 #include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "infer/decoder.h"
-#include "util/huge_pages.h"
 #include "io/model_dir.h"
 #include "model/baka_lm.h"
 #include "model/flops.h"
@@ -22,18 +21,18 @@
 #include "ops/q8.h"
 #include "ops/cpu.h"
 #include "ops/matmul.h"
+#include "util/clock.h"
+#include "util/huge_pages.h"
 
 namespace bakallm {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 template <typename F>
 double seconds_of(F&& f) {
   const auto t0 = Clock::now();
   f();
-  return std::chrono::duration<double>(Clock::now() - t0).count();
+  return seconds_since(t0);
 }
 
 // Bytes/s this machine reads: a sum over a tensor far larger than any cache,

@@ -20,7 +20,7 @@ namespace bakallm::cli {
 
 namespace {
 
-struct Args {
+struct EvalArgs {
   std::string model, protocol = "stream", record, benchmark, split, separator = "eot", invalid_utf8 = "error";
   std::string bos = "auto", weights = "float32";
   std::vector<std::string> data, text;
@@ -33,7 +33,7 @@ struct Args {
 }  // namespace
 
 void add_eval(CLI::App& app) {
-  auto a = std::make_shared<Args>();
+  auto a = std::make_shared<EvalArgs>();
   auto* cmd = app.add_subcommand("eval", "Mean next-token loss and perplexity (stream or sliding protocol)");
   cmd->add_option("--model", a->model, "model directory")->required();
   auto* d = cmd->add_option("--data", a->data, "token shards (llm.c format)");

@@ -19,7 +19,7 @@ namespace bakallm::cli {
 
 namespace {
 
-struct Args {
+struct GenerateArgs {
   std::string model, prompt, prompt_file, prompt_ids;
   std::string weights = "float32";
   bool json = false;
@@ -28,7 +28,7 @@ struct Args {
 };
 
 // The prompt texts: --prompt-file (one per line), --prompt, or stdin.
-std::vector<std::string> prompt_texts(const Args& a, bool has_prompt) {
+std::vector<std::string> prompt_texts(const GenerateArgs& a, bool has_prompt) {
   std::vector<std::string> texts;
   if (!a.prompt_file.empty()) {
     std::ifstream in(a.prompt_file);
@@ -47,7 +47,7 @@ std::vector<std::string> prompt_texts(const Args& a, bool has_prompt) {
 }  // namespace
 
 void add_generate(CLI::App& app) {
-  auto a = std::make_shared<Args>();
+  auto a = std::make_shared<GenerateArgs>();
   auto* cmd = app.add_subcommand("generate", "Generate text (exact incremental decoding, constant memory)");
   cmd->add_option("--model", a->model, "model directory")->required();
   auto* p = cmd->add_option("--prompt", a->prompt, "prompt text (or stdin when no prompt is given)");

@@ -12,13 +12,13 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "util/clock.h"
 #include "util/strings.h"
 
 namespace bakallm {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 constexpr std::chrono::milliseconds kHeartbeat{500};
 
 std::vector<uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }

@@ -1,19 +1,15 @@
 #include "dist/reducer.h"
 
-#include <chrono>
-
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
 #include "dist/communicator.h"
+#include "util/clock.h"
 
 namespace bakallm {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // Runs after a parameter's gradient accumulator: .grad holds this backward's total.
 struct ReadyHook : torch::autograd::FunctionPostHook {
@@ -102,7 +98,7 @@ double GradientReducer::finish() {
   for (auto& b : buckets_) {
     const auto t0 = Clock::now();
     b.wait();
-    waited += since(t0);
+    waited += seconds_since(t0);
     for (size_t i = 0; i < b.params.size(); ++i) {
       auto& p = params_[b.params[i]];
       auto sum = b.flat.narrow(0, b.offsets[i], p.numel()).view(p.sizes());
@@ -123,7 +119,7 @@ double GradientReducer::measure_alone() {
   std::vector<std::function<void()>> waits;
   for (auto& b : buckets_) waits.push_back(comm_.allreduce_sum_async(b.flat));
   for (auto& w : waits) w();
-  return since(t0);
+  return seconds_since(t0);
 }
 
 }  // namespace bakallm

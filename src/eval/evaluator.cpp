@@ -1,6 +1,5 @@
 #include "eval/evaluator.h"
 
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 
@@ -11,6 +10,7 @@
 #include "data/tokenizer.h"
 #include "dist/communicator.h"
 #include "ops/cross_entropy.h"
+#include "util/clock.h"
 #include "util/error.h"
 
 namespace bakallm {
@@ -155,7 +155,7 @@ torch::Tensor token_losses(BakaLM& model, const torch::Tensor& doc, const EvalOp
 }
 
 EvalStats evaluate_document(BakaLM& model, const torch::Tensor& doc, const EvalOptions& o) {
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = Clock::now();
   EvalStats s;
   if (o.protocol == EvalProtocol::kAuthor) {
     torch::NoGradGuard no_grad;
@@ -175,7 +175,7 @@ EvalStats evaluate_document(BakaLM& model, const torch::Tensor& doc, const EvalO
   } else {
     s = stats_of(token_losses(model, doc, o), model->config().window_size);
   }
-  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  s.seconds = seconds_since(start);
   return s;
 }
 

@@ -13,7 +13,7 @@ namespace bakallm {
 
 namespace {
 
-constexpr const char* kSchema = R"(
+constexpr const char* kResultsSchema = R"(
 CREATE TABLE IF NOT EXISTS results (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   model_type TEXT NOT NULL,
@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS results (
 }  // namespace
 
 void insert_result(const SqliteDb& db, const ResultRow& r) {
-  db.exec(kSchema);
+  db.exec(kResultsSchema);
   SqliteStatement(db,
                   "INSERT INTO results (model_type, n_params, n_embed_params, benchmark, split, context, nans, loss,"
                   " ppl, arch, config_json, protocol, checkpoint_hash, tool_version, tokens, documents, window_loss)"

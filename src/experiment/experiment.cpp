@@ -24,7 +24,7 @@ namespace bakallm {
 
 namespace {
 
-constexpr const char* kSchema = R"(
+constexpr const char* kExperimentSchema = R"(
 CREATE TABLE IF NOT EXISTS experiment (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
   variant TEXT NOT NULL, seed INTEGER NOT NULL, position INTEGER NOT NULL, budget TEXT NOT NULL,
@@ -116,7 +116,7 @@ bool run_experiment(const Plan& plan, const std::string& out_in, std::ostream& l
   remove_orphans(out);
   SqliteDb db(db_path(out), true);
   db.transaction([&] {
-    db.exec(kSchema);
+    db.exec(kExperimentSchema);
     check_same_plan(db, plan);
   });
   std::unique_ptr<Tokenizer> tokenizer;

@@ -1,17 +1,11 @@
 #include "infer/generate.h"
 
-#include <chrono>
-
 #include "data/tokenizer.h"
 #include "infer/decoder.h"
+#include "util/clock.h"
 #include "util/error.h"
 
 namespace bakallm {
-
-namespace {
-using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-}  // namespace
 
 const char* finish_reason_name(FinishReason r) {
   switch (r) {
@@ -129,7 +123,7 @@ std::vector<Generation> generate(BakaLM& model, const Tokenizer* tok, const std:
   Decoder decoder(model, B);
   auto t0 = Clock::now();
   auto logits = decoder.feed(ids);  // [B, V]
-  const double prefill = since(t0);
+  const double prefill = seconds_since(t0);
   t0 = Clock::now();
   for (int64_t step = 0; step < o.max_new; ++step) {
     auto next = torch::zeros({B, 1}, torch::kLong);
@@ -159,7 +153,7 @@ std::vector<Generation> generate(BakaLM& model, const Tokenizer* tok, const std:
     if (all_done) break;
     logits = decoder.feed(next);
   }
-  const double decode = since(t0);
+  const double decode = seconds_since(t0);
   if (was_training) model->train();
   for (int64_t b = 0; b < B; ++b) {
     out[b].text = streams[b].text();

@@ -1,7 +1,6 @@
 #include "ops/matmul.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
 
@@ -9,6 +8,7 @@
 #include "ops/cast_cache.h"
 #include "ops/cpu.h"
 #include "ops/onednn.h"
+#include "util/clock.h"
 
 namespace bakallm {
 
@@ -165,9 +165,9 @@ double measure_matmul_flops(torch::ScalarType compute, int64_t n) {
   constexpr int kReps = 5, kRounds = 3;
   double best = 0;  // a peak: the best of a few rounds, so one stall of a neighbour does not set it
   for (int round = 0; round < kRounds; ++round) {
-    const auto t0 = std::chrono::steady_clock::now();
+    const auto t0 = Clock::now();
     for (int i = 0; i < kReps; ++i) matmul_nt(a, b, compute);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double seconds = seconds_since(t0);
     best = std::max(best, 2.0 * n * n * n * kReps / seconds);
   }
   return best;

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "io/safetensors.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/mapped_file.h"
 #include "util/strings.h"
@@ -425,12 +426,9 @@ void Engine::loop() {
     // rows of one batch.
     std::vector<Slot*> sampled;
     double decode_seconds = 0;  // spent on generated tokens (the metrics' tokens/s)
-    auto seconds_since = [](std::chrono::steady_clock::time_point t) {
-      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-    };
     for (auto& s : slots_) {
       if (!s) continue;
-      const auto t0 = std::chrono::steady_clock::now();
+      const auto t0 = Clock::now();
       const bool generating = s->generating();
       Next next = Next::kDone;
       try {
@@ -443,7 +441,7 @@ void Engine::loop() {
       if (next == Next::kDone) free_slot(s);
     }
     if (!sampled.empty()) {
-      const auto t0 = std::chrono::steady_clock::now();
+      const auto t0 = Clock::now();
       try {
         read_sampled(sampled);
       } catch (const std::exception& e) {

@@ -1,7 +1,6 @@
 #include "train/trainer.h"
 
 #include <atomic>
-#include <chrono>
 #include <csignal>
 #include <cmath>
 #include <filesystem>
@@ -25,6 +24,7 @@
 #include "train/metrics.h"
 #include "train/schedule.h"
 #include "util/atomic_file.h"
+#include "util/clock.h"
 #include "util/error.h"
 #include "util/progress.h"
 
@@ -319,8 +319,8 @@ class Run {
     } reset_dropout;
     const LrSchedule schedule{o_.optimizer.lr, o_.optimizer.lr * o_.min_lr_ratio, o_.warmup, o_.steps};
     ProgressBar bar(static_cast<double>(o_.steps), o_.progress && rank_ == 0);
-    const auto begin = std::chrono::steady_clock::now();
-    auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count(); };
+    const auto begin = Clock::now();
+    auto elapsed = [&] { return seconds_since(begin); };
     const double seconds_before = progress_.seconds;
     const int64_t first_step = progress_.step;
     double smoothed = NAN, waited_before = 0;
@@ -336,7 +336,7 @@ class Run {
     }
     bool stop = false;
     while (progress_.step < o_.steps && !stop && !timed_out) {
-      const auto t0 = std::chrono::steady_clock::now();
+      const auto t0 = Clock::now();
       const double lr = schedule.at(progress_.step);
       const auto [loss, tokens] = step(lr, stop, [&] {
         progress_.seconds = seconds_before + elapsed();
@@ -345,7 +345,7 @@ class Run {
       timed_out = timed_out_;
       ++progress_.step;
       progress_.tokens += tokens;
-      const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double step_seconds = seconds_since(t0);
       progress_.seconds = seconds_before + elapsed();
       if (result_.first_loss == 0) result_.first_loss = loss;
       result_.last_loss = loss;

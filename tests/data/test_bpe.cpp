@@ -14,6 +14,7 @@
 #include "data/bpe.h"
 #include "data/corpus.h"
 #include "data/tokenizer.h"
+#include "files.h"
 #include "paths.h"
 #include "util/error.h"
 
@@ -24,7 +25,6 @@ namespace fs = std::filesystem;
 
 std::string js_dir() { return std::string(BAKALLM_SOURCE_DIR) + "/tests/js"; }
 
-void write(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
 
 // A tokenizer.json over the bytes of "abc " (in GPT-2's byte characters: the
 // space is "Ġ") with merges a+b (rank 0), ab+c (rank 1), Ġ+a (rank 2).
@@ -41,7 +41,7 @@ std::string tiny_tokenizer(const test::TempDir& dir, bool bos) {
                                        {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
                            {"special_tokens", {{"<|endoftext|>", {{"id", "<|endoftext|>"}, {"ids", {7}}}}}}};
   const std::string path = dir / (bos ? "bos.json" : "tiny.json");
-  write(path, j.dump());
+  test::write_file(path, j.dump());
   return path;
 }
 
@@ -74,13 +74,13 @@ TEST(Bpe, IdsDerivedByHand) {
   nfc["normalizer"] = {{"type", "NFC"}};
   nfc["model"]["vocab"]["Ã"] = 8;  // byte 0xC3
   nfc["model"]["vocab"]["©"] = 9;  // byte 0xA9
-  write(dir / "nfc.json", nfc.dump());
+  test::write_file(dir / "nfc.json", nfc.dump());
   BpeTokenizer composed(dir / "nfc.json");
   EXPECT_EQ(composed.encode("a\xc3\xa9"), (std::vector<uint32_t>{0, 8, 9}));   // "aé", composed
   EXPECT_EQ(composed.encode("ae\xcc\x81"), (std::vector<uint32_t>{0, 8, 9}));  // decomposed: the same after NFC
   EXPECT_THROW(t.encode("ae\xcc\x81"), Error);  // without NFC, "e" has no piece here
   // SentencePiece-style BPE JSON (no ByteLevel) is refused by name.
-  write(dir / "spm.json", R"({"model": {"type": "BPE", "vocab": {}, "merges": []}, "pre_tokenizer": null})");
+  test::write_file(dir / "spm.json", R"({"model": {"type": "BPE", "vocab": {}, "merges": []}, "pre_tokenizer": null})");
   try {
     BpeTokenizer bad(dir / "spm.json");
     FAIL();
@@ -93,8 +93,8 @@ TEST(Bpe, IdsDerivedByHand) {
 // for PREFIX; or a failure naming what is missing.
 nlohmann::json js_encode(const test::TempDir& dir, const std::string& tokenizer, const std::string& text,
                          const std::string& prefix) {
-  write(dir / "text.txt", text);
-  write(dir / "prefix.txt", prefix);
+  test::write_file(dir / "text.txt", text);
+  test::write_file(dir / "prefix.txt", prefix);
   const std::string cmd = "node " + js_dir() + "/encode.mjs " + tokenizer + " " + dir / "text.txt" + " " +
                           dir / "prefix.txt" + " " + dir / "ids.json" + " 2>" + dir / "node.log";
   if (std::system(cmd.c_str()) != 0) {

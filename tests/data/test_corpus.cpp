@@ -13,6 +13,7 @@
 #include "data/shard.h"
 #include "data/tokenize_job.h"
 #include "data/tokenizer.h"
+#include "files.h"
 #include "paths.h"
 #include "util/error.h"
 
@@ -23,16 +24,6 @@ std::vector<std::string> docs_of(const std::string& path, CorpusOptions o = {}) 
   std::vector<std::string> docs;
   read_corpus(path, o, [&](std::string&& d) { docs.push_back(d); });
   return docs;
-}
-
-void write(const std::string& path, const std::string& bytes) {
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 std::string zstd(const std::string& s) {
@@ -51,47 +42,47 @@ const std::string kStories = "One day a cat.\nIt sat.\n<|endoftext|>\nA dog ran.
 
 TEST(Corpus, TextSeparators) {
   test::TempDir dir;
-  write(dir / "s.txt", kStories);
+  test::write_file(dir / "s.txt", kStories);
   auto eot = docs_of(dir / "s.txt");
   ASSERT_EQ(eot.size(), 2u);
   EXPECT_EQ(eot[0], "One day a cat.\nIt sat.\n");
   EXPECT_EQ(eot[1], "A dog ran.\n\nThe end.\n");
   CorpusOptions blank;
   blank.separator = DocSeparator::kBlankLine;
-  write(dir / "b.txt", "para one\nline two\n\n\npara two\n");
+  test::write_file(dir / "b.txt", "para one\nline two\n\n\npara two\n");
   EXPECT_EQ(docs_of(dir / "b.txt", blank), (std::vector<std::string>{"para one\nline two\n", "para two\n"}));
   CorpusOptions percent;
   percent.separator = DocSeparator::kPercent;
-  write(dir / "fortunes", "A fortune.\n%\nAnother\none.\n%\n");  // no extension: plain text
+  test::write_file(dir / "fortunes", "A fortune.\n%\nAnother\none.\n%\n");  // no extension: plain text
   EXPECT_EQ(docs_of(dir / "fortunes", percent), (std::vector<std::string>{"A fortune.\n", "Another\none.\n"}));
   CorpusOptions file;
   file.separator = DocSeparator::kFile;
   EXPECT_EQ(docs_of(dir / "s.txt", file).size(), 1u);
-  write(dir / "crlf.txt", "a\r\n<|endoftext|>\r\nb\r\n");
+  test::write_file(dir / "crlf.txt", "a\r\n<|endoftext|>\r\nb\r\n");
   EXPECT_EQ(docs_of(dir / "crlf.txt").size(), 2u);
 }
 
 TEST(Corpus, JsonlAndCompression) {
   test::TempDir dir;
   const std::string jsonl = "{\"text\": \"first\\narticle\"}\n\n{\"text\": \"second\", \"id\": 2}\n";
-  write(dir / "a.jsonl", jsonl);
+  test::write_file(dir / "a.jsonl", jsonl);
   EXPECT_EQ(docs_of(dir / "a.jsonl"), (std::vector<std::string>{"first\narticle", "second"}));
-  write(dir / "a.jsonl.zst", zstd(jsonl));
+  test::write_file(dir / "a.jsonl.zst", zstd(jsonl));
   EXPECT_EQ(docs_of(dir / "a.jsonl.zst").size(), 2u);
-  write(dir / "s.txt.zstd", zstd(kStories));
+  test::write_file(dir / "s.txt.zstd", zstd(kStories));
   EXPECT_EQ(docs_of(dir / "s.txt.zstd").size(), 2u);
   write_gz(dir / "s.txt.gz", kStories);
   EXPECT_EQ(docs_of(dir / "s.txt.gz"), docs_of(dir / "s.txt.zstd"));
-  write(dir / "bad.jsonl", "{\"text\": \"ok\"}\n{\"txt\": 1}\n");
+  test::write_file(dir / "bad.jsonl", "{\"text\": \"ok\"}\n{\"txt\": 1}\n");
   try {
     docs_of(dir / "bad.jsonl");
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("bad.jsonl: line 2 has no string field \"text\""), std::string::npos);
   }
-  write(dir / "trunc.txt.zst", zstd(kStories).substr(0, 10));
+  test::write_file(dir / "trunc.txt.zst", zstd(kStories).substr(0, 10));
   EXPECT_THROW(docs_of(dir / "trunc.txt.zst"), Error);
-  write(dir / "x.parquet", "PAR1");
+  test::write_file(dir / "x.parquet", "PAR1");
   EXPECT_THROW(docs_of(dir / "x.parquet"), Error);
 }
 
@@ -115,13 +106,13 @@ TEST(Corpus, ZipMembers) {
   auto docs = docs_of(dir / "c.zip");
   EXPECT_EQ(docs, (std::vector<std::string>{"Book A.\n", "One day a cat.\nIt sat.\n", "A dog ran.\n\nThe end.\n",
                                             "zipped jsonl"}));
-  write(dir / "broken.zip", "PK\x03\x04garbage");
+  test::write_file(dir / "broken.zip", "PK\x03\x04garbage");
   EXPECT_THROW(docs_of(dir / "broken.zip"), Error);
 }
 
 TEST(Corpus, InvalidUtf8Policies) {
   test::TempDir dir;
-  write(dir / "latin.txt", "caf\xe9\nna\xefve\n");
+  test::write_file(dir / "latin.txt", "caf\xe9\nna\xefve\n");
   try {
     docs_of(dir / "latin.txt");
     FAIL();
@@ -152,8 +143,8 @@ TEST_F(TokenizeJob, WritesShardsWithBosAndAValidationSplit) {
   test::TempDir dir;
   std::string text;
   for (int i = 0; i < 40; ++i) text += "Story number " + std::to_string(i) + " is short.\n<|endoftext|>\n";
-  write(dir / "s.txt", text);
-  write(dir / "w.jsonl.zst", zstd("{\"text\": \"An article.\"}\n{\"text\": \"Another one.\"}\n"));
+  test::write_file(dir / "s.txt", text);
+  test::write_file(dir / "w.jsonl.zst", zstd("{\"text\": \"An article.\"}\n{\"text\": \"Another one.\"}\n"));
   TokenizeOptions o;
   o.inputs = {dir / "s.txt", dir / "w.jsonl.zst"};
   o.tokenizer = tokenizer;
@@ -190,9 +181,9 @@ TEST_F(TokenizeJob, WritesShardsWithBosAndAValidationSplit) {
 
 TEST_F(TokenizeJob, FailuresLeaveNoCompleteLookingOutput) {
   test::TempDir dir;
-  write(dir / "good.txt", "fine text\n");
-  write(dir / "bad.txt", "caf\xe9\n");
-  write(dir / "empty.txt", "  \n\n");
+  test::write_file(dir / "good.txt", "fine text\n");
+  test::write_file(dir / "bad.txt", "caf\xe9\n");
+  test::write_file(dir / "empty.txt", "  \n\n");
   TokenizeOptions o;
   o.tokenizer = tokenizer;
   o.out_dir = dir / "out";
@@ -200,10 +191,10 @@ TEST_F(TokenizeJob, FailuresLeaveNoCompleteLookingOutput) {
   o.inputs = {dir / "good.txt"};
   tokenize_corpus(o);
   ASSERT_TRUE(std::filesystem::exists(dir / "out/manifest.json"));
-  const auto before = read_file(dir / "out/manifest.json");
+  const auto before = test::read_file(dir / "out/manifest.json");
   o.inputs = {dir / "good.txt", dir / "bad.txt"};  // a rerun that fails halfway
   EXPECT_THROW(tokenize_corpus(o), Error);
-  EXPECT_EQ(read_file(dir / "out/manifest.json"), before);  // the earlier dataset is untouched
+  EXPECT_EQ(test::read_file(dir / "out/manifest.json"), before);  // the earlier dataset is untouched
   EXPECT_NO_THROW(ShardReader(dir / "out/train_000000.bin"));
   o.inputs = {dir / "empty.txt"};
   try {
@@ -217,9 +208,9 @@ TEST_F(TokenizeJob, FailuresLeaveNoCompleteLookingOutput) {
   for (const auto& d : {dir / "out", dir.path.string()})
     for (const auto& e : std::filesystem::directory_iterator(d))
       EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << e.path();
-  EXPECT_EQ(read_file(dir / "out/manifest.json"), before);
+  EXPECT_EQ(test::read_file(dir / "out/manifest.json"), before);
   // A directory that holds anything else is refused, and left as it was.
-  write(dir / "mine/thesis.txt", "precious");
+  test::write_file(dir / "mine/thesis.txt", "precious");
   o.inputs = {dir / "good.txt"};
   o.out_dir = dir / "mine";
   try {
@@ -228,7 +219,7 @@ TEST_F(TokenizeJob, FailuresLeaveNoCompleteLookingOutput) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("thesis.txt"), std::string::npos) << e.what();
   }
-  EXPECT_EQ(read_file(dir / "mine/thesis.txt"), "precious");
+  EXPECT_EQ(test::read_file(dir / "mine/thesis.txt"), "precious");
   EXPECT_FALSE(std::filesystem::exists(dir / "mine/manifest.json"));
 }
 

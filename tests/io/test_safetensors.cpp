@@ -5,6 +5,7 @@
 #include <fstream>
 #include <random>
 
+#include "files.h"
 #include "io/safetensors.h"
 #include "paths.h"
 #include "tensor_asserts.h"
@@ -12,15 +13,6 @@
 
 namespace bakallm {
 namespace {
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-void spit(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 
 std::string with_header(const std::string& json, const std::string& data) {
   std::string out(8, '\0');
@@ -63,7 +55,7 @@ TEST(Safetensors, RoundTripEveryDtype) {
     EXPECT_TRUE(torch::equal(b, t)) << name;
   }
   // Data starts 8-byte aligned.
-  const auto bytes = slurp(dir / "t.safetensors");
+  const auto bytes = test::read_file(dir / "t.safetensors");
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(bytes[i]);
   EXPECT_EQ((8 + n) % 8, 0u);
@@ -79,9 +71,9 @@ TEST(Safetensors, ReadsTheGoldenFile) {
 TEST(Safetensors, RejectsTruncatedFile) {
   test::TempDir dir;
   write_safetensors(dir / "t.safetensors", {{"w", torch::randn({16, 16})}});
-  auto bytes = slurp(dir / "t.safetensors");
+  auto bytes = test::read_file(dir / "t.safetensors");
   for (size_t keep : {size_t(0), size_t(5), size_t(8), size_t(20), bytes.size() - 1}) {
-    spit(dir / "cut.safetensors", bytes.substr(0, keep));
+    test::write_file(dir / "cut.safetensors", bytes.substr(0, keep));
     try {
       read_safetensors(dir / "cut.safetensors");
       FAIL() << "accepted a file cut to " << keep << " bytes";
@@ -126,7 +118,7 @@ TEST(Safetensors, SurvivesRandomCorruption) {
   test::TempDir dir;
   write_safetensors(dir / "t.safetensors",
                     {{"a", torch::randn({5, 3})}, {"b", torch::arange(7, torch::kLong)}, {"c", torch::randn({2})}});
-  const auto base = slurp(dir / "t.safetensors");
+  const auto base = test::read_file(dir / "t.safetensors");
   std::mt19937 rng(42);
   int errors = 0;
   for (int i = 0; i < 3000; ++i) {
