@@ -10,11 +10,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstring>
 #include <iostream>
 #include <thread>
 
+#include "util/clock.h"
 #include "util/error.h"
 
 namespace bakallm {
@@ -108,7 +108,6 @@ int launch(const LaunchOptions& o) {
   std::cerr << "launch: " << o.nproc << " rank(s) of " << world << " on this machine, " << threads
             << " thread(s) each, rendezvous " << o.master_addr << ":" << port << "\n";
 
-  using Clock = std::chrono::steady_clock;
   int status_out = 0;
   bool failed = false;
   Clock::time_point failed_at{}, terminated_at{};

@@ -9,17 +9,15 @@ namespace bakallm {
 
 ProgressBar::ProgressBar(double total, bool enabled)
     : total_(total), enabled_(enabled), tty_(::isatty(STDERR_FILENO)),
-      start_(std::chrono::steady_clock::now()), last_(start_ - std::chrono::hours(1)) {}
+      start_(Clock::now()), last_(start_ - std::chrono::hours(1)) {}
 
 ProgressBar::~ProgressBar() { finish(); }
 
-double ProgressBar::elapsed() const {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-}
+double ProgressBar::elapsed() const { return seconds_since(start_); }
 
 void ProgressBar::update(double done, const std::string& status, bool force) {
   if (!enabled_) return;
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = Clock::now();
   const auto every = tty_ ? std::chrono::milliseconds(100) : std::chrono::milliseconds(10000);
   if (!force && now - last_ < every) return;
   last_ = now;

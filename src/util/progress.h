@@ -1,8 +1,9 @@
 // A one-line progress bar on stderr, redrawn at most every 100 ms when stderr
 // is a terminal; elsewhere (logs, CI) a plain line at most every 10 s.
 #pragma once
-#include <chrono>
 #include <string>
+
+#include "util/clock.h"
 
 namespace bakallm {
 
@@ -25,7 +26,7 @@ class ProgressBar {
  private:
   double total_;
   bool enabled_, tty_, open_ = false;
-  std::chrono::steady_clock::time_point start_, last_;
+  Clock::time_point start_, last_;
 };
 
 }  // namespace bakallm

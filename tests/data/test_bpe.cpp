@@ -98,8 +98,7 @@ nlohmann::json js_encode(const test::TempDir& dir, const std::string& tokenizer,
   const std::string cmd = "node " + js_dir() + "/encode.mjs " + tokenizer + " " + dir / "text.txt" + " " +
                           dir / "prefix.txt" + " " + dir / "ids.json" + " 2>" + dir / "node.log";
   if (std::system(cmd.c_str()) != 0) {
-    std::ifstream log(dir / "node.log");
-    ADD_FAILURE() << "node failed (scripts/test.sh installs tests/js): " << std::string(std::istreambuf_iterator<char>(log), {});
+    ADD_FAILURE() << "node failed (scripts/test.sh installs tests/js): " << test::read_file(dir / "node.log");
     return {};
   }
   std::ifstream in(dir / "ids.json");

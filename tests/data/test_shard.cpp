@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "data/shard.h"
+#include "files.h"
 #include "paths.h"
 #include "util/error.h"
 
@@ -74,10 +75,9 @@ TEST(Shard, DocumentsSplitAtBos) {
 TEST(Shard, RejectsBadFiles) {
   test::TempDir dir;
   write_shard(dir / "good.bin", {1, 2, 3, 4});
-  std::ifstream in(dir / "good.bin", std::ios::binary);
-  std::string bytes{std::istreambuf_iterator<char>(in), {}};
-  auto write = [&](const std::string& name, std::string b) {
-    std::ofstream(dir / name, std::ios::binary).write(b.data(), static_cast<std::streamsize>(b.size()));
+  const std::string bytes = test::read_file(dir / "good.bin");
+  auto write = [&](const std::string& name, const std::string& b) {
+    test::write_file(dir / name, b);
     return dir / name;
   };
   auto magic = bytes;

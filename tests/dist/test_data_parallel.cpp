@@ -29,6 +29,7 @@
 #include "small_config.h"
 #include "train/checkpoint.h"
 #include "train/train_fixture.h"
+#include "util/clock.h"
 
 namespace bakallm {
 namespace {
@@ -39,7 +40,6 @@ using test::read_file;
 using test::run_cli;
 using test::start;
 using test::wait_for;
-using Clock = std::chrono::steady_clock;
 
 // A port free now on 127.0.0.1 (held by LISTEN_FD while it is >= 0).
 int free_port(int* listen_fd = nullptr) {
@@ -268,7 +268,7 @@ TEST_F(DataParallel, ARankThatDiesOrHangsIsNamed) {
     const auto t0 = Clock::now();
     const int survivor = 1 - c.victim;
     const int status = wait_for(pid[survivor]);
-    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double seconds = seconds_since(t0);
     if (c.signal == SIGSTOP) ::kill(pid[c.victim], SIGKILL);
     wait_for(pid[c.victim]);
     const auto log = read_file(run + ".log" + std::to_string(survivor));
