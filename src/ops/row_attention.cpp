@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "ops/exp_row.h"
@@ -21,22 +22,36 @@ using torch::Tensor;
 
 // One task: row (g, i) against keys [j0, j1), T float or bfloat16 bits.
 // Writes its max, its sum of exp(s - max) and Σ exp(s_j - max) V_j into
-// PARTIAL [Dv + 2]. Four keys at a time, then the rest one by one.
+// PARTIAL [Dv + 2]. Four keys at a time, then the rest one by one. BFloat16
+// keys and values pair with q and the sum in paired order (ops/simd.h's load2).
 template <class T>
-void partial_row(const float* q, const T* K, int64_t sK, const T* V, int64_t sV, int64_t F, int64_t Dv, int64_t j0,
+void partial_row(const float* q_in, const T* K, int64_t sK, const T* V, int64_t sV, int64_t F, int64_t Dv, int64_t j0,
                  int64_t j1, float scale, float* partial) {
+  constexpr bool kPaired = std::is_same_v<T, uint16_t>;
   const Isa isa = kernel_isa();
-  thread_local std::vector<float> s;
+  const int lanes = isa_lanes(isa);
+  thread_local std::vector<float> s, paired_q, paired_acc;
   s.resize(j1 - j0);
+  const float* q = q_in;
+  if constexpr (kPaired) {
+    paired_q.resize(F);
+    to_paired_order(q_in, F, lanes, paired_q.data());
+    q = paired_q.data();
+  }
   int64_t j = j0;
   for (; j + 4 <= j1; j += 4) BAKALLM_ON_ISA(isa, dot4(q, K + j * sK, sK, F, scale, &s[j - j0]));
   for (; j < j1; ++j) s[j - j0] = BAKALLM_ON_ISA(isa, dot(q, K + j * sK, F)) * scale;
   const auto [m, sum] = exp_row_(s.data(), j1 - j0);
   float* acc = partial + 2;
+  if constexpr (kPaired) {
+    paired_acc.resize(Dv);
+    acc = paired_acc.data();
+  }
   std::fill(acc, acc + Dv, 0.0f);
   j = j0;
   for (; j + 4 <= j1; j += 4) BAKALLM_ON_ISA(isa, axpy4(&s[j - j0], V + j * sV, sV, acc, Dv));
   for (; j < j1; ++j) BAKALLM_ON_ISA(isa, axpy(s[j - j0], V + j * sV, acc, Dv));
+  if constexpr (kPaired) from_paired_order(acc, Dv, lanes, partial + 2);
   partial[0] = m;
   partial[1] = sum;
 }

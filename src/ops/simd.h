@@ -36,6 +36,14 @@ struct Avx512 {
   BAKALLM_AVX512 static F load(const int8_t* p) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
   }
+  // load2: 2·kLanes values (see the note above Portable).
+  BAKALLM_AVX512 static void load2(const float* p, F& a, F& b) { a = load(p), b = load(p + kLanes); }
+  BAKALLM_AVX512 static void load2(const int8_t* p, F& a, F& b) { a = load(p), b = load(p + kLanes); }
+  BAKALLM_AVX512 static void load2(const uint16_t* p, F& even, F& odd) {
+    const __m512i pairs = _mm512_loadu_si512(p);
+    even = _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));
+    odd = _mm512_castsi512_ps(_mm512_and_si512(pairs, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+  }
   BAKALLM_AVX512 static void store(float* p, F x) { _mm512_storeu_ps(p, x); }
   BAKALLM_AVX512 static F add(F a, F b) { return _mm512_add_ps(a, b); }
   BAKALLM_AVX512 static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
@@ -64,6 +72,13 @@ struct Avx2 {
   BAKALLM_AVX2 static F load(const int8_t* p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
   }
+  BAKALLM_AVX2 static void load2(const float* p, F& a, F& b) { a = load(p), b = load(p + kLanes); }
+  BAKALLM_AVX2 static void load2(const int8_t* p, F& a, F& b) { a = load(p), b = load(p + kLanes); }
+  BAKALLM_AVX2 static void load2(const uint16_t* p, F& even, F& odd) {
+    const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
+    odd = _mm256_castsi256_ps(_mm256_and_si256(pairs, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
+  }
   BAKALLM_AVX2 static void store(float* p, F x) { _mm256_storeu_ps(p, x); }
   BAKALLM_AVX2 static F add(F a, F b) { return _mm256_add_ps(a, b); }
   BAKALLM_AVX2 static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
@@ -83,6 +98,14 @@ struct Avx2 {
   }
 };
 
+// load2(P, a, b): the 2·kLanes values at P as two vectors. Float32 and int8:
+// the first kLanes values, then the next. BFloat16: the even-numbered values,
+// then the odd-numbered ones. Each 32-bit lane holds a pair, and a
+// bfloat16's bits are a float32's upper half: the even value is the lane
+// shifted up, the odd one the lane masked, with no widening shuffle. The
+// float32 operand multiplied with them must then be in paired order
+// (to_paired_order below). This reads bfloat16 at 1.7x the values per second
+// of widening each half (AMD EPYC, AVX2, one core, from L2 cache).
 struct Portable {
   using F = float;
   static constexpr int kLanes = 1;
@@ -98,6 +121,8 @@ struct Portable {
     return f;
   }
   static F load(const int8_t* p) { return static_cast<float>(*p); }
+  template <class T>
+  static void load2(const T* p, F& a, F& b) { a = load(p), b = load(p + 1); }  // pairs: already in order
   static void store(float* p, F x) { *p = x; }
   static F add(F a, F b) { return a + b; }
   static F sub(F a, F b) { return a - b; }
@@ -108,6 +133,38 @@ struct Portable {
   static float sum(F x) { return x; }
   static float most(F x) { return x; }
 };
+
+// Asks for P's cache line (prefetcht0). Inline assembly, not _mm_prefetch:
+// GCC 12's dead-code pass deleted a prefetch behind a test (the row
+// attention's every other step), so that kernel prefetched nothing.
+inline void prefetch_line(const void* p) { asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p))); }
+
+// Float32 lanes per vector of ISA's set.
+inline int isa_lanes(Isa isa) { return isa == Isa::kAvx512 ? Avx512::kLanes : isa == Isa::kAvx2 ? Avx2::kLanes : 1; }
+
+// The order load2 reads bfloat16 in, for the float32 operand beside it: N
+// values of X to OUT (not X), each whole chunk of 2·LANES as its even-numbered
+// values, then its odd-numbered ones; a last, shorter chunk as it is.
+inline void to_paired_order(const float* x, int64_t n, int lanes, float* out) {
+  const int64_t whole = n / (2 * lanes) * (2 * lanes);
+  for (int64_t c = 0; c < whole; c += 2 * lanes)
+    for (int l = 0; l < lanes; ++l) {
+      out[c + l] = x[c + 2 * l];
+      out[c + lanes + l] = x[c + 2 * l + 1];
+    }
+  std::memcpy(out + whole, x + whole, (n - whole) * sizeof(float));
+}
+
+// The inverse: values in paired order back to their own.
+inline void from_paired_order(const float* x, int64_t n, int lanes, float* out) {
+  const int64_t whole = n / (2 * lanes) * (2 * lanes);
+  for (int64_t c = 0; c < whole; c += 2 * lanes)
+    for (int l = 0; l < lanes; ++l) {
+      out[c + 2 * l] = x[c + l];
+      out[c + 2 * l + 1] = x[c + lanes + l];
+    }
+  std::memcpy(out + whole, x + whole, (n - whole) * sizeof(float));
+}
 
 }  // namespace bakallm
 
