@@ -62,11 +62,13 @@ void row_product(const float* a, int64_t M, int64_t K, const void* w, const floa
                  int64_t N, Isa isa) {
   switch (kind) {
     case RowWeights::kFloat: run(a, M, K, FloatWeights{static_cast<const float*>(w), K}, y, N, isa); break;
-    case RowWeights::kBFloat16: {  // both operands in bfloat16: the rows rounded first
-      thread_local std::vector<float> rounded;
+    case RowWeights::kBFloat16: {  // both operands in bfloat16: the rows rounded first, in paired order (ops/simd.h)
+      thread_local std::vector<float> rounded, paired;
       rounded.resize(M * K);
+      paired.resize(M * K);
       for (int64_t i = 0; i < M * K; ++i) rounded[i] = round_to_bfloat16(a[i]);
-      run(rounded.data(), M, K, BFloat16Weights{static_cast<const uint16_t*>(w), K}, y, N, isa);
+      for (int64_t i = 0; i < M; ++i) to_paired_order(rounded.data() + i * K, K, isa_lanes(isa), paired.data() + i * K);
+      run(paired.data(), M, K, BFloat16Weights{static_cast<const uint16_t*>(w), K}, y, N, isa);
       break;
     }
     case RowWeights::kQ8: run(a, M, K, Q8Weights{static_cast<const int8_t*>(w), K, scales}, y, N, isa); break;
