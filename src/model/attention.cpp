@@ -34,7 +34,7 @@ RotaryImpl::Angles QkvImpl::angles(const torch::Tensor& h, const WindowOffsets& 
   return o.rows.defined() ? pos_emb->angles(h, o.rows) : pos_emb->angles(h, o.start);
 }
 
-torch::Tensor QkvImpl::shape(Linear& fc, const torch::Tensor& h, torch::nn::LayerNorm& n, const RotaryImpl::Angles& a) {
+torch::Tensor QkvImpl::shape(Linear& fc, const torch::Tensor& h, LayerNorm& n, const RotaryImpl::Angles& a) {
   if (negator.defined() && n)  // the three steps below as one op, fc(h) its only reader: in the products' dtype
     return negated_norm_rotary(fc->inner(h), negator, n->weight, n->bias, n->options.eps(), a.cos, a.sin);  // [B, T, 2D]
   const auto x = fc(h);                                                   // [B, T, D]

@@ -8,6 +8,7 @@
 
 #include "model/config.h"
 #include "model/gate.h"
+#include "model/layer_norm.h"
 #include "model/linear.h"
 #include "model/rotary.h"
 #include "model/state.h"
@@ -31,12 +32,12 @@ class QkvImpl : public torch::nn::Module {
   int64_t width() const { return width_; }  // of Q and K: 2D, or D without the negator
 
   Linear q, k, v;
-  torch::nn::LayerNorm q_norm{nullptr}, k_norm{nullptr};  // absent without qk_norm
+  LayerNorm q_norm{nullptr}, k_norm{nullptr};  // absent without qk_norm
   torch::Tensor negator;  // scalar, init 1; undefined when the switch is off
   Rotary pos_emb{nullptr};
 
  private:
-  torch::Tensor shape(Linear& fc, const torch::Tensor& h, torch::nn::LayerNorm& norm, const RotaryImpl::Angles& a);
+  torch::Tensor shape(Linear& fc, const torch::Tensor& h, LayerNorm& norm, const RotaryImpl::Angles& a);
   int64_t width_;
 };
 TORCH_MODULE(Qkv);

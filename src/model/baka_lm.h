@@ -114,7 +114,7 @@ class BakaLMImpl : public torch::nn::Module {
 
   BakaNet model;                      // BakaLLM, else null
   GptNeoxNet gpt_neox{nullptr};       // GPT-NeoX, else null
-  torch::nn::LayerNorm lm_norm;       // GPT-NeoX: gpt_neox->final_layer_norm
+  LayerNorm lm_norm;       // GPT-NeoX: gpt_neox->final_layer_norm
   Linear embed_out;  // weight [V, D]
 
   // FLOAT or BFLOAT16 for every matrix product (mixed precision: parameters,

@@ -43,7 +43,7 @@ class BlockImpl : public torch::nn::Module {
   torch::Tensor solidify(const torch::Tensor& x, int64_t n);
 
   Mega mega{nullptr};                        // absent when ema_input is none
-  torch::nn::LayerNorm norm_mega{nullptr}, norm_input{nullptr}, mlp_attn_norm{nullptr};
+  LayerNorm norm_mega{nullptr}, norm_input{nullptr}, mlp_attn_norm{nullptr};
   Attention attn{nullptr};
   Mlp mlp{nullptr};
   Linear mlp_attn_gate{nullptr}, mega_gate{nullptr};  // absent when their switch is off

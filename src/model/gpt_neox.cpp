@@ -10,8 +10,8 @@
 namespace bakallm {
 
 namespace {
-torch::nn::LayerNorm neox_norm(const Config& c) {
-  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_dim}).eps(c.layer_norm_eps));
+LayerNorm neox_norm(const Config& c) {
+  return layer_norm(c.hidden_dim, c.layer_norm_eps);
 }
 }  // namespace
 

@@ -23,6 +23,7 @@
 #include <torch/torch.h>
 
 #include "model/config.h"
+#include "model/layer_norm.h"
 #include "model/linear.h"
 
 namespace bakallm {
@@ -61,7 +62,7 @@ class GptNeoxLayerImpl : public torch::nn::Module {
   explicit GptNeoxLayerImpl(const Config& c);
   torch::Tensor forward(const torch::Tensor& x);  // [B, T, D] -> [B, T, D]
 
-  torch::nn::LayerNorm input_layernorm, post_attention_layernorm;
+  LayerNorm input_layernorm, post_attention_layernorm;
   GptNeoxAttention attention;
   GptNeoxMlp mlp;
 
@@ -81,7 +82,7 @@ class GptNeoxNetImpl : public torch::nn::Module {
 
   torch::nn::Embedding embed_in;
   torch::nn::ModuleList layers;  // of GptNeoxLayer
-  torch::nn::LayerNorm final_layer_norm;
+  LayerNorm final_layer_norm;
 
  private:
   int64_t window_;

@@ -1,0 +1,42 @@
+#include "ops/row_norm.h"
+
+#include <cmath>
+
+#include "ops/autograd.h"
+
+namespace bakallm {
+
+bool layer_norm_rows_can(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  auto cpu_float = [](const torch::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == torch::kFloat; };
+  if (!cpu_float(x) || x.dim() < 1 || !weight.defined() || !bias.defined() || !cpu_float(weight) || !cpu_float(bias))
+    return false;
+  const int64_t D = x.size(-1);
+  return weight.numel() == D && bias.numel() == D && D > 0 && x.numel() / D <= kRowNormRows &&
+         !wants_grad(x, weight, bias);
+}
+
+torch::Tensor layer_norm_rows(const torch::Tensor& x_in, const torch::Tensor& weight, const torch::Tensor& bias,
+                              double eps) {
+  TORCH_CHECK(layer_norm_rows_can(x_in, weight, bias),
+              "layer_norm_rows: CPU float32 x [..., D] of at most ", kRowNormRows, " rows, weight and bias [D]");
+  const auto x = x_in.contiguous();
+  const auto w = weight.contiguous(), b = bias.contiguous();
+  const int64_t D = x.size(-1), rows = x.numel() / D;
+  auto y = torch::empty_like(x);
+  const float *px = x.data_ptr<float>(), *pw = w.data_ptr<float>(), *pb = b.data_ptr<float>();
+  float* py = y.data_ptr<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = px + r * D;
+    double sum = 0;
+    for (int64_t d = 0; d < D; ++d) sum += row[d];
+    const double mean = sum / D;
+    double squares = 0;
+    for (int64_t d = 0; d < D; ++d) squares += (row[d] - mean) * (row[d] - mean);
+    const float rstd = static_cast<float>(1.0 / std::sqrt(squares / D + eps)), m = static_cast<float>(mean);
+    float* out = py + r * D;
+    for (int64_t d = 0; d < D; ++d) out[d] = (row[d] - m) * rstd * pw[d] + pb[d];
+  }
+  return y;
+}
+
+}  // namespace bakallm
