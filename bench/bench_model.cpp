@@ -192,7 +192,9 @@ BENCHMARK(BM_HeadProduct)
 // A one-row product with the weight read from memory, not the cache: weights
 // used in turn, 490 MB of float32 in all, in 2 MB pages. Set against `bakallm bench`'s read
 // bandwidth, this says whether decoding's products run at the floor. Shapes
-// [N, K]: tiny's head [32000, 320], and base's MLP [2048, 768] and [768, 2048].
+// [N, K]: tiny's head [32000, 320], base's MLP [2048, 768] and [768, 2048],
+// and tiny's layer products [320, 320] and [1280, 320] (each call's fixed
+// cost shows against its few microseconds).
 void BM_HeadProductFromMemory(benchmark::State& state) {
   set_threads(threads());
   const int64_t kind = state.range(0), N = state.range(1), K = state.range(2);
@@ -231,6 +233,7 @@ BENCHMARK(BM_HeadProductFromMemory)
     ->ArgsProduct({{0, 1, 2, 3, 4}, {32000}, {320}})
     ->ArgsProduct({{0, 1, 3, 4}, {2048}, {768}})
     ->ArgsProduct({{0, 1, 3, 4}, {768}, {2048}})
+    ->ArgsProduct({{0, 1, 2}, {320, 1280}, {320}})
     ->Unit(benchmark::kMicrosecond);
 
 // One decoded row's attention in each of the tiny preset's 8 layers, after
