@@ -23,21 +23,15 @@ using torch::Tensor;
 // One task: row (g, i) against keys [j0, j1), T float or bfloat16 bits.
 // Writes its max, its sum of exp(s - max) and Σ exp(s_j - max) V_j into
 // PARTIAL [Dv + 2]. Four keys at a time, then the rest one by one. BFloat16
-// keys and values pair with q and the sum in paired order (ops/simd.h's load2).
+// keys and values pair with q and the sum in paired order (ops/simd.h's
+// load2): q comes in that order, the sum is put back in its own.
 template <class T>
-void partial_row(const float* q_in, const T* K, int64_t sK, const T* V, int64_t sV, int64_t F, int64_t Dv, int64_t j0,
+void partial_row(const float* q, const T* K, int64_t sK, const T* V, int64_t sV, int64_t F, int64_t Dv, int64_t j0,
                  int64_t j1, float scale, float* partial) {
   constexpr bool kPaired = std::is_same_v<T, uint16_t>;
   const Isa isa = kernel_isa();
-  const int lanes = isa_lanes(isa);
-  thread_local std::vector<float> s, paired_q, paired_acc;
+  thread_local std::vector<float> s, paired_acc;
   s.resize(j1 - j0);
-  const float* q = q_in;
-  if constexpr (kPaired) {
-    paired_q.resize(F);
-    to_paired_order(q_in, F, lanes, paired_q.data());
-    q = paired_q.data();
-  }
   int64_t j = j0;
   for (; j + 4 <= j1; j += 4) BAKALLM_ON_ISA(isa, dot4(q, K + j * sK, sK, F, scale, &s[j - j0]));
   for (; j < j1; ++j) s[j - j0] = BAKALLM_ON_ISA(isa, dot(q, K + j * sK, F)) * scale;
@@ -51,7 +45,7 @@ void partial_row(const float* q_in, const T* K, int64_t sK, const T* V, int64_t 
   j = j0;
   for (; j + 4 <= j1; j += 4) BAKALLM_ON_ISA(isa, axpy4(&s[j - j0], V + j * sV, sV, acc, Dv));
   for (; j < j1; ++j) BAKALLM_ON_ISA(isa, axpy(s[j - j0], V + j * sV, acc, Dv));
-  if constexpr (kPaired) from_paired_order(acc, Dv, lanes, partial + 2);
+  if constexpr (kPaired) from_paired_order(acc, Dv, isa_lanes(isa), partial + 2);
   partial[0] = m;
   partial[1] = sum;
 }
@@ -85,6 +79,13 @@ Tensor row_attention(const Tensor& q_in, const Tensor& K, const Tensor& V, const
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), Tk / 64));
   std::vector<float> partial(G * Tq * parts * (Dv + 2));
   const float* pq = q.data_ptr<float>();
+  std::vector<float> paired_q;  // bfloat16 keys: each row of q once in paired order, for all its parts
+  if (kv == torch::kBFloat16) {
+    paired_q.resize(G * Tq * F);
+    for (int64_t row = 0; row < G * Tq; ++row)
+      to_paired_order(pq + row * F, F, isa_lanes(kernel_isa()), paired_q.data() + row * F);
+    pq = paired_q.data();
+  }
   at::parallel_for(0, G * Tq * parts, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t row = t / parts, part = t % parts, g = row / Tq, i = row % Tq;

@@ -62,12 +62,11 @@ void row_product(const float* a, int64_t M, int64_t K, const void* w, const floa
                  int64_t N, Isa isa) {
   switch (kind) {
     case RowWeights::kFloat: run(a, M, K, FloatWeights{static_cast<const float*>(w), K}, y, N, isa); break;
-    case RowWeights::kBFloat16: {  // both operands in bfloat16: the rows rounded first, in paired order (ops/simd.h)
-      thread_local std::vector<float> rounded, paired;
-      rounded.resize(M * K);
+    case RowWeights::kBFloat16: {  // both operands in bfloat16: the rows in paired order (ops/simd.h), rounded
+      thread_local std::vector<float> paired;
       paired.resize(M * K);
-      for (int64_t i = 0; i < M * K; ++i) rounded[i] = round_to_bfloat16(a[i]);
-      for (int64_t i = 0; i < M; ++i) to_paired_order(rounded.data() + i * K, K, isa_lanes(isa), paired.data() + i * K);
+      for (int64_t i = 0; i < M; ++i) to_paired_order(a + i * K, K, isa_lanes(isa), paired.data() + i * K);
+      for (float& x : paired) x = round_to_bfloat16(x);
       run(paired.data(), M, K, BFloat16Weights{static_cast<const uint16_t*>(w), K}, y, N, isa);
       break;
     }
