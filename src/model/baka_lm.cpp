@@ -1,6 +1,9 @@
 #include "model/baka_lm.h"
 
+#include <algorithm>
+
 #include "model/layer_norm.h"
+#include "model/shared_input.h"
 #include "ops/cross_entropy.h"
 #include "util/error.h"
 #include "util/huge_pages.h"
@@ -128,7 +131,7 @@ void BakaLMImpl::set_compute_dtype(torch::ScalarType dtype) {
 
 void BakaLMImpl::store_linear_weights(torch::ScalarType dtype) {
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor*> stored;
+  std::vector<std::shared_ptr<LinearImpl>> linears;
   for (const auto& m : modules()) {
     if (auto linear = std::dynamic_pointer_cast<LinearImpl>(m)) {
       if (dtype == torch::kChar) {
@@ -137,10 +140,24 @@ void BakaLMImpl::store_linear_weights(torch::ScalarType dtype) {
         linear->weight.set_data(linear->weight.to(dtype));
         linear->set_compute_dtype(dtype);
       }
+      linears.push_back(linear);
+    }
+  }
+  // Layers reading one input side by side (model/shared_input.h), each group where its first layer is.
+  std::vector<torch::Tensor*> stored;
+  std::vector<SharedInput*> packed;
+  for (const auto& linear : linears) {
+    auto* group = linear->shared_input().get();
+    if (group && std::find(packed.begin(), packed.end(), group) != packed.end()) continue;
+    if (group && group->pack()) {
+      packed.push_back(group);
+      for (auto* t : group->packed_tensors()) stored.push_back(t);
+    } else {
       for (auto* t : linear->stored_weights()) stored.push_back(t);
     }
   }
   move_to_huge_pages(stored);  // a decoded token streams them all
+  for (auto* group : packed) group->point();  // the members' views of the moved rows
   if (model) model->set_cache_dtype(dtype == torch::kFloat ? std::nullopt : std::optional(torch::kBFloat16));
 }
 

@@ -17,6 +17,16 @@ BlockImpl::BlockImpl(const Config& c) : config_(c) {
   mlp = register_module("mlp", Mlp(D, c.intermediate_dim, c.activation));
   if (c.mlp_gate != MlpGate::kNone) mlp_attn_gate = register_module("mlp_attn_gate", Linear(D, D));
   if (ema && c.mega_gate) mega_gate = register_module("mega_gate", Linear(D, D, /*bias=*/true));
+  // Which products read h and which m, in the order forward runs them.
+  std::vector<LinearImpl*> of_h, of_m;
+  auto& qk = c.ema_input == EmaInput::kQueriesKeys ? of_m : of_h;
+  qk.insert(qk.end(), {attn->qkv->q.get(), attn->qkv->k.get()});
+  (c.ema_input == EmaInput::kValues ? of_m : of_h).push_back(attn->qkv->v.get());
+  of_h.insert(of_h.end(), {mlp->fc_gate.get(), mlp->fc_up.get()});
+  if (c.mlp_gate == MlpGate::kSelf) of_h.push_back(mlp_attn_gate.get());
+  if (mega_gate) of_m.push_back(mega_gate.get());
+  if (of_h.size() > 1) of_h_ = SharedInput::make(of_h);
+  if (of_m.size() > 1) of_m_ = SharedInput::make(of_m);
 }
 
 torch::Tensor BlockImpl::combine(const torch::Tensor& x, const torch::Tensor& h,
@@ -65,6 +75,7 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x, const LayerWindows& ws,
     m = norm_mega(y);
   }
   auto h = norm_input(x);                               // [B, n, D]
+  const SharedInput::Scope h_products(of_h_, h), m_products(of_m_, m);  // each input's products as one, if packed
   const auto& qk_in = config_.ema_input == EmaInput::kQueriesKeys ? m : h;
   const auto& v_in = config_.ema_input == EmaInput::kValues ? m : h;
   auto a = attn(qk_in, v_in, ws, at);                   // [B, n, D]

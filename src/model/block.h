@@ -17,6 +17,7 @@
 #include "model/linear.h"
 #include "model/mega.h"
 #include "model/mlp.h"
+#include "model/shared_input.h"
 #include "model/state.h"
 
 namespace bakallm {
@@ -57,6 +58,8 @@ class BlockImpl : public torch::nn::Module {
   static torch::Tensor ema_before(const LayerWindows& ws, const torch::Tensor& x);
 
   Config config_;
+  // The products of h, and of m, each run as one at inference (model/shared_input.h); null with one product.
+  std::shared_ptr<SharedInput> of_h_, of_m_;
 };
 TORCH_MODULE(Block);
 

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "model/shared_input.h"
 #include "ops/matmul.h"
 
 namespace bakallm {
@@ -31,8 +32,9 @@ std::vector<torch::Tensor*> LinearImpl::stored_weights() {
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return forward_in(x, x.scalar_type()); }
 
 torch::Tensor LinearImpl::forward_in(const torch::Tensor& x, torch::ScalarType dtype) {
-  auto y = q8_.defined() ? matmul_nt_q8(x, q8_, compute_).to(dtype)
-                         : matmul_nt(x, weight, compute_, compute_weight(), dtype);  // [..., out]
+  auto y = shared_ ? shared_->columns(*this, x) : torch::Tensor();  // [..., out] of the group's one product, if made
+  if (y.defined()) y = y.scalar_type() == dtype ? y : y.to(dtype);
+  else y = q8_.defined() ? matmul_nt_q8(x, q8_, compute_).to(dtype) : matmul_nt(x, weight, compute_, compute_weight(), dtype);
   if (!bias.defined()) return y;
   return y + (bias.scalar_type() == dtype ? bias : bias.to(dtype));  // in DTYPE, not promoted
 }

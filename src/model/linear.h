@@ -10,6 +10,8 @@
 
 namespace bakallm {
 
+class SharedInput;  // model/shared_input.h
+
 class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(int64_t in, int64_t out, bool bias = false);
@@ -23,6 +25,7 @@ class LinearImpl : public torch::nn::Module {
   torch::ScalarType inner_dtype(const torch::Tensor& x) const;
   torch::Tensor inner(const torch::Tensor& x) { return forward_in(x, inner_dtype(x)); }
   void set_compute_dtype(torch::ScalarType dtype) { compute_ = dtype; }
+  torch::ScalarType compute_dtype() const { return compute_; }
   // The weight in the compute dtype: itself, or its copy kept until the
   // weight changes (ops/cast_cache.h).
   torch::Tensor compute_weight() { return cast_.get(weight, product_dtype(weight.scalar_type(), compute_)); }
@@ -33,6 +36,10 @@ class LinearImpl : public torch::nn::Module {
   const Q8Weight& q8() const { return q8_; }
   // The tensors the products read: the weight, or the Q8_0 values and scales.
   std::vector<torch::Tensor*> stored_weights();
+  // The layers reading the same input as this one, whose products of it may
+  // run as one (model/shared_input.h); null when none.
+  const std::shared_ptr<SharedInput>& shared_input() const { return shared_; }
+  void set_shared_input(std::shared_ptr<SharedInput> group) { shared_ = std::move(group); }
 
   torch::Tensor weight;  // [out, in]
   torch::Tensor bias;    // [out] or undefined
@@ -41,6 +48,7 @@ class LinearImpl : public torch::nn::Module {
   torch::ScalarType compute_ = torch::kFloat;
   Q8Weight q8_;  // set by store_q8()
   CastCache cast_;
+  std::shared_ptr<SharedInput> shared_;
 };
 TORCH_MODULE(Linear);
 
