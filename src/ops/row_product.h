@@ -1,8 +1,8 @@
 // Few-row products y = a · Wᵀ on the CPU (decoding: one row per stream),
 // with the weight W [N, K] stored as float32, bfloat16 or Q8_0 (ops/q8.h) and
-// read in place, once for all rows: columns outermost (four at a time with
-// AVX-512 and for int8, one at a time otherwise: ops/simd.h), so a tile's
-// weight rows stay in L1 while every activation row uses them.
+// read in place, once for all rows: columns outermost, two or four read side
+// by side, each from its own stream of weight rows (row_product_loops.inc),
+// so a tile's weight rows stay in L1 while every activation row uses them.
 // Accumulation is float32. One source for AVX-512, AVX2 and portable C++
 // (ops/simd.h); the best the CPU runs is chosen at run time.
 //

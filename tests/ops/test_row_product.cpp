@@ -35,14 +35,19 @@ torch::Tensor exact_product(const torch::Tensor& a, const torch::Tensor& w, RowW
 
 TEST(RowProduct, EachFormatAndPathEqualsTheFloat64Product) {
   torch::manual_seed(3);
-  const auto w = torch::randn({37, 96});  // 37 columns: tiles of four and a tail
-  for (auto kind : {RowWeights::kFloat, RowWeights::kBFloat16, RowWeights::kQ8}) {
-    for (Isa isa : test::isas()) {
-      for (int64_t rows : {1, 2, 3, 4, 5, 7, 16}) {  // tiles of two and four rows and each remainder
-        const auto a = torch::randn({rows, 96});
-        const auto y = kernel_product(a, w, kind, isa);
-        EXPECT_TRUE(torch::allclose(y.to(torch::kDouble), exact_product(a, w, kind), 1e-5, 1e-5))
-            << "kind " << static_cast<int>(kind) << " " << isa_name(isa) << " " << rows << " rows";
+  // Columns read two or four side by side and the last few alone: fewer
+  // columns than a tile, a tail, and enough for each thread a part (301).
+  for (int64_t columns : {1, 3, 37, 301}) {
+    const auto w = torch::randn({columns, 96});
+    for (auto kind : {RowWeights::kFloat, RowWeights::kBFloat16, RowWeights::kQ8}) {
+      for (Isa isa : test::isas()) {
+        for (int64_t rows : {1, 2, 3, 4, 5, 7, 16}) {  // tiles of two and four rows and each remainder
+          const auto a = torch::randn({rows, 96});
+          const auto y = kernel_product(a, w, kind, isa);
+          EXPECT_TRUE(torch::allclose(y.to(torch::kDouble), exact_product(a, w, kind), 1e-5, 1e-5))
+              << "kind " << static_cast<int>(kind) << " " << isa_name(isa) << " " << rows << " rows, " << columns
+              << " columns";
+        }
       }
     }
   }
