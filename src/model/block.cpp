@@ -5,6 +5,12 @@
 
 namespace bakallm {
 
+namespace {
+// Whether the attention's queries and keys, and its values, read m (else h): config ema_input.
+bool queries_keys_read_m(const Config& c) { return c.ema_input == EmaInput::kQueriesKeys; }
+bool values_read_m(const Config& c) { return c.ema_input == EmaInput::kValues; }
+}  // namespace
+
 BlockImpl::BlockImpl(const Config& c) : config_(c) {
   const int64_t D = c.hidden_dim;
   const bool ema = c.ema_input != EmaInput::kNone;
@@ -19,9 +25,9 @@ BlockImpl::BlockImpl(const Config& c) : config_(c) {
   if (ema && c.mega_gate) mega_gate = register_module("mega_gate", Linear(D, D, /*bias=*/true));
   // Which products read h and which m, in the order forward runs them.
   std::vector<LinearImpl*> of_h, of_m;
-  auto& qk = c.ema_input == EmaInput::kQueriesKeys ? of_m : of_h;
+  auto& qk = queries_keys_read_m(c) ? of_m : of_h;
   qk.insert(qk.end(), {attn->qkv->q.get(), attn->qkv->k.get()});
-  (c.ema_input == EmaInput::kValues ? of_m : of_h).push_back(attn->qkv->v.get());
+  (values_read_m(c) ? of_m : of_h).push_back(attn->qkv->v.get());
   of_h.insert(of_h.end(), {mlp->fc_gate.get(), mlp->fc_up.get()});
   if (c.mlp_gate == MlpGate::kSelf) of_h.push_back(mlp_attn_gate.get());
   if (mega_gate) of_m.push_back(mega_gate.get());
@@ -76,8 +82,8 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x, const LayerWindows& ws,
   }
   auto h = norm_input(x);                               // [B, n, D]
   const SharedInput::Scope h_products(of_h_, h), m_products(of_m_, m);  // each input's products as one, if packed
-  const auto& qk_in = config_.ema_input == EmaInput::kQueriesKeys ? m : h;
-  const auto& v_in = config_.ema_input == EmaInput::kValues ? m : h;
+  const auto& qk_in = queries_keys_read_m(config_) ? m : h;
+  const auto& v_in = values_read_m(config_) ? m : h;
   auto a = attn(qk_in, v_in, ws, at);                   // [B, n, D]
   auto out = combine(x, h, m, a);                       // [B, n, D]
   const auto sources = split_rows(config_.mega_cache == MegaCache::kPreviousLayerOutput ? out : x, ws);
@@ -101,8 +107,8 @@ torch::Tensor BlockImpl::solidify(const torch::Tensor& x, int64_t n) {
   torch::Tensor m;
   if (mega) m = norm_mega(mega(x));              // [B, T, D], causal EMA over all rows
   auto h = norm_input(x);                        // [B, T, D]
-  const auto& qk_in = config_.ema_input == EmaInput::kQueriesKeys ? m : h;
-  const auto& v_in = config_.ema_input == EmaInput::kValues ? m : h;
+  const auto& qk_in = queries_keys_read_m(config_) ? m : h;
+  const auto& v_in = values_read_m(config_) ? m : h;
   auto a = attn->solidify(qk_in, v_in, n);       // [B, n, D]
   auto tail = [&](const torch::Tensor& t) { return t.defined() ? t.narrow(1, T - n, n) : t; };
   return combine(tail(x), tail(h), tail(m), a);  // [B, n, D]
