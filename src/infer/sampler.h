@@ -20,6 +20,13 @@ struct SamplingOptions {
   void validate() const;  // throws Error naming the bad option
 };
 
+// The tokens a draw can pick from probabilities P [V]: every token, in id
+// order, when no filter is on; else the shortest of the prefixes (by
+// descending probability, ties by id) that top-k, top-p (the first whose mass
+// reaches top_p) and min-p (at least min_p x the largest) keep, in an order
+// that depends only on P. NaN probabilities are never kept.
+std::vector<int64_t> sampling_support(const float* p, int64_t V, const SamplingOptions& options);
+
 class Sampler {
  public:
   explicit Sampler(SamplingOptions options);

@@ -1,4 +1,4 @@
-// Generation (the one loop the CLI, the trainer and the server use) and the sampler.
+// Generation (the one loop the CLI, the trainer and the server use).
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -151,26 +151,6 @@ TEST(Generate, StreamedTextWaitsForAByteLevelCharacter) {
   EXPECT_EQ(s.add(ids[3]), "a");
   EXPECT_EQ(s.flush(), "");
   EXPECT_EQ(s.text(), "aéa");
-}
-
-TEST(Sampler, OptionsAndDeterminism) {
-  auto logits = torch::tensor({1.0f, 3.0f, 2.0f, 0.5f});
-  SamplingOptions so;
-  so.top_k = 1;
-  EXPECT_EQ(Sampler(so).sample(logits), 1);  // top-k 1 is greedy
-  so = {};
-  so.top_p = 0.01;
-  EXPECT_EQ(Sampler(so).sample(logits), 1);
-  so = {};
-  so.temperature = 0;
-  so.repeat_penalty = 100;
-  EXPECT_EQ(Sampler(so).sample(logits, {1}), 2);  // the repeated best is pushed down
-  so = {};
-  so.seed = 5;
-  Sampler a(so), b(so);
-  for (int i = 0; i < 20; ++i) EXPECT_EQ(a.sample(logits), b.sample(logits));
-  so.top_p = 0;
-  EXPECT_THROW(Sampler{so}, Error);
 }
 
 }  // namespace

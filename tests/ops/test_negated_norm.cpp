@@ -12,12 +12,12 @@
 namespace bakallm {
 namespace {
 
-struct Case {
+struct NormCase {
   torch::Tensor x, c, g, b, cos, sin;
 };
 
-Case make(int64_t N, int64_t T, int64_t D, bool per_row) {
-  Case k;
+NormCase make(int64_t N, int64_t T, int64_t D, bool per_row) {
+  NormCase k;
   k.x = torch::randn({N, T, D}) * 2 + 0.3;
   k.c = torch::tensor(1.7f);
   k.g = torch::randn({2 * D}) * 0.5 + 1;
