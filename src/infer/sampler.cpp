@@ -80,15 +80,24 @@ std::vector<int64_t> sampling_support(const float* p, int64_t V, const SamplingO
 Sampler::Sampler(SamplingOptions options) : o_(options), rng_(options.seed) { o_.validate(); }
 
 int64_t Sampler::sample(const torch::Tensor& logits_in, const std::vector<int64_t>& history) {
-  auto logits = logits_in.detach().to(torch::kCPU, torch::kFloat).contiguous().clone();  // [V]
-  float* l = logits.data_ptr<float>();
+  auto logits = logits_in.detach().to(torch::kCPU, torch::kFloat).contiguous();  // [V]
   const int64_t V = logits.numel();
   if (o_.repeat_penalty != 1.0) {
+    logits = logits.clone();  // the caller's logits stay as they were
+    float* l = logits.data_ptr<float>();
     std::unordered_set<int64_t> seen(history.begin(), history.end());
     for (int64_t id : seen)
       if (id >= 0 && id < V) l[id] = l[id] > 0 ? l[id] / o_.repeat_penalty : l[id] * o_.repeat_penalty;
   }
-  if (o_.temperature == 0) return logits.argmax().item<int64_t>();
+  if (o_.temperature == 0) {  // the first largest, NaN above all (as torch.argmax); one pass, no libtorch op
+    const float* l = logits.data_ptr<float>();
+    int64_t best = 0;
+    for (int64_t i = 0; i < V; ++i) {
+      if (std::isnan(l[i])) return i;
+      if (l[i] > l[best]) best = i;
+    }
+    return best;
+  }
   const auto probs = torch::softmax(logits / o_.temperature, 0);  // [V]
   const float* p = probs.data_ptr<float>();
   const auto kept = sampling_support(p, V, o_);

@@ -33,6 +33,19 @@ TEST(Sampler, OptionsAndDeterminism) {
   EXPECT_THROW(Sampler{so}, Error);
 }
 
+TEST(Sampler, GreedyIsTheFirstLargestAndLeavesTheLogits) {
+  SamplingOptions o;
+  o.temperature = 0;
+  const auto logits = torch::tensor({1.0f, 3.0f, 0.5f, 3.0f, -2.0f});
+  EXPECT_EQ(Sampler(o).sample(logits), 1);  // ties: the first, as torch.argmax
+  const auto wide = torch::randn({32000});
+  EXPECT_EQ(Sampler(o).sample(wide), wide.argmax().item<int64_t>());
+  o.repeat_penalty = 10;
+  const auto before = logits.clone();
+  EXPECT_EQ(Sampler(o).sample(logits, {1, 3}), 0);  // 3/10 < 1
+  EXPECT_TRUE(torch::equal(logits, before));        // penalised in a copy
+}
+
 // The kept tokens by sorting all V: the shortest prefix of the descending
 // order (ties by id) that top-k, top-p and min-p allow.
 std::vector<int64_t> support_by_full_sort(const std::vector<float>& p, const SamplingOptions& o) {
