@@ -10,6 +10,7 @@
 #include "ops/cpu.h"
 #include "ops/cross_entropy.h"
 #include "ops/ema.h"
+#include "ops/fast_tensor.h"
 #include "model/flops.h"
 #include "ops/matmul.h"
 #include "ops/negated_norm.h"
@@ -150,6 +151,26 @@ void BM_DecodeToken(benchmark::State& state) {
   state.SetLabel(std::string(formats[state.range(0)]) + " weights");
 }
 BENCHMARK(BM_DecodeToken)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->Iterations(100);
+
+// The tensor calls of a decoded token, under c10::InferenceMode as the
+// decoder runs: 0 at::empty and 1 empty_rows for a kernel's output [1, 1,
+// 320]; 2 narrow and 3 narrow_rows for a view of a row buffer [1, 600, 640].
+void BM_TensorCalls(benchmark::State& state) {
+  c10::InferenceMode inference;
+  const auto buffer = torch::randn({1, 600, 640});
+  const std::vector<int64_t> sizes{1, 1, 320};
+  for (auto _ : state) {
+    switch (state.range(0)) {
+      case 0: benchmark::DoNotOptimize(at::empty(sizes, torch::kFloat)); break;
+      case 1: benchmark::DoNotOptimize(empty_rows(sizes, torch::kFloat, torch::kCPU)); break;
+      case 2: benchmark::DoNotOptimize(buffer.narrow(1, 0, 300)); break;
+      default: benchmark::DoNotOptimize(narrow_rows(buffer, 1, 0, 300)); break;
+    }
+  }
+  const char* calls[] = {"at::empty", "empty_rows", "narrow", "narrow_rows"};
+  state.SetLabel(calls[state.range(0)]);
+}
+BENCHMARK(BM_TensorCalls)->DenseRange(0, 3)->Unit(benchmark::kNanosecond);
 
 // One draw from 32000 logits (the sampler after every generated token), flat
 // (an untrained model's) or peaked (scale 8), for each filter: 0 none, 1

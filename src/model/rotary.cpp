@@ -1,5 +1,6 @@
 #include "model/rotary.h"
 
+#include "ops/fast_tensor.h"
 #include "ops/rotary.h"
 
 namespace bakallm {
@@ -30,7 +31,7 @@ RotaryImpl::Table RotaryImpl::table(int64_t positions) const {
 RotaryImpl::Angles RotaryImpl::angles(const torch::Tensor& x, int64_t start) const {
   const int64_t T = x.size(-2);
   const auto t = table(start + T);
-  auto rows = [&](const torch::Tensor& c) { return c.narrow(0, start, T).to(x.scalar_type()); };  // [T, D/2]
+  auto rows = [&](const torch::Tensor& c) { return narrow_rows(c, 0, start, T).to(x.scalar_type()); };  // [T, D/2]
   return {rows(t.cos), rows(t.sin)};
 }
 

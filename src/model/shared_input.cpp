@@ -2,6 +2,7 @@
 
 #include "model/linear.h"
 #include "ops/autograd.h"
+#include "ops/fast_tensor.h"
 #include "ops/matmul.h"
 #include "ops/q8.h"
 
@@ -87,7 +88,7 @@ torch::Tensor SharedInput::columns(const LinearImpl& member, const torch::Tensor
   if (!x_.defined() || x_.unsafeGetTensorImpl() != x.unsafeGetTensorImpl()) return {};
   for (size_t i = 0; i < members_.size(); ++i)
     if (members_[i] == &member) {
-      const auto c = y_.narrow(-1, offsets_[i], offsets_[i + 1] - offsets_[i]);  // [..., N]
+      const auto c = narrow_rows(y_, -1, offsets_[i], offsets_[i + 1] - offsets_[i]);  // [..., N]
       return c.is_contiguous() ? c : c.contiguous();                               // one row: a view
     }
   return {};

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "ops/fast_tensor.h"
 #include "util/error.h"
 #include "util/huge_pages.h"
 
@@ -62,7 +63,7 @@ torch::Tensor RowBuffer::append(const torch::Tensor& r) {
   return rows();
 }
 
-torch::Tensor RowBuffer::rows() const { return reserved_ ? data_.narrow(1, 0, length_) : data_; }
+torch::Tensor RowBuffer::rows() const { return reserved_ ? narrow_rows(data_, 1, 0, length_) : data_; }
 
 WindowOffsets OpenWindow::next_offsets(const std::vector<OpenWindow*>& windows, torch::Device device) {
   if (windows.size() == 1) return windows[0]->offsets.shifted(windows[0]->rows());

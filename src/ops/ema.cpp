@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "ops/autograd.h"
+#include "ops/fast_tensor.h"
 
 namespace bakallm {
 
@@ -105,7 +106,7 @@ variable_list scan_backward_generic(const Tensor& gy, const Tensor& u, const Ten
 
 // The CPU kernel's scan of u from y0, all contiguous and of u's dtype (float or double).
 Tensor scan_forward_kernel(const Tensor& u, const Tensor& a, const Tensor& q, const Tensor& y0) {
-  auto y = torch::empty_like(u);
+  auto y = empty_as(u);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "ema_scan_forward", [&] {
     scan_forward_cpu<scalar_t>(u.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(),
                                y0.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), u.size(0), u.size(1), u.size(2));

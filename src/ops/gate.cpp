@@ -8,6 +8,7 @@
 #include "ops/autograd.h"
 #include "ops/avx512.h"
 #include "ops/cpu.h"
+#include "ops/fast_tensor.h"
 
 namespace bakallm {
 
@@ -136,7 +137,7 @@ void with_types(const Tensor& a, const Tensor& b, F f) {
 // y = LOOP's forward of a (x or u), b (z or g) and c (base or none), in a's dtype.
 Tensor forward_cpu(Loop loop, const Tensor& a_in, const Tensor& b_in, const Tensor& c_in) {
   const auto a = a_in.contiguous(), b = b_in.contiguous(), c = c_in.defined() ? c_in.contiguous() : Tensor();
-  auto y = torch::empty_like(a, torch::MemoryFormat::Contiguous);
+  auto y = empty_as(a);
   with_types(a, b, [&](auto t, auto z) {
     using T = decltype(t);
     using Z = decltype(z);

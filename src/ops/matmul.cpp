@@ -7,6 +7,7 @@
 #include "ops/autograd.h"
 #include "ops/cast_cache.h"
 #include "ops/cpu.h"
+#include "ops/fast_tensor.h"
 #include "ops/onednn.h"
 #include "util/clock.h"
 
@@ -118,7 +119,7 @@ Tensor rows_nt(const Tensor& a_in, const void* w, const float* scales, RowWeight
   const auto a = a_in.contiguous();
   auto sizes = a.sizes().vec();
   sizes.back() = N;
-  auto y = torch::empty(sizes, a.options());
+  auto y = empty_rows(sizes, a.scalar_type(), a.device());
   row_product(a.data_ptr<float>(), M, K, w, scales, kind, y.data_ptr<float>(), N);
   return y;
 }

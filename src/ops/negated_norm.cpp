@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "ops/autograd.h"
+#include "ops/fast_tensor.h"
 #include "ops/rotary.h"
 
 namespace bakallm {
@@ -53,7 +54,7 @@ Tensor forward_cpu(const Tensor& x_in, float c, const Tensor& g_in, const Tensor
   const auto cos = cos_in.contiguous(), sin = sin_in.contiguous();
   const auto R = rows_of(x, cos);
   const int64_t D = R.D;
-  auto out = torch::empty({x.size(0), x.size(1), 2 * D}, x.options().dtype(torch::kFloat));
+  auto out = empty_rows({x.size(0), x.size(1), 2 * D}, torch::kFloat, x.device());
   const X_T* px = x.data_ptr<X_T>();
   const float *pg = g.data_ptr<float>(), *pb = b.data_ptr<float>();
   const float *pc = cos.data_ptr<float>(), *ps = sin.data_ptr<float>();

@@ -2,6 +2,8 @@
 
 #include <ATen/Parallel.h>
 
+#include "ops/fast_tensor.h"
+
 namespace bakallm {
 
 namespace {
@@ -13,7 +15,7 @@ using torch::autograd::variable_list;
 // The same on contiguous float32: one pass over the rows.
 Tensor rotate_cpu(const Tensor& x_in, const Tensor& cos_in, const Tensor& sin_in, int64_t D, float sign) {
   const auto x = x_in.contiguous(), cos = cos_in.contiguous(), sin = sin_in.contiguous();
-  auto y = torch::empty_like(x);
+  auto y = empty_as(x);
   const int64_t T = x.size(1), F = x.size(2), rows = x.size(0) * T, half = D / 2;
   const bool per_row = cos.dim() == 3;  // [N, T, D/2]: each row its own angles
   const float *px = x.data_ptr<float>(), *pc = cos.data_ptr<float>(), *ps = sin.data_ptr<float>();

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ops/exp_row.h"
+#include "ops/fast_tensor.h"
 #include "ops/simd.h"
 
 namespace bakallm {
@@ -115,7 +116,7 @@ Tensor row_attention(const Tensor& q_in, const Tensor& K, const Tensor& V, const
         attend(K.data_ptr<float>(), V.data_ptr<float>());
     }
   });
-  auto y = torch::empty({G, Tq, Dv}, q.options());
+  auto y = empty_rows({G, Tq, Dv}, q.scalar_type(), q.device());
   float* py = y.data_ptr<float>();
   for (int64_t row = 0; row < G * Tq; ++row) {  // merge the parts: rescale each to the row's max
     const float* first = partial.data() + row * parts * (Dv + 2);

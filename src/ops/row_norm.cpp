@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "ops/autograd.h"
+#include "ops/fast_tensor.h"
 
 namespace bakallm {
 
@@ -22,7 +23,7 @@ torch::Tensor layer_norm_rows(const torch::Tensor& x_in, const torch::Tensor& we
   const auto x = x_in.contiguous();
   const auto w = weight.contiguous(), b = bias.contiguous();
   const int64_t D = x.size(-1), rows = x.numel() / D;
-  auto y = torch::empty_like(x);
+  auto y = empty_as(x);
   const float *px = x.data_ptr<float>(), *pw = w.data_ptr<float>(), *pb = b.data_ptr<float>();
   float* py = y.data_ptr<float>();
   for (int64_t r = 0; r < rows; ++r) {

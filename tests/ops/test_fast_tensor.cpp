@@ -1,0 +1,67 @@
+// New tensors and views made without the dispatcher (ops/fast_tensor.h) are
+// what libtorch's own calls make: sizes, strides, offset, dtype, shared
+// storage, inference-ness; autograd's graph where one is recorded.
+#include <gtest/gtest.h>
+
+#include "ops/fast_tensor.h"
+
+namespace bakallm {
+namespace {
+
+void expect_same_view(const torch::Tensor& got, const torch::Tensor& want) {
+  EXPECT_EQ(got.sizes(), want.sizes());
+  EXPECT_EQ(got.strides(), want.strides());
+  EXPECT_EQ(got.storage_offset(), want.storage_offset());
+  EXPECT_EQ(got.scalar_type(), want.scalar_type());
+  EXPECT_EQ(got.is_contiguous(), want.is_contiguous());
+  EXPECT_EQ(got.is_inference(), want.is_inference());
+  EXPECT_TRUE(got.is_alias_of(want));
+  EXPECT_TRUE(torch::equal(got, want));
+}
+
+TEST(FastTensor, EmptyRowsIsAtEmpty) {
+  for (bool inference : {false, true}) {
+    c10::optional<c10::InferenceMode> mode;
+    if (inference) mode.emplace();
+    const auto x = torch::randn({2, 3, 5}).to(torch::kBFloat16);
+    const auto y = empty_as(x);
+    EXPECT_EQ(y.sizes(), x.sizes());
+    EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
+    EXPECT_TRUE(y.is_contiguous());
+    EXPECT_EQ(y.is_inference(), inference);
+    const auto z = empty_rows({4, 7}, torch::kFloat, torch::kCPU);
+    EXPECT_EQ(z.sizes(), (std::vector<int64_t>{4, 7}));
+    EXPECT_EQ(z.scalar_type(), torch::kFloat);
+    EXPECT_EQ(z.is_inference(), inference);
+    if (!inference) {
+      EXPECT_TRUE(z.requires_grad_(true).requires_grad());
+    }
+  }
+}
+
+TEST(FastTensor, NarrowRowsIsNarrow) {
+  c10::InferenceMode mode;
+  const auto buffer = torch::randn({2, 9, 6});
+  const auto strided = buffer.transpose(1, 2);  // not contiguous
+  for (const auto& t : {buffer, strided})
+    for (int64_t dim : {0, 1, 2, -1})
+      for (int64_t start : {0, 1})
+        for (int64_t length : {0, 1}) expect_same_view(narrow_rows(t, dim, start, length), t.narrow(dim, start, length));
+  expect_same_view(narrow_rows(buffer, 1, 3, 6), buffer.narrow(1, 3, 6));
+  auto view = narrow_rows(buffer, 1, 4, 2);
+  view.fill_(7);  // writes the buffer's rows 4 and 5
+  EXPECT_TRUE(torch::equal(buffer.narrow(1, 4, 2), torch::full({2, 2, 6}, 7.0f)));
+  EXPECT_THROW(narrow_rows(buffer, 1, 8, 2), c10::Error);
+  EXPECT_THROW(narrow_rows(buffer, 3, 0, 1), c10::Error);
+}
+
+TEST(FastTensor, NarrowRowsKeepsTheGraphOutsideInference) {
+  const auto x = torch::randn({3, 4}, torch::requires_grad());
+  const auto v = narrow_rows(x, 1, 1, 2);
+  EXPECT_TRUE(v.requires_grad());
+  v.sum().backward();
+  EXPECT_TRUE(torch::equal(x.grad(), torch::tensor({0.0f, 1.0f, 1.0f, 0.0f}).expand({3, 4})));
+}
+
+}  // namespace
+}  // namespace bakallm
