@@ -1,5 +1,6 @@
 // The fused gates (ops/gate.h) against the expressions they replace, evaluated
-// in float64: values and every input's gradient, with and without a base;
+// in float64, for each instruction set's loops: values and every input's
+// gradient, with and without a base;
 // rows split between threads, a length that is no multiple of 16 (the vector
 // loop's tail), operands not contiguous, no gradient wanted (decoding),
 // bfloat16 operands (relu_gate), and what falls back to the expressions
@@ -8,6 +9,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "isas.h"
 #include "ops/gate.h"
 #include "tensor_asserts.h"
 
@@ -39,22 +41,30 @@ void expect_same(const std::function<torch::Tensor(const std::vector<torch::Tens
 TEST(Gate, SigmoidGateEqualsTheExpressionWithItsGradients) {
   torch::manual_seed(5);
   at::set_num_threads(2);
-  for (auto sizes : {std::vector<int64_t>{3, 70, 401}, std::vector<int64_t>{1, 1, 37}}) {  // split; one short row
-    const auto x = torch::randn(sizes), z = torch::randn(sizes) * 4, base = torch::randn(sizes);
-    expect_same([](const auto& t) { return sigmoid_gate(t[0], t[1], t[2]); },
-                [](const auto& t) { return t[2] + t[0] * torch::sigmoid(t[1]); }, {x, z, base}, "with a base");
-    expect_same([](const auto& t) { return sigmoid_gate(t[0], t[1]); },
-                [](const auto& t) { return t[0] * torch::sigmoid(t[1]); }, {x, z}, "without");
+  for (Isa isa : test::isas()) {  // each instruction set's loops this CPU runs (AVX2: float32 operands)
+    test::KernelIsa loops(isa);
+    SCOPED_TRACE(isa_name(isa));
+    for (auto sizes : {std::vector<int64_t>{3, 70, 401}, std::vector<int64_t>{1, 1, 37}}) {  // split; one short row
+      const auto x = torch::randn(sizes), z = torch::randn(sizes) * 4, base = torch::randn(sizes);
+      expect_same([](const auto& t) { return sigmoid_gate(t[0], t[1], t[2]); },
+                  [](const auto& t) { return t[2] + t[0] * torch::sigmoid(t[1]); }, {x, z, base}, "with a base");
+      expect_same([](const auto& t) { return sigmoid_gate(t[0], t[1]); },
+                  [](const auto& t) { return t[0] * torch::sigmoid(t[1]); }, {x, z}, "without");
+    }
   }
 }
 
 TEST(Gate, ReluGateEqualsTheExpressionWithItsGradients) {
   torch::manual_seed(6);
   at::set_num_threads(2);
-  for (auto sizes : {std::vector<int64_t>{3, 70, 401}, std::vector<int64_t>{1, 1, 37}}) {
-    const auto u = torch::randn(sizes), g = torch::randn(sizes);
-    expect_same([](const auto& t) { return relu_gate(t[0], t[1]); },
-                [](const auto& t) { return t[0] * torch::relu(t[1]); }, {u, g}, "relu");
+  for (Isa isa : test::isas()) {
+    test::KernelIsa loops(isa);
+    SCOPED_TRACE(isa_name(isa));
+    for (auto sizes : {std::vector<int64_t>{3, 70, 401}, std::vector<int64_t>{1, 1, 37}}) {
+      const auto u = torch::randn(sizes), g = torch::randn(sizes);
+      expect_same([](const auto& t) { return relu_gate(t[0], t[1]); },
+                  [](const auto& t) { return t[0] * torch::relu(t[1]); }, {u, g}, "relu");
+    }
   }
 }
 
