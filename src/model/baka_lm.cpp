@@ -12,7 +12,7 @@
 namespace bakallm {
 
 BakaNetImpl::BakaNetImpl(const Config& c)
-    : embed_in(register_module("embed_in", torch::nn::Embedding(c.vocab_size, c.hidden_dim))),
+    : embed_in(register_module("embed_in", Embedding(c.vocab_size, c.hidden_dim))),
       layers(register_module("layers", torch::nn::ModuleList())),
       memory_injector(register_module("memory_injector", MemoryInjector(c))),
       config_(c) {

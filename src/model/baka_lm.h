@@ -75,7 +75,7 @@ class BakaNetImpl : public torch::nn::Module {
   // next window is widened back. Unset: the model's dtype, exact.
   void set_cache_dtype(std::optional<torch::ScalarType> dtype) { cache_dtype_ = dtype; }
 
-  torch::nn::Embedding embed_in;
+  Embedding embed_in;
   torch::nn::ModuleList layers;  // of Block
   MemoryInjector memory_injector;
 

@@ -74,7 +74,7 @@ torch::Tensor GptNeoxLayerImpl::forward(const torch::Tensor& x) {
 }
 
 GptNeoxNetImpl::GptNeoxNetImpl(const Config& c)
-    : embed_in(register_module("embed_in", torch::nn::Embedding(c.vocab_size, c.hidden_dim))),
+    : embed_in(register_module("embed_in", Embedding(c.vocab_size, c.hidden_dim))),
       layers(register_module("layers", torch::nn::ModuleList())),
       final_layer_norm(register_module("final_layer_norm", neox_norm(c))),
       window_(c.window_size),

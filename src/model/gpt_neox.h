@@ -23,6 +23,7 @@
 #include <torch/torch.h>
 
 #include "model/config.h"
+#include "model/embedding.h"
 #include "model/layer_norm.h"
 #include "model/linear.h"
 
@@ -80,7 +81,7 @@ class GptNeoxNetImpl : public torch::nn::Module {
   // rows, evaluation windows and the decoder see the same context.
   torch::Tensor forward(const torch::Tensor& ids);
 
-  torch::nn::Embedding embed_in;
+  Embedding embed_in;
   torch::nn::ModuleList layers;  // of GptNeoxLayer
   LayerNorm final_layer_norm;
 
