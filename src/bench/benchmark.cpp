@@ -108,7 +108,8 @@ double forward_rate(BakaLM& model) {
   return ids.numel() / t;
 }
 
-nlohmann::json decode_rates(BakaLM& model, const BenchOptions& o) {
+// WEIGHT_BYTES: what a token reads of the stored weights (decode_weight_bytes).
+nlohmann::json decode_rates(BakaLM& model, const BenchOptions& o, int64_t weight_bytes) {
   const auto& c = model->config();
   model->eval();
   nlohmann::json out = nlohmann::json::array();
@@ -120,6 +121,10 @@ nlohmann::json decode_rates(BakaLM& model, const BenchOptions& o) {
     // The first token opens the next window (gating the cache's keys and
     // values, the EMA state: once per W tokens), timed apart from the rest.
     const double first = seconds_of([&] { dec.feed(next); });
+    // The floor's bandwidth measured beside these tokens, before and after
+    // them, the better of the two: a host whose bandwidth drifts (21 to 27
+    // GB/s within one run, session 15) gives each run the limit of its time.
+    double bandwidth = read_bandwidth(true);
     double t = 0, attended = 0;  // seconds; bytes of keys and values read, over the timed tokens
     std::vector<double> each;    // each token's seconds: the median shows a busy host's stalls apart
     for (int64_t i = 0; i < o.decode_tokens; ++i) {
@@ -127,6 +132,7 @@ nlohmann::json decode_rates(BakaLM& model, const BenchOptions& o) {
       each.push_back(seconds_of([&] { dec.feed(next); }));
       t += each.back();
     }
+    bandwidth = std::max(bandwidth, read_bandwidth(true));
     std::nth_element(each.begin(), each.begin() + each.size() / 2, each.end());
     if (!o.profile_dir.empty() && out.empty()) {  // 16 more tokens, traced (untimed)
       torch::autograd::profiler::RecordProfile trace(o.profile_dir + "/decode.json");
@@ -138,7 +144,9 @@ nlohmann::json decode_rates(BakaLM& model, const BenchOptions& o) {
                    {"first_token_ms", 1000 * first},
                    {"decode_ms_per_token", 1000 * t / o.decode_tokens},
                    {"decode_ms_per_token_median", 1000 * each[each.size() / 2]},
-                   {"attended_bytes_per_token", attended / o.decode_tokens}});
+                   {"attended_bytes_per_token", attended / o.decode_tokens},
+                   {"read_bytes_per_s", bandwidth},
+                   {"floor_ms_per_token", 1000 * (static_cast<double>(weight_bytes) + attended / o.decode_tokens) / bandwidth}});
   }
   return out;
 }
@@ -304,16 +312,16 @@ nlohmann::json run_benchmarks(const BenchOptions& o) {
   j["read_bytes_per_s_4k_pages"] = small;
   j["machine"]["huge_pages"] = huge_pages;
   if (!o.decode_windows.empty()) {
-    model->store_linear_weights(torch::kFloat);  // as generate, eval and serve do: in huge pages
-    j["decode_weight_bytes"]["float32"] = decode_weight_bytes(model);
-    j["decode"] = decode_rates(model, o);
+    auto decode_in = [&](torch::ScalarType dtype, const char* name, const char* key) {
+      model->store_linear_weights(dtype);  // as generate, eval and serve do: in huge pages
+      const int64_t bytes = decode_weight_bytes(model);
+      j["decode_weight_bytes"][name] = bytes;
+      j[key] = decode_rates(model, o, bytes);
+    };
+    decode_in(torch::kFloat, "float32", "decode");
     if (o.bf16) {  // last: the float32 weights are gone after this
-      model->store_linear_weights(torch::kBFloat16);
-      j["decode_weight_bytes"]["bfloat16"] = decode_weight_bytes(model);
-      j["decode_bfloat16_weights"] = decode_rates(model, o);
-      model->store_linear_weights(torch::kChar);  // Q8_0 (from the bf16 values: the speed is the same)
-      j["decode_weight_bytes"]["int8"] = decode_weight_bytes(model);
-      j["decode_int8_weights"] = decode_rates(model, o);
+      decode_in(torch::kBFloat16, "bfloat16", "decode_bfloat16_weights");
+      decode_in(torch::kChar, "int8", "decode_int8_weights");  // Q8_0 (from the bf16 values: the speed is the same)
       j["q8_kernel"] = isa_name(kernel_isa());  // the row products' instruction set
     }
   }
