@@ -271,8 +271,8 @@ TEST(BenchCli, JsonShape) {
   for (const auto& d : j["decode"]) {
     EXPECT_GT(d["attended_bytes_per_token"].get<double>(), 4.0 * 3 * 32 * 16) << d;
     EXPECT_GT(d["first_token_ms"].get<double>(), 0) << d;
-    // The floor: the weights and keys/values a token reads at the bandwidth measured beside its run.
-    EXPECT_GT(d["read_bytes_per_s"].get<double>(), 0) << d;
+    // The floor: the weights and keys/values a token reads at the best bandwidth measured up to its run.
+    EXPECT_GE(d["read_bytes_per_s"].get<double>(), j["read_bytes_per_s"].get<double>()) << d;
     EXPECT_NEAR(d["floor_ms_per_token"].get<double>(),
                 1000 * (j["decode_weight_bytes"]["float32"].get<double>() + d["attended_bytes_per_token"].get<double>()) /
                     d["read_bytes_per_s"].get<double>(),
