@@ -35,7 +35,7 @@ std::vector<int64_t> sampling_support(const float* p, int64_t V, const SamplingO
   std::vector<uint64_t> order;  // over the candidates
   order.reserve(static_cast<size_t>(V));
   const float p_max = *std::max_element(p, p + V);
-  const float min_p_at = static_cast<float>(o.min_p * static_cast<double>(p_max));
+  const double min_p_at = o.min_p * static_cast<double>(p_max);
   for (int64_t i = 0; i < V; ++i) {
     if (std::isnan(p[i]) || (o.min_p > 0 && !(p[i] >= min_p_at))) continue;  // min-p: those at min_p_at or above
     uint32_t bits;
