@@ -126,13 +126,14 @@ std::vector<Generation> generate(BakaLM& model, const Tokenizer* tok, const std:
   const double prefill = seconds_since(t0);
   t0 = Clock::now();
   for (int64_t step = 0; step < o.max_new; ++step) {
-    auto next = torch::zeros({B, 1}, torch::kLong);
+    auto next = torch::zeros({B, 1}, torch::kLong);  // a finished row reads 0 (its output is unused)
+    int64_t* next_ids = next.data_ptr<int64_t>();     // written in place: no indexing op a row
     bool all_done = true;
     for (int64_t b = 0; b < B; ++b) {
       if (done[b]) continue;
       auto& g = out[b];
       const int64_t id = samplers[b].sample(logits[b], history[b]);
-      next[b][0] = id;
+      next_ids[b] = id;
       history[b].push_back(id);
       g.ids.push_back(id);
       std::string piece = streams[b].add(id);
