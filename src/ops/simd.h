@@ -59,9 +59,11 @@ struct Avx2 {
   using F = __m256;
   static constexpr int kLanes = 8;
   static constexpr int kTileRows = 2;  // 16 registers: 2 rows x 4 accumulators, a weight vector, a row
-  // One weight row at a time: one stream from memory, which the AMD EPYC's
-  // prefetcher follows at 17 GB/s, where four side by side read at 13.
-  static constexpr int kTileColumns = 1;
+  // Two weight rows side by side, each from its own stream read in order
+  // (row_product_loops.inc): four adjacent rows side by side read at 13 GB/s
+  // from memory on the AMD EPYC, one row at a time at 17, two streams 5-11%
+  // faster than one for bfloat16.
+  static constexpr int kTileColumns = 2;
   BAKALLM_AVX2 static F zero() { return _mm256_setzero_ps(); }
   BAKALLM_AVX2 static F set1(float x) { return _mm256_set1_ps(x); }
   BAKALLM_AVX2 static F load(const float* p) { return _mm256_loadu_ps(p); }
