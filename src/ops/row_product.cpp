@@ -28,6 +28,7 @@ struct Weights {
   const char* address(int64_t n, int64_t b) const { return reinterpret_cast<const char*>(at(n, b * kBlock)); }
   static constexpr bool kScaled = Scaled;
   static constexpr int kBlockBytes = kBlock * sizeof(E);
+  static constexpr bool kPrefetched = sizeof(E) < sizeof(float);  // ahead of the loads (row_product_loops.inc)
 };
 using FloatWeights = Weights<float, false>;
 using BFloat16Weights = Weights<uint16_t, false>;
