@@ -47,14 +47,17 @@ void run(const float* a, int64_t M, int64_t K, const W& w, float* y, int64_t N, 
   });
 }
 
-// x rounded to the nearest bfloat16 (ties to even), as c10::BFloat16 rounds.
-float round_to_bfloat16(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return x;  // NaN stays NaN
-  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-  std::memcpy(&x, &u, sizeof x);
-  return x;
+// The N values of X rounded to the nearest bfloat16 (ties to even), as
+// c10::BFloat16 rounds, in place; NaN stays NaN. Without a branch, so the
+// compiler vectorizes it.
+void round_to_bfloat16(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, x + i, sizeof u);
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    u = (u & 0x7fffffffu) > 0x7f800000u ? u : rounded;
+    std::memcpy(x + i, &u, sizeof u);
+  }
 }
 
 }  // namespace
@@ -65,9 +68,9 @@ void row_product(const float* a, int64_t M, int64_t K, const void* w, const floa
     case RowWeights::kFloat: run(a, M, K, FloatWeights{static_cast<const float*>(w), K}, y, N, isa); break;
     case RowWeights::kBFloat16: {  // both operands in bfloat16: the rows in paired order (ops/simd.h), rounded
       thread_local std::vector<float> paired;
-      paired.resize(M * K);
+      if (static_cast<int64_t>(paired.size()) < M * K) paired.resize(M * K);  // grown only: no fill between sizes
       for (int64_t i = 0; i < M; ++i) to_paired_order(a + i * K, K, isa_lanes(isa), paired.data() + i * K);
-      for (float& x : paired) x = round_to_bfloat16(x);
+      round_to_bfloat16(paired.data(), M * K);
       run(paired.data(), M, K, BFloat16Weights{static_cast<const uint16_t*>(w), K}, y, N, isa);
       break;
     }
