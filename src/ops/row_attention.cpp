@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "ops/decode_pool.h"
 #include "ops/exp_row.h"
 #include "ops/fast_tensor.h"
 #include "ops/simd.h"
@@ -93,7 +94,7 @@ Tensor row_attention(const Tensor& q_in, const Tensor& K, const Tensor& V, const
       to_paired_order(pq + row * F, F, isa_lanes(kernel_isa()), paired_q.data() + row * F);
     pq = paired_q.data();
   }
-  at::parallel_for(0, G * Tq * parts, 1, [&](int64_t t0, int64_t t1) {
+  parallel_rows(G * Tq, 0, G * Tq * parts, 1, [&](int64_t t0, int64_t t1) {  // decoding's: on the decode pool
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t row = t / parts, part = t % parts, g = row / Tq, i = row % Tq;
       const auto [lo, hi] = range(g, i);

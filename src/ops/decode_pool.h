@@ -1,0 +1,42 @@
+#pragma once
+// Two threads for a decoded token's kernels: the caller and one worker of
+// our own, which spins briefly between calls and then sleeps. After its share
+// of a weight product the worker streams its share of the product that
+// followed this one last time into its caches, while the caller does the
+// layer's serial work (norms, gates, the EMA step), when no weights would
+// otherwise be read. Used for inference only (c10::InferenceMode) with two
+// threads: everywhere else, and when another thread's call is in flight,
+// the kernels split their loops with at::parallel_for. libgomp's worker,
+// which spins after each OpenMP region, then idles through the token:
+// two spinning threads on two cores had made a token 70 ms instead of 4.
+
+#include <cstdint>
+#include <functional>
+
+namespace bakallm {
+
+// What a call's worker reads: KEY names the weight (its data), [FIRST,
+// FIRST + BYTES) the worker's share of it. Empty: stream nothing after it.
+struct StreamShare {
+  const void* key = nullptr;
+  const char* first = nullptr;
+  int64_t bytes = 0;
+};
+
+// Runs F(0) here and F(1) on the pool's worker and returns when both are
+// done; false, running nothing, when the pool can't take it (not inference,
+// not two threads, inside a parallel region, another call in flight).
+bool decode_pair(const std::function<void(int)>& f, const StreamShare& share = {});
+
+// The most rows (a product's input, attention's queries) a call hands the
+// pool: decoding's. Evaluation's and prefill's many rows stay on libgomp,
+// beside libtorch's own regions.
+constexpr int64_t kDecodeRows = 16;
+
+// [BEGIN, END) of work on ROWS rows split in two halves by decode_pair, else
+// by at::parallel_for with GRAIN; halves only for at most kDecodeRows rows
+// and at least two grains of work.
+void parallel_rows(int64_t rows, int64_t begin, int64_t end, int64_t grain,
+                   const std::function<void(int64_t, int64_t)>& f, const StreamShare& share = {});
+
+}  // namespace bakallm

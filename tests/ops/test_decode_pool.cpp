@@ -1,0 +1,128 @@
+// The decode pool (ops/decode_pool.h): under inference with two threads it
+// runs one half here and one on its worker, covers every index once,
+// passes errors back, and steps aside (running nothing) wherever it can't
+// take a call; its streaming ahead never faults, even on freed memory.
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <torch/torch.h>
+
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "ops/decode_pool.h"
+
+namespace bakallm {
+namespace {
+
+struct TwoThreads {
+  int before = at::get_num_threads();
+  TwoThreads() { at::set_num_threads(2); }
+  ~TwoThreads() { at::set_num_threads(before); }
+};
+
+TEST(DecodePool, RunsOneHalfHereAndOneOnItsWorker) {
+  TwoThreads threads;
+  c10::InferenceMode inference;
+  std::thread::id ran[2];
+  ASSERT_TRUE(decode_pair([&](int t) { ran[t] = std::this_thread::get_id(); }));
+  EXPECT_EQ(ran[0], std::this_thread::get_id());
+  EXPECT_NE(ran[1], std::thread::id());
+  EXPECT_NE(ran[1], ran[0]);
+}
+
+TEST(DecodePool, StepsAsideOutsideInferenceOrWithinACall) {
+  TwoThreads threads;
+  int calls = 0;
+  EXPECT_FALSE(decode_pair([&](int) { ++calls; }));  // not inference
+  EXPECT_EQ(calls, 0);
+  c10::InferenceMode inference;
+  bool nested = true;
+  ASSERT_TRUE(decode_pair([&](int t) {
+    if (t == 0) nested = decode_pair([&](int) { ++calls; });  // the pool is busy: this caller's call
+  }));
+  EXPECT_FALSE(nested);
+  EXPECT_EQ(calls, 0);
+  at::set_num_threads(1);
+  EXPECT_FALSE(decode_pair([&](int) { ++calls; }));
+  EXPECT_EQ(calls, 0);
+}
+
+TEST(DecodePool, RowsCoverEveryIndexOnce) {
+  TwoThreads threads;
+  for (bool inference : {false, true}) {
+    c10::optional<c10::InferenceMode> mode;
+    if (inference) mode.emplace();
+    for (int64_t n : {1, 2, 7, 64, 1001}) {
+      std::vector<std::atomic<int>> seen(n);
+      parallel_rows(1, 0, n, 3, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) seen[i]++;
+      });
+      for (int64_t i = 0; i < n; ++i) EXPECT_EQ(seen[i].load(), 1) << "n " << n << " index " << i;
+    }
+  }
+}
+
+TEST(DecodePool, LeavesManyRowsToLibgomp) {
+  TwoThreads threads;
+  c10::InferenceMode inference;
+  std::thread::id worker;
+  ASSERT_TRUE(decode_pair([&](int t) {
+    if (t == 1) worker = std::this_thread::get_id();
+  }));
+  std::vector<std::thread::id> ran;
+  std::mutex mutex;
+  const auto note = [&](int64_t, int64_t) {
+    std::lock_guard<std::mutex> lock(mutex);
+    ran.push_back(std::this_thread::get_id());
+  };
+  parallel_rows(kDecodeRows + 1, 0, 64, 1, note);  // at::parallel_for
+  for (const auto& id : ran) EXPECT_NE(id, worker);
+  ran.clear();
+  parallel_rows(kDecodeRows, 0, 64, 1, note);  // the pool: this thread and its worker
+  ASSERT_EQ(ran.size(), 2u);
+  EXPECT_EQ(std::set<std::thread::id>(ran.begin(), ran.end()), (std::set<std::thread::id>{worker, std::this_thread::get_id()}));
+}
+
+TEST(DecodePool, PassesTheWorkersErrorBackAndKeepsWorking) {
+  TwoThreads threads;
+  c10::InferenceMode inference;
+  EXPECT_THROW(decode_pair([](int t) {
+                 if (t == 1) throw std::runtime_error("worker");
+               }),
+               std::runtime_error);
+  EXPECT_THROW(decode_pair([](int t) {
+                 if (t == 0) throw std::runtime_error("caller");
+               }),
+               std::runtime_error);
+  int sum = 0;
+  std::atomic<int> parts{0};
+  EXPECT_TRUE(decode_pair([&](int t) { parts += t + 1; }));
+  sum = parts.load();
+  EXPECT_EQ(sum, 3);
+}
+
+TEST(DecodePool, StreamsAheadWithoutFaultingOnFreedMemory) {
+  TwoThreads threads;
+  c10::InferenceMode inference;
+  const size_t bytes = 1 << 20;
+  void* gone = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(gone, MAP_FAILED);
+  ASSERT_EQ(munmap(gone, bytes), 0);
+  int a = 0, b = 0;
+  const StreamShare first{&a, reinterpret_cast<const char*>(&a), sizeof a};
+  const StreamShare freed{&b, static_cast<const char*>(gone), static_cast<int64_t>(bytes)};
+  for (int round = 0; round < 3; ++round) {  // a, then b (unmapped): the worker streams b's share after a
+    std::atomic<int> ran{0};
+    ASSERT_TRUE(decode_pair([&](int) { ++ran; }, first));
+    ASSERT_TRUE(decode_pair([&](int) { ++ran; }, freed));
+    EXPECT_EQ(ran.load(), 4);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the worker done streaming
+}
+
+}  // namespace
+}  // namespace bakallm
