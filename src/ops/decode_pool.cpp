@@ -111,7 +111,7 @@ bool decode_pair(const std::function<void(int)>& f, const StreamShare& share) {
 void parallel_rows(int64_t rows, int64_t begin, int64_t end, int64_t grain,
                    const std::function<void(int64_t, int64_t)>& f, const StreamShare& share) {
   const int64_t mid = begin + (end - begin + 1) / 2;
-  if (rows <= kDecodeRows && end - begin >= 2 * grain && decode_pair([&](int t) { t == 0 ? f(begin, mid) : f(mid, end); }, share)) return;
+  if (rows <= kDecodeRows && end - begin > grain && decode_pair([&](int t) { t == 0 ? f(begin, mid) : f(mid, end); }, share)) return;
   at::parallel_for(begin, end, grain, f);
 }
 
