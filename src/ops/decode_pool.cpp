@@ -31,7 +31,7 @@ class DecodePool {
  public:
   DecodePool() { std::thread([this] { work(); }).detach(); }
 
-  bool run(const std::function<void(int)>& f, const StreamShare& share) {
+  bool run(c10::function_ref<void(int)> f, const StreamShare& share) {
     std::unique_lock<std::mutex> call(call_mutex_, std::try_to_lock);
     if (!call.owns_lock()) return false;
     StreamShare next;  // what followed this weight last time
@@ -93,7 +93,7 @@ class DecodePool {
   std::mutex sleep_mutex_;
   std::condition_variable wake_;
   std::atomic<uint64_t> posted_{0}, done_{0};
-  const std::function<void(int)>* task_ = nullptr;
+  const c10::function_ref<void(int)>* task_ = nullptr;
   StreamShare stream_;
   std::exception_ptr error_;
   const void* last_key_ = nullptr;
@@ -102,15 +102,18 @@ class DecodePool {
 
 }  // namespace
 
-bool decode_pair(const std::function<void(int)>& f, const StreamShare& share) {
+bool decode_pair(c10::function_ref<void(int)> f, const StreamShare& share) {
   if (!c10::InferenceMode::is_enabled() || at::get_num_threads() != 2 || at::in_parallel_region()) return false;
   static DecodePool* pool = new DecodePool;  // never destroyed: its worker outlives main's statics
   return pool->run(f, share);
 }
 
-void parallel_rows(int64_t rows, int64_t begin, int64_t end, int64_t grain,
-                   const std::function<void(int64_t, int64_t)>& f, const StreamShare& share) {
-  const int64_t mid = begin + (end - begin + 1) / 2;
+void parallel_rows(int64_t rows, int64_t begin, int64_t end, int64_t grain, c10::function_ref<void(int64_t, int64_t)> f,
+                   const StreamedRows& weight) {
+  const int64_t mid = begin + (end - begin + 1) / 2;  // the worker's half: [mid, end)
+  StreamShare share;
+  if (weight.data)
+    share = {weight.data, static_cast<const char*>(weight.data) + mid * weight.row_bytes, (end - mid) * weight.row_bytes};
   if (rows <= kDecodeRows && end - begin > grain && decode_pair([&](int t) { t == 0 ? f(begin, mid) : f(mid, end); }, share)) return;
   at::parallel_for(begin, end, grain, f);
 }

@@ -10,8 +10,10 @@
 // which spins after each OpenMP region, then idles through the token:
 // two spinning threads on two cores had made a token 70 ms instead of 4.
 
+#include <c10/util/C++17.h>  // FunctionRef.h uses its invoke_result_t without including it (libtorch 1.13)
+#include <c10/util/FunctionRef.h>
+
 #include <cstdint>
-#include <functional>
 
 namespace bakallm {
 
@@ -26,19 +28,28 @@ struct StreamShare {
 // Runs F(0) here and F(1) on the pool's worker and returns when both are
 // done; false, running nothing, when the pool can't take it (not inference,
 // not two threads, inside a parallel region, another call in flight).
-bool decode_pair(const std::function<void(int)>& f, const StreamShare& share = {});
+// Callables by reference (c10::function_ref): a decoded token's ~50 calls
+// allocate nothing.
+bool decode_pair(c10::function_ref<void(int)> f, const StreamShare& share = {});
 
 // The most rows (a product's input, attention's queries) a call hands the
 // pool: decoding's. Evaluation's and prefill's many rows stay on libgomp,
 // beside libtorch's own regions.
 constexpr int64_t kDecodeRows = 16;
 
+// A weight whose rows the indices of parallel_rows' work read, ROW_BYTES
+// each from DATA: the worker's half of them is its StreamShare.
+struct StreamedRows {
+  const void* data = nullptr;
+  int64_t row_bytes = 0;
+};
+
 // [BEGIN, END) of work on ROWS rows split in two halves by decode_pair, else
 // by at::parallel_for with GRAIN; halves for at most kDecodeRows rows
 // wherever at::parallel_for would split (more than a grain of work): a
 // region left to libgomp would set its worker spinning beside ours (int8's
 // small products had, 3.7 -> 16 ms a token).
-void parallel_rows(int64_t rows, int64_t begin, int64_t end, int64_t grain,
-                   const std::function<void(int64_t, int64_t)>& f, const StreamShare& share = {});
+void parallel_rows(int64_t rows, int64_t begin, int64_t end, int64_t grain, c10::function_ref<void(int64_t, int64_t)> f,
+                   const StreamedRows& weight = {});
 
 }  // namespace bakallm

@@ -45,10 +45,8 @@ void run(const float* a, int64_t M, int64_t K, const W& w, float* y, int64_t N, 
   const int64_t grain = std::max<int64_t>(4, (int64_t{1} << 16) / (K * bytes_per_weight));
   // Decoding: halves on the decode pool, whose worker then streams its half
   // of the next product (ops/decode_pool.h).
-  const int64_t row_bytes = K * bytes_per_weight, second = (N + 1) / 2;
-  const StreamShare share{w.w, reinterpret_cast<const char*>(w.w) + second * row_bytes, (N - second) * row_bytes};
   parallel_rows(M, 0, N, grain, [&](int64_t n0, int64_t n1) { BAKALLM_ON_ISA(isa, rows(a, M, K, w, y, N, n0, n1)); },
-                share);
+                StreamedRows{w.w, K * bytes_per_weight});
 }
 
 // The N values of X rounded to the nearest bfloat16 (ties to even), as

@@ -98,11 +98,9 @@ TEST(DecodePool, PassesTheWorkersErrorBackAndKeepsWorking) {
                  if (t == 0) throw std::runtime_error("caller");
                }),
                std::runtime_error);
-  int sum = 0;
   std::atomic<int> parts{0};
   EXPECT_TRUE(decode_pair([&](int t) { parts += t + 1; }));
-  sum = parts.load();
-  EXPECT_EQ(sum, 3);
+  EXPECT_EQ(parts.load(), 3);
 }
 
 TEST(DecodePool, StreamsAheadWithoutFaultingOnFreedMemory) {
