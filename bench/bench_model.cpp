@@ -275,6 +275,37 @@ BENCHMARK(BM_HeadProductFromMemory)
     ->ArgsProduct({{0, 1, 2}, {320, 1280}, {320}})
     ->Unit(benchmark::kMicrosecond);
 
+// One thread's row product (ops/row_product.h) of M rows with a weight
+// [N, K] already in its caches (L2 for [320, 320] float32: 400 kB), as the
+// decode pool's worker finds its half of a product it streamed ahead: how
+// fast the kernel computes, apart from memory; weight bytes per second.
+// First argument: 0 float32, 1 bfloat16, 2 int8 (Q8_0).
+void BM_RowProductFromCache(benchmark::State& state) {
+  set_threads(1);
+  const int64_t kind = state.range(0), M = state.range(1), N = state.range(2), K = state.range(3);
+  const auto w = torch::randn({N, K}) * 0.05;
+  const auto wb = w.to(torch::kBFloat16);
+  const auto q = quantize_q8(w);
+  const auto a = torch::randn({M, K});
+  auto y = torch::empty({M, N});
+  const void* weights[] = {w.data_ptr(), wb.data_ptr(), q.q.data_ptr()};
+  const RowWeights kinds[] = {RowWeights::kFloat, RowWeights::kBFloat16, RowWeights::kQ8};
+  for (auto _ : state) {
+    row_product(a.data_ptr<float>(), M, K, weights[kind], kind == 2 ? q.scales.data_ptr<float>() : nullptr, kinds[kind],
+                y.data_ptr<float>(), N);
+    benchmark::ClobberMemory();
+  }
+  set_threads(threads());
+  const int64_t bytes = kind == 2 ? q.bytes() : N * K * (kind == 1 ? 2 : 4);
+  state.SetBytesProcessed(state.iterations() * bytes);
+  const char* names[] = {"float32", "bfloat16", "int8"};
+  state.SetLabel(names[kind]);
+}
+BENCHMARK(BM_RowProductFromCache)
+    ->ArgsProduct({{0, 1, 2}, {1, 2}, {320}, {320}})
+    ->ArgsProduct({{0, 1, 2}, {1}, {320}, {1280}})
+    ->Unit(benchmark::kMicrosecond);
+
 // One decoded row's attention in each of the tiny preset's 8 layers, after
 // ~600 keys (a window and a half): the row kernel (ops/row_attention.h)
 // against the dense products it replaced, on keys and values of 8 distinct

@@ -29,7 +29,10 @@ struct Avx512 {
   static constexpr int kLanes = 16;
   static constexpr int kTileRows = 4;  // row products: 4 rows x 4 columns of accumulators fit the 32 registers
   static constexpr int kTileColumns = 4;
+  static constexpr int kChains = 1;  // accumulators a row and column: 16 in a tile, of 32 registers
+  static constexpr bool kQ8Prefetched = true;  // int8 weights prefetched ahead (row_product_loops.inc)
   BAKALLM_AVX512 static F zero() { return _mm512_setzero_ps(); }
+  static void held(F&) {}  // as the compiler chooses: not measured on AVX-512 (see Avx2::held)
   BAKALLM_AVX512 static F set1(float x) { return _mm512_set1_ps(x); }
   BAKALLM_AVX512 static F load(const float* p) { return _mm512_loadu_ps(p); }
   BAKALLM_AVX512 static F load(const uint16_t* p) { return widen_bfloat16(p); }  // bfloat16 bits
@@ -64,6 +67,16 @@ struct Avx2 {
   // from memory on the AMD EPYC, one row at a time at 17, two streams 5-11%
   // faster than one for bfloat16.
   static constexpr int kTileColumns = 2;
+  // Accumulators a row and column, summed at its end: one alone makes each
+  // column's sum a chain of dependent FMAs, which bound [320, 320] from L2 at
+  // 29-30 GB/s float32 and 14 bfloat16 on one core of the AMD EPYC; two,
+  // 38-40 and 19-21 (BM_RowProductFromCache; bfloat16 also needs held()).
+  // 2 rows x 2 columns x 2 of 16 registers.
+  static constexpr int kChains = 2;
+  // Int8 weights are not prefetched ahead: on the AMD EPYC their product is
+  // bound by its widening, not by memory, and the prefetches' instructions
+  // made a tiny int8 token ~10% slower (in-process A/B, session 18).
+  static constexpr bool kQ8Prefetched = false;
   BAKALLM_AVX2 static F zero() { return _mm256_setzero_ps(); }
   BAKALLM_AVX2 static F set1(float x) { return _mm256_set1_ps(x); }
   BAKALLM_AVX2 static F load(const float* p) { return _mm256_loadu_ps(p); }
@@ -76,8 +89,14 @@ struct Avx2 {
   }
   BAKALLM_AVX2 static void load2(const float* p, F& a, F& b) { a = load(p), b = load(p + kLanes); }
   BAKALLM_AVX2 static void load2(const int8_t* p, F& a, F& b) { a = load(p), b = load(p + kLanes); }
+  // X held in a register: GCC otherwise folds its load into each instruction
+  // that uses it, loading it again for each. Zen's loads are 128 bits: with
+  // a row's values loaded once per column and bfloat16 pairs twice, loads
+  // bound [320, 320] bfloat16 from L2 at 13-14 GB/s on one core; 19-21 held.
+  BAKALLM_AVX2 static void held(F& x) { asm("" : "+x"(x)); }
   BAKALLM_AVX2 static void load2(const uint16_t* p, F& even, F& odd) {
-    const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    asm("" : "+x"(pairs));  // loaded once for both halves
     even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
     odd = _mm256_castsi256_ps(_mm256_and_si256(pairs, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
   }
@@ -113,7 +132,10 @@ struct Portable {
   static constexpr int kLanes = 1;
   static constexpr int kTileRows = 4;
   static constexpr int kTileColumns = 4;
+  static constexpr int kChains = 1;
+  static constexpr bool kQ8Prefetched = true;
   static F zero() { return 0.0f; }
+  static void held(F&) {}
   static F set1(float x) { return x; }
   static F load(const float* p) { return *p; }
   static F load(const uint16_t* p) {
