@@ -103,6 +103,19 @@ TEST(DecodePool, PassesTheWorkersErrorBackAndKeepsWorking) {
   EXPECT_EQ(parts.load(), 3);
 }
 
+TEST(DecodePool, StreamAheadStopsWhenToldAndNeverFaults) {
+  const size_t bytes = 1 << 20;
+  void* gone = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(gone, MAP_FAILED);
+  ASSERT_EQ(munmap(gone, bytes), 0);
+  int asked = 0;
+  stream_ahead(static_cast<const char*>(gone), bytes, [&] { return ++asked < 3; });  // two batches of 512 bytes, then stop
+  EXPECT_EQ(asked, 3);
+  asked = 0;
+  stream_ahead(static_cast<const char*>(gone), bytes, [&] { return ++asked > 0; });  // all of it: 2048 batches
+  EXPECT_EQ(asked, 2048);
+}
+
 TEST(DecodePool, StreamsAheadWithoutFaultingOnFreedMemory) {
   TwoThreads threads;
   c10::InferenceMode inference;
