@@ -44,9 +44,10 @@ void run(const float* a, int64_t M, int64_t K, const W& w, float* y, int64_t N, 
   // About 64 kB of weights per task: a tiny layer's 320 x 320 float32 product splits in two.
   const int64_t grain = std::max<int64_t>(4, (int64_t{1} << 16) / (K * bytes_per_weight));
   // Decoding: halves on the decode pool, whose worker then streams its half
-  // of the next product (ops/decode_pool.h).
+  // of the next product (ops/decode_pool.h), in units of 4 columns: every
+  // set's tile (rows()), so no column is summed alone but the last few of N.
   parallel_rows(M, 0, N, grain, [&](int64_t n0, int64_t n1) { BAKALLM_ON_ISA(isa, rows(a, M, K, w, y, N, n0, n1)); },
-                StreamedRows{w.w, K * bytes_per_weight});
+                StreamedRows{w.w, K * bytes_per_weight, 4});
 }
 
 // The N values of X rounded to the nearest bfloat16 (ties to even), as
