@@ -13,6 +13,7 @@
 #include <c10/util/C++17.h>  // FunctionRef.h uses its invoke_result_t without including it (libtorch 1.13)
 #include <c10/util/FunctionRef.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace bakallm {
@@ -31,6 +32,10 @@ struct StreamShare {
 // Callables by reference (c10::function_ref): a decoded token's ~50 calls
 // allocate nothing.
 bool decode_pair(c10::function_ref<void(int)> f, const StreamShare& share = {});
+
+// How many weights' successors the pool remembers (at most 4096: beyond, it
+// forgets them all and learns the order again from the next token).
+size_t decode_pool_successors();
 
 // Asks for the cache lines of [FIRST, FIRST + BYTES) by prefetches (which
 // never fault, even on freed memory) at about one core's read rate, while

@@ -144,6 +144,17 @@ TEST(DecodePool, PassesTheWorkersErrorBackAndKeepsWorking) {
   EXPECT_EQ(parts.load(), 3);
 }
 
+TEST(DecodePool, RemembersABoundedNumberOfWeights) {
+  TwoThreads threads;
+  c10::InferenceMode inference;
+  std::vector<char> weights(5000);  // 5000 weights' keys, as a server's models loaded one after another
+  for (size_t i = 0; i < weights.size(); ++i) {
+    ASSERT_TRUE(decode_pair([](int) {}, StreamShare{&weights[i], &weights[i], 1}));
+    ASSERT_LE(decode_pool_successors(), 4096u);
+  }
+  EXPECT_GT(decode_pool_successors(), 0u);
+}
+
 TEST(DecodePool, StreamAheadStopsWhenToldAndNeverFaults) {
   const size_t bytes = 1 << 20;
   void* gone = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
