@@ -30,11 +30,6 @@ constexpr auto kSpin = std::chrono::microseconds(200);
 // The least of a weight a thread takes at a time in parallel_rows' halves:
 // its claims of work cost an atomic add each, ~10 ns, and 16 kB ~1.3 us.
 constexpr int64_t kChunkBytes = int64_t{16} << 10;
-// The most weights whose successors the pool remembers: a base model's
-// token is ~60 products; a server that loads model after model would
-// otherwise keep an entry for every weight it ever decoded with.
-constexpr size_t kSuccessors = 4096;
-
 // stream_ahead's pace: a line each 5 ns, 12.8 GB/s, what one core of the AMD
 // EPYC reads by loads; issued faster, its prefetches are dropped. Asked in
 // batches of 8 lines, between which it waits for the time-stamp counter.
@@ -63,7 +58,7 @@ class DecodePool {
     if (!call.owns_lock()) return false;
     StreamShare next;  // what followed this weight last time
     if (share.key) {
-      if (successor_.size() >= kSuccessors) successor_.clear();  // weights of models since unloaded, mostly
+      if (successor_.size() >= kDecodeSuccessors) successor_.clear();  // weights of models since unloaded, mostly
       if (last_key_) successor_[last_key_] = share;
       last_key_ = share.key;
       if (const auto it = successor_.find(share.key); it != successor_.end()) next = it->second;
@@ -87,6 +82,11 @@ class DecodePool {
     if (mine) std::rethrow_exception(mine);
     if (error_) std::rethrow_exception(error_);
     return true;
+  }
+
+  size_t remembered() {
+    std::lock_guard<std::mutex> call(call_mutex_);
+    return successor_.size();
   }
 
  private:
@@ -125,13 +125,12 @@ class DecodePool {
   std::exception_ptr error_;
   const void* last_key_ = nullptr;
   std::unordered_map<const void*, StreamShare> successor_;
-
- public:
-  size_t remembered() {
-    std::lock_guard<std::mutex> call(call_mutex_);
-    return successor_.size();
-  }
 };
+
+DecodePool& decode_pool() {
+  static DecodePool* pool = new DecodePool;  // never destroyed: its worker outlives main's statics
+  return *pool;
+}
 
 }  // namespace
 
@@ -146,15 +145,6 @@ void stream_ahead(const char* first, int64_t bytes, c10::function_ref<bool()> ke
     if (now > due + ticks) due = now;  // fallen behind (the thread was descheduled): no burst to catch up
   }
 }
-
-namespace {
-
-DecodePool& decode_pool() {
-  static DecodePool* pool = new DecodePool;  // never destroyed: its worker outlives main's statics
-  return *pool;
-}
-
-}  // namespace
 
 bool decode_pair(c10::function_ref<void(int)> f, const StreamShare& share) {
   if (!c10::InferenceMode::is_enabled() || at::get_num_threads() != 2 || at::in_parallel_region()) return false;

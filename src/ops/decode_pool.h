@@ -33,8 +33,13 @@ struct StreamShare {
 // allocate nothing.
 bool decode_pair(c10::function_ref<void(int)> f, const StreamShare& share = {});
 
-// How many weights' successors the pool remembers (at most 4096: beyond, it
-// forgets them all and learns the order again from the next token).
+// The most weights whose successors the pool remembers: beyond, it forgets
+// them all and learns the order again from the next token. A base model's
+// token is ~60 products; a server that loads model after model would
+// otherwise keep an entry for every weight it ever decoded with.
+constexpr size_t kDecodeSuccessors = 4096;
+
+// How many weights' successors the pool remembers now.
 size_t decode_pool_successors();
 
 // Asks for the cache lines of [FIRST, FIRST + BYTES) by prefetches (which

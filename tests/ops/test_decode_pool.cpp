@@ -24,6 +24,14 @@ struct TwoThreads {
   ~TwoThreads() { at::set_num_threads(before); }
 };
 
+// BYTES of address space mapped and unmapped again: reading it would fault.
+const char* unmapped(size_t bytes) {
+  void* gone = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  EXPECT_NE(gone, MAP_FAILED);
+  EXPECT_EQ(munmap(gone, bytes), 0);
+  return static_cast<const char*>(gone);
+}
+
 TEST(DecodePool, RunsOneHalfHereAndOneOnItsWorker) {
   TwoThreads threads;
   c10::InferenceMode inference;
@@ -68,8 +76,8 @@ TEST(DecodePool, RowsCoverEveryIndexOnce) {
 
 // Each thread takes its half in chunks on whole units (a row product's tiles)
 // and, done, takes chunks of the other's: a slow thread's half is finished by
-// the other. The least chunk (5 rows of a weight: 16 kB of 3000-byte rows)
-// is no whole number of units by itself.
+// the other. With no weight, and with one (3000-byte rows, the worker's share
+// streamed ahead: the least chunk, 16 kB, is then one unit of 12 kB).
 TEST(DecodePool, ChunksStartOnUnitsAndTheFasterThreadHelpsTheSlower) {
   TwoThreads threads;
   c10::InferenceMode inference;
@@ -147,24 +155,22 @@ TEST(DecodePool, PassesTheWorkersErrorBackAndKeepsWorking) {
 TEST(DecodePool, RemembersABoundedNumberOfWeights) {
   TwoThreads threads;
   c10::InferenceMode inference;
-  std::vector<char> weights(5000);  // 5000 weights' keys, as a server's models loaded one after another
+  std::vector<char> weights(kDecodeSuccessors + 1000);  // more weights' keys than it keeps: models loaded one after another
   for (size_t i = 0; i < weights.size(); ++i) {
     ASSERT_TRUE(decode_pair([](int) {}, StreamShare{&weights[i], &weights[i], 1}));
-    ASSERT_LE(decode_pool_successors(), 4096u);
+    ASSERT_LE(decode_pool_successors(), kDecodeSuccessors);
   }
   EXPECT_GT(decode_pool_successors(), 0u);
 }
 
 TEST(DecodePool, StreamAheadStopsWhenToldAndNeverFaults) {
   const size_t bytes = 1 << 20;
-  void* gone = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  ASSERT_NE(gone, MAP_FAILED);
-  ASSERT_EQ(munmap(gone, bytes), 0);
+  const char* gone = unmapped(bytes);
   int asked = 0;
-  stream_ahead(static_cast<const char*>(gone), bytes, [&] { return ++asked < 3; });  // two batches of 512 bytes, then stop
+  stream_ahead(gone, bytes, [&] { return ++asked < 3; });  // two batches of 512 bytes, then stop
   EXPECT_EQ(asked, 3);
   asked = 0;
-  stream_ahead(static_cast<const char*>(gone), bytes, [&] { return ++asked > 0; });  // all of it: 2048 batches
+  stream_ahead(gone, bytes, [&] { return ++asked > 0; });  // all of it: 2048 batches
   EXPECT_EQ(asked, 2048);
 }
 
@@ -172,12 +178,9 @@ TEST(DecodePool, StreamsAheadWithoutFaultingOnFreedMemory) {
   TwoThreads threads;
   c10::InferenceMode inference;
   const size_t bytes = 1 << 20;
-  void* gone = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  ASSERT_NE(gone, MAP_FAILED);
-  ASSERT_EQ(munmap(gone, bytes), 0);
   int a = 0, b = 0;
   const StreamShare first{&a, reinterpret_cast<const char*>(&a), sizeof a};
-  const StreamShare freed{&b, static_cast<const char*>(gone), static_cast<int64_t>(bytes)};
+  const StreamShare freed{&b, unmapped(bytes), static_cast<int64_t>(bytes)};
   for (int round = 0; round < 3; ++round) {  // a, then b (unmapped): the worker streams b's share after a
     std::atomic<int> ran{0};
     ASSERT_TRUE(decode_pair([&](int) { ++ran; }, first));
