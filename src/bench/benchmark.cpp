@@ -109,8 +109,10 @@ double forward_rate(BakaLM& model) {
 }
 
 // WEIGHT_BYTES: what a token reads of the stored weights (decode_weight_bytes);
-// BANDWIDTH: the best read bandwidth this run measured before.
-nlohmann::json decode_rates(BakaLM& model, const BenchOptions& o, int64_t weight_bytes, double bandwidth_before) {
+// BANDWIDTH: the best read bandwidth this run measured before; KEY: the entry's
+// name in the json (and its trace's, with --profile).
+nlohmann::json decode_rates(BakaLM& model, const BenchOptions& o, int64_t weight_bytes, double bandwidth_before,
+                            const std::string& key) {
   const auto& c = model->config();
   model->eval();
   nlohmann::json out = nlohmann::json::array();
@@ -138,7 +140,7 @@ nlohmann::json decode_rates(BakaLM& model, const BenchOptions& o, int64_t weight
     bandwidth = std::max(bandwidth, read_bandwidth(true));
     std::nth_element(each.begin(), each.begin() + each.size() / 2, each.end());
     if (!o.profile_dir.empty() && out.empty()) {  // 16 more tokens, traced (untimed)
-      torch::autograd::profiler::RecordProfile trace(o.profile_dir + "/decode.json");
+      torch::autograd::profiler::RecordProfile trace(o.profile_dir + "/" + key + ".json");
       for (int i = 0; i < 16; ++i) dec.feed(next);
     }
     out.push_back({{"context_windows", windows},
@@ -319,7 +321,7 @@ nlohmann::json run_benchmarks(const BenchOptions& o) {
       model->store_linear_weights(dtype);  // as generate, eval and serve do: in huge pages
       const int64_t bytes = decode_weight_bytes(model);
       j["decode_weight_bytes"][name] = bytes;
-      j[key] = decode_rates(model, o, bytes, j["read_bytes_per_s"].get<double>());
+      j[key] = decode_rates(model, o, bytes, j["read_bytes_per_s"].get<double>(), key);
     };
     decode_in(torch::kFloat, "float32", "decode");
     if (o.bf16) {  // last: the float32 weights are gone after this

@@ -31,7 +31,8 @@ void add_bench(CLI::App& app) {
       ->default_str("512 2048");
   cmd->add_option("--profile", a->o.profile_dir,
                   "directory for Chrome traces (chrome://tracing, Perfetto) of one training step (train_step.json; "
-                  "bfloat16: train_step_bfloat16.json) and 16 decoded tokens (decode.json)");
+                  "bfloat16: train_step_bfloat16.json) and 16 decoded tokens in each weight format (decode.json, decode_bfloat16_weights.json, "
+                  "decode_int8_weights.json)");
   cmd->add_flag("--json", a->json, "print one JSON object");
   cmd->callback([a] {
     if (a->o.model_dir.empty()) a->o.config = preset(a->preset);

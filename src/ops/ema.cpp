@@ -6,6 +6,7 @@
 
 #include "ops/autograd.h"
 #include "ops/fast_tensor.h"
+#include "ops/trace.h"
 
 namespace bakallm {
 
@@ -165,6 +166,7 @@ class EmaScan : public torch::autograd::Function<EmaScan> {
 
 torch::Tensor ema_scan(const torch::Tensor& u, const torch::Tensor& alpha, const torch::Tensor& q,
                        const torch::Tensor& y0_in) {
+  BAKALLM_TRACE("ema_scan");
   TORCH_CHECK(u.dim() == 3, "ema_scan: u must be [B, T, D], got ", u.sizes());
   TORCH_CHECK(alpha.dim() == 1 && alpha.size(0) == u.size(2), "ema_scan: alpha must be [D]");
   TORCH_CHECK(q.dim() == 1 && q.size(0) == u.size(2), "ema_scan: q must be [D]");

@@ -11,6 +11,7 @@
 #include "ops/cpu.h"
 #include "ops/fast_tensor.h"
 #include "ops/simd.h"
+#include "ops/trace.h"
 
 namespace bakallm {
 
@@ -253,6 +254,7 @@ Tensor sigmoid_gate_unfused(const Tensor& x, const Tensor& z, const Tensor& base
 Tensor relu_gate_unfused(const Tensor& u, const Tensor& g) { return u * torch::relu(g); }
 
 Tensor sigmoid_gate(const Tensor& x, const Tensor& z, const Tensor& base) {
+  BAKALLM_TRACE("sigmoid_gate");
   if (!fused(x, z, base, /*b_alone=*/true)) return sigmoid_gate_unfused(x, z, base);
   if (!wants_grad(x, z, base)) return forward_cpu(Loop::kSigmoidForward, x, z, base);
   if (base.defined()) return SigmoidGate<true>::apply(x, z, base);
@@ -260,6 +262,7 @@ Tensor sigmoid_gate(const Tensor& x, const Tensor& z, const Tensor& base) {
 }
 
 Tensor relu_gate(const Tensor& u, const Tensor& g) {
+  BAKALLM_TRACE("relu_gate");
   if (!fused(u, g, Tensor(), /*b_alone=*/false)) return relu_gate_unfused(u, g);
   if (!wants_grad(u, g)) return forward_cpu(Loop::kReluForward, u, g, Tensor());
   return ReluGate::apply(u, g);

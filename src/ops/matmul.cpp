@@ -9,6 +9,7 @@
 #include "ops/cpu.h"
 #include "ops/fast_tensor.h"
 #include "ops/onednn.h"
+#include "ops/trace.h"
 #include "util/clock.h"
 
 namespace bakallm {
@@ -134,6 +135,7 @@ bool onednn_enabled() {
 
 Tensor matmul_nt(const Tensor& a, const Tensor& b, torch::ScalarType compute_in, const Tensor& b_compute,
                  torch::ScalarType out_in) {
+  BAKALLM_TRACE("matmul_nt");
   const auto compute = product_dtype(a.scalar_type(), compute_in);
   const auto out = out_in == torch::ScalarType::Undefined ? a.scalar_type() : out_in;
   const auto& cast = b_compute.defined() && b_compute.scalar_type() == compute ? b_compute : Tensor();

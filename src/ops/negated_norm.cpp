@@ -8,6 +8,7 @@
 #include "ops/autograd.h"
 #include "ops/fast_tensor.h"
 #include "ops/rotary.h"
+#include "ops/trace.h"
 
 namespace bakallm {
 
@@ -178,6 +179,7 @@ Tensor negated_norm_rotary_unfused(const Tensor& x, const Tensor& c, const Tenso
 
 Tensor negated_norm_rotary(const Tensor& x, const Tensor& c, const Tensor& g, const Tensor& b, double eps,
                            const Tensor& cos, const Tensor& sin) {
+  BAKALLM_TRACE("negated_norm_rotary");
   TORCH_CHECK(x.dim() == 3 && c.numel() == 1 && g.numel() == 2 * x.size(2) && b.numel() == 2 * x.size(2),
               "negated_norm_rotary: x [N, T, D], a scalar c, g and b [2D]");
   TORCH_CHECK(cos.sizes() == sin.sizes() && cos.size(-1) == x.size(2) / 2 && cos.size(-2) == x.size(1) &&

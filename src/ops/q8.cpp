@@ -2,6 +2,7 @@
 
 #include "ops/matmul.h"
 #include "ops/row_product.h"
+#include "ops/trace.h"
 
 namespace bakallm {
 
@@ -31,6 +32,7 @@ torch::Tensor dequantize_q8(const Q8Weight& w, torch::ScalarType dtype) {
 }
 
 torch::Tensor matmul_nt_q8(const torch::Tensor& a_in, const Q8Weight& w, torch::ScalarType compute) {
+  BAKALLM_TRACE("matmul_nt_q8");
   const int64_t N = w.q.size(0), K = w.q.size(1);
   TORCH_CHECK(a_in.size(-1) == K, "matmul_nt_q8: ", a_in.sizes(), " against a weight of ", K, " columns");
   const int64_t M = a_in.numel() / K;

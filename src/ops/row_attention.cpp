@@ -12,6 +12,7 @@
 #include "ops/exp_row.h"
 #include "ops/fast_tensor.h"
 #include "ops/simd.h"
+#include "ops/trace.h"
 
 namespace bakallm {
 
@@ -61,6 +62,7 @@ void partial_row(const float* q, const T* K, int64_t sK, const T* V, int64_t sV,
 }  // namespace
 
 Tensor row_attention(const Tensor& q_in, const Tensor& K, const Tensor& V, const AttentionMask& mask, double scale) {
+  BAKALLM_TRACE("row_attention");
   TORCH_CHECK(q_in.dim() == 3 && K.dim() == 3 && V.dim() == 3 && q_in.size(0) == K.size(0) && K.size(0) == V.size(0) &&
                   K.size(1) == V.size(1) && q_in.size(2) == K.size(2),
               "row_attention: q [G, Tq, F], K [G, Tk, F], V [G, Tk, Dv], got ", q_in.sizes(), " ", K.sizes(), " ",

@@ -4,6 +4,7 @@
 
 #include "ops/autograd.h"
 #include "ops/fast_tensor.h"
+#include "ops/trace.h"
 
 namespace bakallm {
 
@@ -18,6 +19,7 @@ bool layer_norm_rows_can(const torch::Tensor& x, const torch::Tensor& weight, co
 
 torch::Tensor layer_norm_rows(const torch::Tensor& x_in, const torch::Tensor& weight, const torch::Tensor& bias,
                               double eps) {
+  BAKALLM_TRACE("layer_norm_rows");
   TORCH_CHECK(layer_norm_rows_can(x_in, weight, bias),
               "layer_norm_rows: CPU float32 x [..., D] of at most ", kRowNormRows, " rows, weight and bias [D]");
   const auto x = x_in.contiguous();
