@@ -1,5 +1,7 @@
 #include "infer/decoder.h"
 
+#include "ops/fast_tensor.h"
+
 namespace bakallm {
 
 Decoder::Decoder(BakaLM model, int64_t batch) : model_(std::move(model)), batch_(batch) {}
@@ -48,7 +50,8 @@ int64_t Decoder::attended_bytes() const {
 torch::Tensor Decoder::feed(const torch::Tensor& ids_in) {
   c10::InferenceMode inference;  // no autograd bookkeeping at all: cheaper than NoGradGuard per op
   TORCH_CHECK(ids_in.dim() == 2 && ids_in.size(0) == batch_ && ids_in.size(1) > 0, "Decoder::feed: ids must be [B, n>0]");
-  const auto ids = ids_in.to(model_->embed_out->weight.device());
+  const auto& device = model_->embed_out->weight.device();
+  const auto ids = ids_in.device() == device ? ids_in : ids_in.to(device);
   if (model_->gpt_neox) return model_->head(feed_stateless(ids));
   const int64_t W = model_->config().window_size;
   auto& net = model_->model;
@@ -60,7 +63,7 @@ torch::Tensor Decoder::feed(const torch::Tensor& ids_in) {
       hidden = net->window(x, state_).select(1, W - 1);
     } else {
       if (!window_) open_window();
-      hidden = net->extend(*window_, x).select(1, take - 1);
+      hidden = select_rows(net->extend(*window_, x), 1, take - 1);
       in_window_ += take;
       if (in_window_ == W) close_window();
     }
@@ -93,7 +96,7 @@ torch::Tensor Decoder::feed_together(const std::vector<Decoder*>& ds, const torc
     if (!d->window_) d->open_window();  // the stream's next window: its own prefix rows first
     windows.push_back(&*d->window_);
   }
-  const auto hidden = net->extend(windows, net->embed_in(ids)).select(1, 0);  // [rows, D]
+  const auto hidden = select_rows(net->extend(windows, net->embed_in(ids)), 1, 0);  // [rows, D]
   for (auto* d : ds)
     if (++d->in_window_ == W) d->close_window();
   return model->head(hidden);  // [rows, V]

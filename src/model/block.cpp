@@ -1,6 +1,7 @@
 #include "model/block.h"
 
 #include "model/layer_norm.h"
+#include "ops/fast_tensor.h"
 #include "ops/gate.h"
 
 namespace bakallm {
@@ -39,7 +40,7 @@ torch::Tensor BlockImpl::combine(const torch::Tensor& x, const torch::Tensor& h,
                                  const torch::Tensor& m, const torch::Tensor& a) {
   // x + a + mlp(h) ⊙ σ(gate) + m ⊙ σ(mega_gate(m)), each gate and its sum one op (ops/gate.h);
   // the gates' products only feed them: in the products' dtype (ops/matmul.h's inner_dtype)
-  auto out = x + a;                                                                // [B, T, D]
+  auto out = add_rows(x, a);                                                       // [B, T, D]
   const auto m_out = mlp(h);                                                       // [B, T, D]
   if (config_.mlp_gate == MlpGate::kAttention) out = sigmoid_gate(m_out, mlp_attn_gate->inner(mlp_attn_norm(a)), out);
   else if (config_.mlp_gate == MlpGate::kSelf) out = sigmoid_gate(m_out, mlp_attn_gate->inner(h), out);
@@ -76,7 +77,7 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x, const LayerWindows& ws,
   if (mega) {
     const auto& w0 = *ws[0];                            // alpha, q: the model's, the same in every window
     auto y = mega->continued(x, ema_before(ws, x), w0.alpha, w0.q);  // [B, n, D]
-    const auto last = split_rows(y.select(1, y.size(1) - 1), ws);     // [B_j, D]
+    const auto last = split_rows(select_rows(y, 1, y.size(1) - 1), ws);  // [B_j, D]
     for (size_t j = 0; j < ws.size(); ++j) ws[j]->ema = last[j];
     m = norm_mega(y);
   }

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "model/shared_input.h"
+#include "ops/fast_tensor.h"
 #include "ops/matmul.h"
 
 namespace bakallm {
@@ -33,10 +34,10 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return forward_in(x,
 
 torch::Tensor LinearImpl::forward_in(const torch::Tensor& x, torch::ScalarType dtype) {
   auto y = shared_ ? shared_->columns(*this, x) : torch::Tensor();  // [..., out] of the group's one product, if made
-  if (y.defined()) y = y.scalar_type() == dtype ? y : y.to(dtype);
-  else y = q8_.defined() ? matmul_nt_q8(x, q8_, compute_).to(dtype) : matmul_nt(x, weight, compute_, compute_weight(), dtype);
+  if (!y.defined()) y = q8_.defined() ? matmul_nt_q8(x, q8_, compute_) : matmul_nt(x, weight, compute_, compute_weight(), dtype);
+  if (y.scalar_type() != dtype) y = y.to(dtype);  // a call of libtorch's even when there's nothing to do
   if (!bias.defined()) return y;
-  return y + (bias.scalar_type() == dtype ? bias : bias.to(dtype));  // in DTYPE, not promoted
+  return add_rows(y, bias.scalar_type() == dtype ? bias : bias.to(dtype));  // in DTYPE, not promoted
 }
 
 torch::ScalarType LinearImpl::inner_dtype(const torch::Tensor& x) const {

@@ -16,7 +16,9 @@ torch::Tensor RotaryImpl::make_freqs(int64_t dim, double base) {
 
 RotaryImpl::Table RotaryImpl::table(int64_t positions) const {
   std::lock_guard<std::mutex> lock(table_mutex_);
-  auto& t = table_;
+  // Decoding's rows are views made in place (narrow_rows): of inference
+  // tensors, which training's backward can't save; each mode its own table.
+  auto& t = c10::InferenceMode::is_enabled() ? inference_table_ : table_;
   const bool current = t.cos.defined() && t.version == static_cast<int64_t>(freqs._version()) &&
                        t.cos.device() == freqs.device() && t.cos.scalar_type() == freqs.scalar_type();
   if (!current || t.cos.size(0) < positions) {
@@ -31,7 +33,10 @@ RotaryImpl::Table RotaryImpl::table(int64_t positions) const {
 RotaryImpl::Angles RotaryImpl::angles(const torch::Tensor& x, int64_t start) const {
   const int64_t T = x.size(-2);
   const auto t = table(start + T);
-  auto rows = [&](const torch::Tensor& c) { return narrow_rows(c, 0, start, T).to(x.scalar_type()); };  // [T, D/2]
+  auto rows = [&](const torch::Tensor& c) {  // [T, D/2]
+    const auto r = narrow_rows(c, 0, start, T);
+    return r.scalar_type() == x.scalar_type() ? r : r.to(x.scalar_type());
+  };
   return {rows(t.cos), rows(t.sin)};
 }
 

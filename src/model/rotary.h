@@ -40,11 +40,12 @@ class RotaryImpl : public torch::nn::Module {
     torch::Tensor cos, sin;  // [P, D/2]: cos and sin of angle(p, j), positions 0..P-1
     int64_t version = -1;    // freqs' version when computed (an imported buffer is copied in)
   };
-  // The table with at least POSITIONS positions, for freqs' device and dtype.
+  // The table with at least POSITIONS positions, for freqs' device and dtype
+  // and the current mode (c10::InferenceMode or not).
   Table table(int64_t positions) const;
   int64_t dim_;
   mutable std::mutex table_mutex_;  // one model may serve several threads
-  mutable Table table_;
+  mutable Table table_, inference_table_;  // made outside and inside c10::InferenceMode
 };
 TORCH_MODULE(Rotary);
 

@@ -70,7 +70,7 @@ SharedInput::Scope::Scope(const std::shared_ptr<SharedInput>& group, const torch
                                  : matmul_nt(x, g.packed_[0], compute, {}, torch::kFloat);  // [..., ΣN]
   std::lock_guard<std::mutex> lock(g.mutex_);
   g.x_ = x;
-  g.y_ = y.to(torch::kFloat);
+  g.y_ = y.scalar_type() == torch::kFloat ? y : y.to(torch::kFloat);
   group_ = &g;
   input_ = x.unsafeGetTensorImpl();
 }

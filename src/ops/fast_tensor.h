@@ -1,10 +1,13 @@
-// New tensors and views for the per-token path without a trip through
+// New tensors, views and sums for the per-token path without a trip through
 // libtorch's dispatcher. A decoded token of tiny ran ~300 libtorch calls, most
 // of them a kernel's output (empty, empty_like) or a view of a row buffer or
 // of a grouped product (narrow); each costs 0.5-1.1 us through the dispatcher
 // against 0.1 us for a view made in place (bench/bench_model.cpp,
-// BM_TensorCalls). Off the CPU, or where autograd may see the tensor, these
-// are the plain libtorch calls.
+// BM_TensorCalls). Within a token each such call runs cold: the product
+// before it streamed megabytes of weights through the caches, its code's
+// too, and an add of one row took 5-7 us there (AMD EPYC, session 19). Off
+// the CPU, or where autograd may see the tensor, these are the plain libtorch
+// calls.
 #pragma once
 #include <torch/torch.h>
 
@@ -19,5 +22,17 @@ torch::Tensor empty_as(const torch::Tensor& x);
 // T.narrow(dim, start, length): made in place for an inference tensor on the
 // CPU under c10::InferenceMode (no version counter or autograd view to keep).
 torch::Tensor narrow_rows(const torch::Tensor& t, int64_t dim, int64_t start, int64_t length);
+
+// T.select(dim, index), made in place as narrow_rows makes its views.
+torch::Tensor select_rows(const torch::Tensor& t, int64_t dim, int64_t index);
+
+// The most values add_rows sums in its own loop: a few decoded rows.
+constexpr int64_t kAddRowsValues = int64_t{1} << 16;
+
+// X + Y for Y of X's sizes or of X's last one alone (a bias, [N]): float32
+// CPU tensors of at most kAddRowsValues values that autograd won't see, in
+// one loop into empty_as(X); x + y otherwise (libtorch's broadcasting,
+// promotion and errors). The same sums either way.
+torch::Tensor add_rows(const torch::Tensor& x, const torch::Tensor& y);
 
 }  // namespace bakallm

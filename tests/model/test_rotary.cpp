@@ -46,5 +46,28 @@ TEST(RotaryTable, FollowsACopiedInFreqsBuffer) {
   EXPECT_TRUE(test::all_close(rotary->forward(x, 2), expected(x, pos, rotary->freqs), 1e-5, 1e-5));
 }
 
+// A decoder (c10::InferenceMode) reads the table first, training after: the
+// rows it hands each must suit its mode (inference tensors can't be saved
+// for a backward), and decoding's are views made in place.
+TEST(RotaryTable, DecodingFirstThenTraining) {
+  torch::manual_seed(8);
+  Rotary rotary(16, 10000.0);
+  const auto x = torch::randn({1, 3, 32});
+  const auto pos = torch::arange(4, 7).unsqueeze(0);
+  {
+    c10::InferenceMode inference;
+    const auto a = rotary->angles(x, 4);
+    EXPECT_TRUE(a.cos.is_inference());
+    EXPECT_TRUE(test::all_close(rotary->forward(x, 4), expected(x, pos, rotary->freqs), 1e-5, 1e-5));
+  }
+  const auto leaf = x.clone().requires_grad_();
+  const auto a = rotary->angles(leaf, 4);
+  EXPECT_FALSE(a.cos.is_inference());
+  const auto y = rotary->forward(leaf, 4);
+  EXPECT_TRUE(test::all_close(y.detach(), expected(x, pos, rotary->freqs), 1e-5, 1e-5));
+  y.sum().backward();
+  EXPECT_TRUE(leaf.grad().defined());
+}
+
 }  // namespace
 }  // namespace bakallm

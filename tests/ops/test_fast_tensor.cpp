@@ -63,5 +63,44 @@ TEST(FastTensor, NarrowRowsKeepsTheGraphOutsideInference) {
   EXPECT_TRUE(torch::equal(x.grad(), torch::tensor({0.0f, 1.0f, 1.0f, 0.0f}).expand({3, 4})));
 }
 
+TEST(FastTensor, SelectRowsIsSelect) {
+  c10::InferenceMode mode;
+  const auto buffer = torch::randn({2, 9, 6});
+  const auto strided = buffer.transpose(1, 2);  // not contiguous
+  for (const auto& t : {buffer, strided})
+    for (int64_t dim : {0, 1, 2, -1})
+      for (int64_t index : {int64_t{0}, t.size(dim) - 1}) expect_same_view(select_rows(t, dim, index), t.select(dim, index));
+  EXPECT_THROW(select_rows(buffer, 1, 9), c10::Error);
+  EXPECT_THROW(select_rows(buffer, 3, 0), c10::Error);
+}
+
+TEST(FastTensor, AddRowsIsAdd) {
+  for (bool inference : {false, true}) {
+    c10::optional<c10::InferenceMode> mode;
+    if (inference) mode.emplace();
+    const auto x = torch::randn({1, 3, 40}), same = torch::randn({1, 3, 40}), bias = torch::randn({40});
+    for (const auto& y : {same, bias}) {
+      const auto got = add_rows(x, y), want = x + y;
+      EXPECT_TRUE(torch::equal(got, want));
+      EXPECT_EQ(got.sizes(), want.sizes());
+      EXPECT_EQ(got.is_inference(), inference);
+    }
+    // Others are libtorch's: bfloat16, broadcasting of other shapes, a mismatch.
+    const auto half = x.to(torch::kBFloat16);
+    EXPECT_EQ(add_rows(half, half).scalar_type(), torch::kBFloat16);
+    EXPECT_TRUE(torch::equal(add_rows(x, torch::ones({3, 1})), x + 1));
+    EXPECT_THROW(add_rows(x, torch::ones({7})), c10::Error);
+  }
+}
+
+TEST(FastTensor, AddRowsKeepsTheGraph) {
+  const auto x = torch::randn({2, 5}, torch::requires_grad()), b = torch::randn({5}, torch::requires_grad());
+  const auto y = add_rows(x, b);
+  EXPECT_TRUE(y.requires_grad());
+  (y * y).sum().backward();
+  EXPECT_TRUE(torch::allclose(x.grad(), 2 * (x + b).detach()));
+  EXPECT_TRUE(torch::allclose(b.grad(), 2 * (x + b).detach().sum(0)));
+}
+
 }  // namespace
 }  // namespace bakallm
