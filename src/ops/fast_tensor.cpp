@@ -4,6 +4,8 @@
 
 #include <c10/util/SmallVector.h>
 
+#include "ops/autograd.h"
+
 namespace bakallm {
 
 torch::Tensor empty_rows(c10::IntArrayRef sizes, torch::ScalarType dtype, const torch::Device& device) {
@@ -61,7 +63,7 @@ torch::Tensor select_rows(const torch::Tensor& t, int64_t dim, int64_t index) {
 torch::Tensor add_rows(const torch::Tensor& x, const torch::Tensor& y) {
   auto plain = [](const torch::Tensor& t) {
     return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat && t.layout() == torch::kStrided &&
-           t.is_contiguous() && !(torch::GradMode::is_enabled() && t.requires_grad());
+           t.is_contiguous() && !wants_grad(t);
   };
   const int64_t n = x.numel();
   const bool bias = y.dim() == 1 && x.dim() >= 1 && y.size(0) == x.size(-1) && y.size(0) > 0;

@@ -8,6 +8,7 @@
 #include "ops/autograd.h"
 #include "ops/fast_tensor.h"
 #include "ops/rotary.h"
+#include "ops/row_norm.h"
 #include "ops/trace.h"
 
 namespace bakallm {
@@ -28,25 +29,12 @@ struct Rows {
 Rows rows_of(const Tensor& x, const Tensor& cos) { return {x.size(0) * x.size(1), x.size(1), x.size(2), cos.dim() == 3}; }
 
 // u = x − c/2, r = 1/sqrt(mean(u²) + eps); writes n = u·r into N, returns r.
-// Σu² over 8 interleaved chains: one chain's dependent adds had taken a
-// third of a decoded row's op (D = 320, BM_RowOps).
+// Σu² over interleaved chains (chained_sum): one chain's dependent adds had
+// taken a third of a decoded row's op (D = 320, BM_RowOps).
 float normalize(const float* x, float half_c, int64_t D, double eps, float* n) {
-  constexpr int kChains = 8;
-  float chain[kChains] = {0};
-  int64_t i = 0;
-  for (; i + kChains <= D; i += kChains)
-    for (int c = 0; c < kChains; ++c) {
-      n[i + c] = x[i + c] - half_c;
-      chain[c] += n[i + c] * n[i + c];
-    }
-  for (; i < D; ++i) {
-    n[i] = x[i] - half_c;
-    chain[0] += n[i] * n[i];
-  }
-  float s = 0;
-  for (float c : chain) s += c;
+  const float s = chained_sum<float>(x, D, [&](float v) { return (v - half_c) * (v - half_c); });
   const float r = 1.0f / std::sqrt(s / static_cast<float>(D) + static_cast<float>(eps));
-  for (int64_t i = 0; i < D; ++i) n[i] *= r;
+  for (int64_t i = 0; i < D; ++i) n[i] = (x[i] - half_c) * r;
   return r;
 }
 

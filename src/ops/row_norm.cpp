@@ -8,26 +8,6 @@
 
 namespace bakallm {
 
-namespace {
-
-// Σ F(x[d]) in float64 over kChains interleaved chains: one chain's dependent
-// adds had taken most of a row's time (D = 320: 1.5 us, BM_RowOps).
-constexpr int kChains = 8;
-
-template <class F>
-double chained_sum(const float* x, int64_t D, F f) {
-  double chain[kChains] = {0};
-  int64_t d = 0;
-  for (; d + kChains <= D; d += kChains)
-    for (int c = 0; c < kChains; ++c) chain[c] += f(x[d + c]);
-  for (; d < D; ++d) chain[0] += f(x[d]);
-  double sum = 0;
-  for (double c : chain) sum += c;
-  return sum;
-}
-
-}  // namespace
-
 bool layer_norm_rows_can(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   auto cpu_float = [](const torch::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == torch::kFloat; };
   if (!cpu_float(x) || x.dim() < 1 || !weight.defined() || !bias.defined() || !cpu_float(weight) || !cpu_float(bias))
@@ -50,8 +30,8 @@ torch::Tensor layer_norm_rows(const torch::Tensor& x_in, const torch::Tensor& we
   float* py = y.data_ptr<float>();
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = px + r * D;
-    const double mean = chained_sum(row, D, [](float v) { return static_cast<double>(v); }) / D;
-    const double squares = chained_sum(row, D, [&](float v) { return (v - mean) * (v - mean); });
+    const double mean = chained_sum<double>(row, D, [](float v) { return static_cast<double>(v); }) / D;
+    const double squares = chained_sum<double>(row, D, [&](float v) { return (v - mean) * (v - mean); });
     const float rstd = static_cast<float>(1.0 / std::sqrt(squares / D + eps)), m = static_cast<float>(mean);
     float* out = py + r * D;
     for (int64_t d = 0; d < D; ++d) out[d] = (row[d] - m) * rstd * pw[d] + pb[d];
