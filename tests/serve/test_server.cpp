@@ -315,7 +315,10 @@ TEST_F(Serve, AFullQueueGets429AndABusySession409) {
   start_server("--parallel 1 --queue 0 --max-tokens 1000000");
   const int first =
       open_stream({{"prompt", {1, 400}}, {"max_tokens", 1000000}, {"session", "busy"}, {"stream", true}});
-  auto queued = client().Post("/v1/completions", json{{"prompt", {1, 401}}, {"max_tokens", 2}}.dump(), "application/json");
+  auto post_short = [&] {  // a request of no session: the stream's to take
+    return client().Post("/v1/completions", json{{"prompt", {1, 401}}, {"max_tokens", 2}}.dump(), "application/json");
+  };
+  auto queued = post_short();
   auto busy = client().Post("/v1/completions", json{{"prompt", {402}}, {"max_tokens", 2}, {"session", "busy"}}.dump(),
                             "application/json");
   ::close(first);
@@ -324,13 +327,10 @@ TEST_F(Serve, AFullQueueGets429AndABusySession409) {
   EXPECT_EQ(json::parse(queued->body)["error"]["type"], "rate_limit_error");
   EXPECT_EQ(busy->status, 409) << busy->body;
   // The stream is freed once the server sees its client gone: until then a request still gets 429.
-  auto post_after = [&] {
-    return client().Post("/v1/completions", json{{"prompt", {1, 401}}, {"max_tokens", 2}}.dump(), "application/json");
-  };
-  auto after = post_after();
+  auto after = post_short();
   for (int tries = 0; after && after->status == 429 && tries < 600; ++tries) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    after = post_after();
+    after = post_short();
   }
   ASSERT_TRUE(after);
   EXPECT_EQ(after->status, 200) << after->body;
