@@ -35,11 +35,8 @@ class FusedHeadLoss : public torch::autograd::Function<FusedHeadLoss> {
     const int64_t N = h.size(0);
     const auto valid = targets.ne(kIgnoreIndex);                        // [N]
     const auto count = valid.sum().item<int64_t>();
-    Tensor dh, dW;                                                      // for a unit upstream gradient
-    if (grads) {
-      dh = torch::zeros_like(h);                                        // [N, D]
-      dW = torch::zeros_like(W);                                        // [V, D]
-    }
+    Tensor dh, dW;  // for a unit upstream gradient; dW: the first chunk's product, the others added
+    if (grads) dh = torch::zeros_like(h);                               // [N, D]
     auto total = torch::zeros({}, h.options().dtype(torch::kDouble));
     for (int64_t r = 0; r < N && count > 0; r += chunk) {
       const int64_t n = std::min(chunk, N - r);
@@ -58,9 +55,13 @@ class FusedHeadLoss : public torch::autograd::Function<FusedHeadLoss> {
       const auto weight = (ok / static_cast<double>(count)).unsqueeze(1);  // [n, 1]
       p.mul_(weight / sum);
       p.scatter_add_(1, index, -weight);
-      dh.narrow(0, r, n).copy_(matmul_nt(p, Wc.t(), compute));          // [n, D] = p · W
-      dW += matmul_nt(p.t(), hc.t(), compute);                          // [V, D] = pᵀ · h
+      // p in the products' dtype once for both (a bfloat16 cast of [n, V] costs as much as a pass over it)
+      const auto pc = p.to(product_dtype(p.scalar_type(), compute));
+      dh.narrow(0, r, n).copy_(matmul_nt(pc, Wc.t(), compute, {}, h.scalar_type()));  // [n, D] = p · W
+      auto dWc = matmul_nt(pc.t(), hc.t(), compute, {}, W.scalar_type());               // [V, D] = pᵀ · h
+      dW = dW.defined() ? dW.add_(dWc) : dWc;
     }
+    if (grads && !dW.defined()) dW = torch::zeros_like(W);              // no counted row: no gradient
     ctx->save_for_backward({dh, dW});
     return (count > 0 ? total / static_cast<double>(count) : total).to(h.scalar_type());
   }
