@@ -3,9 +3,9 @@
 #include <cmath>
 
 #include "model/layer_norm.h"
+#include "ops/attention_weights.h"
 #include "ops/autograd.h"
 #include "ops/block_attention.h"
-#include "ops/dropout.h"
 #include "ops/matmul.h"
 #include "ops/negated_norm.h"
 #include "ops/rotary.h"
@@ -98,14 +98,14 @@ torch::Tensor AttentionImpl::weigh(const torch::Tensor& q_in, const torch::Tenso
     out = block_attention(fold(q), fold(K), fold(V), folded(), o);
     if (heads_ > 1) out = out.unflatten(0, {B, heads_});
   } else {
-    auto mask = visible_keys(m, 0, Tq, 0, Tk, q.device());     // [Tq, Tk], [B, 1|Tq, Tk] or undefined
-    if (heads_ > 1 && mask.defined() && mask.dim() == 3) mask = mask.unsqueeze(1);
-    auto scores = matmul_nt(q, K, compute_) * scale;             // [B, (H,) Tq, Tk]
-    if (mask.defined())
-      scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());
-    const auto softmax_dtype = scores.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
-    auto weights = torch::softmax(scores, -1, softmax_dtype);    // at least float32
-    weights = hashed_dropout(weights, dropout_, is_training());
+    const auto scores = fold(matmul_nt(q, K, compute_));          // [B·H, Tq, Tk]
+    AttentionWeightsOptions o;
+    o.scale = scale;
+    o.dropout = dropout_;
+    o.training = is_training();
+    o.batch = B;
+    auto weights = attention_weights(scores, folded(), o);         // softmax, masked, dropped
+    if (heads_ > 1) weights = weights.unflatten(0, {B, heads_});
     out = matmul_nt(weights, V.transpose(-2, -1), compute_);     // [B, (H,) Tq, D/H]
   }
   if (heads_ > 1) out = out.transpose(1, 2).flatten(-2);          // [B, Tq, D]

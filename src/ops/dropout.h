@@ -31,6 +31,14 @@ uint64_t draw_dropout_seed();
 torch::Tensor dropout_scales(uint64_t seed, double p, int64_t batch, int64_t G, int64_t Tq, int64_t Tk, int64_t i0,
                              int64_t rows, int64_t j0, int64_t cols);
 
+// The multipliers (0 or 1/(1-P)) of the N elements of flat indices FIRST,
+// FIRST+1, ... under SEED: a row of a fused kernel's dropout (ops/attention_weights.h).
+void dropout_multipliers(uint64_t seed, double p, int64_t first, int64_t n, float* out);
+
+// The flat index of this process's first element in a tensor whose dim 0 is
+// the batch, PER_ROW elements a batch row (data parallel; 0 in one process).
+int64_t dropout_first_element(int64_t per_row);
+
 // The mask kernel's decision for element I under SEED (exposed for tests):
 // whether it is kept at drop probability P.
 bool dropout_keeps(uint64_t seed, int64_t i, double p);

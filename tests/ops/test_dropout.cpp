@@ -4,7 +4,10 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <vector>
+
 #include "ops/dropout.h"
+#include "isas.h"
 
 namespace bakallm {
 namespace {
@@ -48,6 +51,27 @@ TEST(Dropout, MaskIsAFunctionOfTheSeed) {
   const auto seed = at::check_generator<at::CPUGeneratorImpl>(at::detail::getDefaultCPUGenerator())->random64();
   for (int64_t i = 0; i < x.numel(); ++i)
     EXPECT_EQ(dropout_keeps(seed, i, 0.5), a.view({-1})[i].item<float>() != 0.0f) << i;
+}
+
+TEST(Dropout, MultipliersAreTheDecisionsFromAnyFirstElement) {
+  // Rows of a fused kernel's dropout start anywhere in a hash's four elements
+  // and end anywhere in a vector step (AVX-512: 32 a step), in each set's path.
+  const uint64_t seed = 0x1234567890abcdefull;
+  for (Isa isa : test::isas()) {
+    test::KernelIsa on(isa);
+    for (double p : {0.1, 0.5}) {
+      const float scale = static_cast<float>(1.0 / (1.0 - p));
+      for (int64_t first : {0, 1, 2, 3, 4, 29, 1000003})
+        for (int64_t n : {1, 3, 31, 32, 33, 64, 100}) {
+          std::vector<float> got(n + 1, -1.0f);
+          dropout_multipliers(seed, p, first, n, got.data());
+          for (int64_t c = 0; c < n; ++c)
+            ASSERT_EQ(got[c], dropout_keeps(seed, first + c, p) ? scale : 0.0f)
+                << isa_name(isa) << " first " << first << " n " << n << " c " << c;
+          ASSERT_EQ(got[n], -1.0f) << "wrote past the row";
+        }
+    }
+  }
 }
 
 TEST(Dropout, IdentityWhenOffOrEvaluating) {

@@ -1,0 +1,32 @@
+// The dense attention's weights from its raw scores, one pass a row each way:
+//   P = softmax(S · scale, hidden keys at -inf);  W = drop(P)
+// with the hashed dropout of ops/dropout.h (the elements and seed draw
+// hashed_dropout of W's tensor would use). The backward, from the saved P:
+//   dP = drop(dW);  dS = scale · P ⊙ (dP − rowsum(P ⊙ dP))
+// (hidden keys have P = 0, so their dS is 0). It replaces five libtorch ops
+// and their temporaries (the product by the scale, masked_fill and the
+// bool mask it reads, softmax, dropout): 12 passes over [G, Tq, Tk] in
+// training, with a copy where masked_fill's backward ran, become 2.
+// Both the BakaLLM attention's short windows and GPT-NeoX take it.
+#pragma once
+#include <torch/torch.h>
+
+#include "ops/block_attention.h"
+
+namespace bakallm {
+
+struct AttentionWeightsOptions {
+  double scale = 1.0;
+  double dropout = 0.0;  // on the weights, when training
+  bool training = false;
+  int64_t batch = 1;     // G = batch x heads: the dropout's rows (data parallel)
+};
+
+// S [G, Tq, Tk] -> W [G, Tq, Tk]. MASK hides keys as visible_keys says.
+// Contiguous float32 on the CPU runs the row kernels (ops/simd.h's sets:
+// kernel_isa() chooses); other devices and dtypes the libtorch ops (at
+// least float32 for the softmax; double stays double).
+torch::Tensor attention_weights(const torch::Tensor& scores, const AttentionMask& mask,
+                                const AttentionWeightsOptions& options);
+
+}  // namespace bakallm
