@@ -40,20 +40,19 @@ inline bool keeps(uint64_t hash, int64_t j, uint32_t t) {
 // This process's rows start at this row of the global batch (data parallel).
 std::atomic<int64_t> g_first_row{0};
 
-// out = x ⊙ keep(seed, OFFSET + i) / (1 - p) over the flat index i; x contiguous float32.
+// out = x ⊙ keep(seed, OFFSET + i) / (1 - p) over the flat index i; x contiguous float32
+// (the multipliers of dropout_multipliers, 1024 elements at a time).
 Tensor apply_mask(const Tensor& x_in, uint64_t seed, double p, int64_t offset) {
   const auto x = x_in.contiguous();
   auto out = torch::empty_like(x);
   const float* src = x.data_ptr<float>();
   float* dst = out.data_ptr<float>();
-  const int64_t first = offset, last = offset + x.numel();
-  const uint32_t t = threshold(p);
-  const float scale = static_cast<float>(1.0 / (1.0 - p));
-  at::parallel_for(first / 4, (last + 3) / 4, 2048, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const uint64_t h = block_hash(seed, b);
-      const int64_t lo = std::max(4 * b, first), hi = std::min(4 * b + 4, last);
-      for (int64_t i = lo; i < hi; ++i) dst[i - first] = keeps(h, i - 4 * b, t) ? src[i - first] * scale : 0.0f;
+  at::parallel_for(0, x.numel(), 8192, [&](int64_t begin, int64_t end) {
+    float mult[1024];
+    for (int64_t c = begin; c < end; c += 1024) {
+      const int64_t n = std::min<int64_t>(1024, end - c);
+      dropout_multipliers(seed, p, offset + c, n, mult);
+      for (int64_t k = 0; k < n; ++k) dst[c + k] = src[c + k] * mult[k];
     }
   });
   return out;
