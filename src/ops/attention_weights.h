@@ -5,8 +5,9 @@
 //   dP = drop(dW);  dS = scale · P ⊙ (dP − rowsum(P ⊙ dP))
 // (hidden keys have P = 0, so their dS is 0). It replaces five libtorch ops
 // and their temporaries (the product by the scale, masked_fill and the
-// bool mask it reads, softmax, dropout): 12 passes over [G, Tq, Tk] in
-// training, with a copy where masked_fill's backward ran, become 2.
+// bool mask it reads, softmax, dropout): ten ops over [G, Tq, Tk] in a
+// training step, counting the backwards and masked_fill's copies, become
+// one row kernel each way.
 // Both the BakaLLM attention's short windows and GPT-NeoX take it.
 #pragma once
 #include <torch/torch.h>
