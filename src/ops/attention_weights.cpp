@@ -85,15 +85,8 @@ class AttentionWeights : public torch::autograd::Function<AttentionWeights> {
       BAKALLM_ON_ISA(isa, weights_row(x + at, Tk, lo, hi, scale, mult, pp + at, pw + at));
     });
     ctx->save_for_backward({p});
+    save_weighting(mask, options, ctx);
     auto& d = ctx->saved_data;
-    d["causal"] = mask.causal;
-    d["before"] = mask.before;
-    d["past"] = mask.past;
-    if (mask.keep_past.defined()) d["keep_past"] = mask.keep_past;
-    d["scale"] = options.scale;
-    d["dropout"] = options.dropout;
-    d["training"] = options.training;
-    d["batch"] = options.batch;
     d["seed"] = static_cast<int64_t>(rows.seed);
     d["first"] = rows.first;
     return w;
@@ -102,10 +95,7 @@ class AttentionWeights : public torch::autograd::Function<AttentionWeights> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto p = ctx->get_saved_variables()[0];
     auto& d = ctx->saved_data;
-    const AttentionMask mask{d["causal"].toBool(), d["before"].toInt(), d["past"].toInt(),
-                             d.count("keep_past") ? d["keep_past"].toTensor() : Tensor()};
-    const AttentionWeightsOptions o{d["scale"].toDouble(), d["dropout"].toDouble(), d["training"].toBool(),
-                                    d["batch"].toInt()};
+    const auto [mask, o] = saved_weighting(ctx);
     Rows rows(p, mask, o);
     rows.seed = static_cast<uint64_t>(d["seed"].toInt());
     rows.first = d["first"].toInt();  // as the forward drew it

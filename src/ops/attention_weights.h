@@ -16,12 +16,6 @@
 
 namespace bakallm {
 
-struct AttentionWeightsOptions {
-  double scale = 1.0;
-  double dropout = 0.0;  // on the weights, when training
-  bool training = false;
-  int64_t batch = 1;     // G = batch x heads: the dropout's rows (data parallel)
-};
 
 // S [G, Tq, Tk] -> W [G, Tq, Tk]. MASK hides keys as visible_keys says.
 // Contiguous float32 on the CPU runs the row kernels (ops/simd.h's sets:

@@ -82,14 +82,7 @@ class BlockAttention : public torch::autograd::Function<BlockAttention> {
     }
     ctx->save_for_backward({q, K, V, out, lse});
     auto& d = ctx->saved_data;
-    d["causal"] = mask.causal;
-    d["before"] = mask.before;
-    d["past"] = mask.past;
-    if (mask.keep_past.defined()) d["keep_past"] = mask.keep_past;
-    d["scale"] = options.scale;
-    d["dropout"] = options.dropout;
-    d["training"] = options.training;
-    d["batch"] = options.batch;
+    save_weighting(mask, options, ctx);
     d["compute"] = static_cast<int64_t>(options.compute);
     d["block"] = options.block;
     d["seed"] = static_cast<int64_t>(b.seed);
@@ -101,11 +94,9 @@ class BlockAttention : public torch::autograd::Function<BlockAttention> {
     const auto &q = saved[0], &K = saved[1], &V = saved[2], &out = saved[3], &lse = saved[4];
     Blocks b;
     auto& d = ctx->saved_data;
-    b.mask = AttentionMask{d["causal"].toBool(), d["before"].toInt(), d["past"].toInt(),
-                           d.count("keep_past") ? d["keep_past"].toTensor() : Tensor()};
-    b.o = BlockAttentionOptions{d["scale"].toDouble(), d["dropout"].toDouble(), d["training"].toBool(),
-                                d["batch"].toInt(), static_cast<torch::ScalarType>(d["compute"].toInt()),
-                                d["block"].toInt()};
+    const auto [mask, weighting] = saved_weighting(ctx);
+    b.mask = mask;
+    b.o = BlockAttentionOptions{weighting, static_cast<torch::ScalarType>(d["compute"].toInt()), d["block"].toInt()};
     b.G = q.size(0);
     b.Tq = q.size(1);
     b.Tk = K.size(1);
@@ -137,6 +128,26 @@ class BlockAttention : public torch::autograd::Function<BlockAttention> {
 };
 
 }  // namespace
+
+void save_weighting(const AttentionMask& mask, const AttentionWeightsOptions& options, AutogradContext* ctx) {
+  auto& d = ctx->saved_data;
+  d["causal"] = mask.causal;
+  d["before"] = mask.before;
+  d["past"] = mask.past;
+  if (mask.keep_past.defined()) d["keep_past"] = mask.keep_past;
+  d["scale"] = options.scale;
+  d["dropout"] = options.dropout;
+  d["training"] = options.training;
+  d["batch"] = options.batch;
+}
+
+std::pair<AttentionMask, AttentionWeightsOptions> saved_weighting(AutogradContext* ctx) {
+  auto& d = ctx->saved_data;
+  return {AttentionMask{d["causal"].toBool(), d["before"].toInt(), d["past"].toInt(),
+                        d.count("keep_past") ? d["keep_past"].toTensor() : Tensor()},
+          AttentionWeightsOptions{d["scale"].toDouble(), d["dropout"].toDouble(), d["training"].toBool(),
+                                  d["batch"].toInt()}};
+}
 
 Tensor visible_keys(const AttentionMask& mask, int64_t i0, int64_t rows, int64_t j0, int64_t cols,
                     const torch::Device& device) {

@@ -40,11 +40,22 @@ struct AttentionMask {
 torch::Tensor visible_keys(const AttentionMask& mask, int64_t i0, int64_t rows, int64_t j0, int64_t cols,
                            const torch::Device& device);
 
-struct BlockAttentionOptions {
+// How the weights are made besides the mask: the dense kernel's
+// (ops/attention_weights.h) and the blocks' alike.
+struct AttentionWeightsOptions {
   double scale = 1.0;
   double dropout = 0.0;  // on the weights, when training
   bool training = false;
   int64_t batch = 1;     // G = batch x heads: the dropout's rows (data parallel)
+};
+
+// MASK and OPTIONS kept in an autograd function's saved data from its
+// forward for its backward, and read back there.
+void save_weighting(const AttentionMask& mask, const AttentionWeightsOptions& options,
+                    torch::autograd::AutogradContext* ctx);
+std::pair<AttentionMask, AttentionWeightsOptions> saved_weighting(torch::autograd::AutogradContext* ctx);
+
+struct BlockAttentionOptions : AttentionWeightsOptions {
   torch::ScalarType compute = torch::kFloat;  // the products' dtype (kBFloat16: AMX where there is one)
   int64_t block = 128;   // rows and columns of a block
 };
