@@ -13,6 +13,10 @@
 
 // AVX-512 F and BW: what cpu_has_avx512 asks for.
 #define BAKALLM_AVX512 __attribute__((target("avx512f,avx512bw")))
+// The same for loops left to the compiler's vectoriser, with 512-bit vectors
+// preferred (GCC otherwise mixes in 256-bit ones): the EMA scan's loops,
+// compiled a second time for CPUs with AVX-512.
+#define BAKALLM_AVX512_WIDE __attribute__((target("avx512f,avx512bw,prefer-vector-width=512")))
 
 // glibc's vector expf for AVX-512 (libmvec, the variant `#pragma omp simd`
 // calls): 16 lanes, within 4 ulp.

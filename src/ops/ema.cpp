@@ -78,8 +78,6 @@ __attribute__((always_inline)) inline void scan_backward_features(const T* gy, c
   }
 }
 
-#define BAKALLM_AVX512_WIDE __attribute__((target("avx512f,avx512bw,prefer-vector-width=512")))
-
 // The same loops compiled for AVX-512 (float32): the compiler's vectors are 16
 // floats and 8 doubles there, against SSE2's 4 and 2 in the baseline build
 // (BM_EmaScan on the AMD EPYC Zen5: see BENCHMARKS.md, session 21).
