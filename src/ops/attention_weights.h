@@ -16,7 +16,6 @@
 
 namespace bakallm {
 
-
 // S [G, Tq, Tk] -> W [G, Tq, Tk]. MASK hides keys as visible_keys says.
 // Contiguous float32 on the CPU runs the row kernels (ops/simd.h's sets:
 // kernel_isa() chooses); other devices and dtypes the libtorch ops (at

@@ -17,6 +17,9 @@
 // preferred (GCC otherwise mixes in 256-bit ones): the EMA scan's loops,
 // compiled a second time for CPUs with AVX-512.
 #define BAKALLM_AVX512_WIDE __attribute__((target("avx512f,avx512bw,prefer-vector-width=512")))
+// With DQ's 64-bit multiply besides (the dropout's hash, ops/dropout.cpp);
+// its caller also asks __builtin_cpu_supports("avx512dq").
+#define BAKALLM_AVX512DQ __attribute__((target("avx512f,avx512bw,avx512dq")))
 
 // glibc's vector expf for AVX-512 (libmvec, the variant `#pragma omp simd`
 // calls): 16 lanes, within 4 ulp.

@@ -18,10 +18,14 @@ namespace {
 
 using torch::Tensor;
 
+// splitmix64's constants: the counter's step (the golden ratio) and the
+// finaliser's two multipliers, for the scalar hash and its AVX-512 lanes alike.
+constexpr uint64_t kStep = 0x9E3779B97F4A7C15ull, kMix1 = 0xBF58476D1CE4E5B9ull, kMix2 = 0x94D049BB133111EBull;
+
 // splitmix64's finaliser: 64 well-mixed bits for a counter.
 inline uint64_t mix(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z = (z ^ (z >> 30)) * kMix1;
+  z = (z ^ (z >> 27)) * kMix2;
   return z ^ (z >> 31);
 }
 
@@ -29,7 +33,7 @@ inline uint64_t mix(uint64_t z) {
 inline uint32_t threshold(double p) { return static_cast<uint32_t>(std::lround(p * 65536.0)); }
 
 inline uint64_t block_hash(uint64_t seed, int64_t block) {
-  return mix(seed + static_cast<uint64_t>(block) * 0x9E3779B97F4A7C15ull);
+  return mix(seed + static_cast<uint64_t>(block) * kStep);
 }
 
 // Lane J (0..3) of a block's hash: its 16-bit uniform against threshold T.
@@ -91,24 +95,20 @@ uint64_t draw_dropout_seed() {
 }
 
 #ifdef __x86_64__
-// The AVX-512 kernels' target (ops/avx512.h) and DQ's 64-bit multiply, for the hash.
-#define BAKALLM_AVX512DQ __attribute__((target("avx512f,avx512bw,avx512dq")))
-
 // dropout_multipliers with 8 hashes (32 decisions) a step: a hash's four
 // 16-bit uniforms are its 64-bit lane's four 16-bit words, in the elements'
 // order, so one unsigned 16-bit compare of the vector decides 32 elements.
 BAKALLM_AVX512DQ void multipliers_avx512(uint64_t seed, uint32_t t, float scale, int64_t first, int64_t n,
                                           float* out) {
   const int64_t b0 = first / 4, skip = first - 4 * b0;  // the first block's elements before FIRST
-  const __m512i step = _mm512_set1_epi64(static_cast<long long>(8 * 0x9E3779B97F4A7C15ull));
-  const __m512i m1 = _mm512_set1_epi64(static_cast<long long>(0xBF58476D1CE4E5B9ull));
-  const __m512i m2 = _mm512_set1_epi64(static_cast<long long>(0x94D049BB133111EBull));
+  const __m512i step = _mm512_set1_epi64(static_cast<long long>(8 * kStep));
+  const __m512i m1 = _mm512_set1_epi64(static_cast<long long>(kMix1));
+  const __m512i m2 = _mm512_set1_epi64(static_cast<long long>(kMix2));
   const __m512i threshold = _mm512_set1_epi16(static_cast<short>(t));
   const __m512 kept = _mm512_set1_ps(scale);
   __m512i z = _mm512_add_epi64(
-      _mm512_set1_epi64(static_cast<long long>(seed + static_cast<uint64_t>(b0) * 0x9E3779B97F4A7C15ull)),
-      _mm512_mullo_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7),
-                         _mm512_set1_epi64(static_cast<long long>(0x9E3779B97F4A7C15ull))));
+      _mm512_set1_epi64(static_cast<long long>(seed + static_cast<uint64_t>(b0) * kStep)),
+      _mm512_mullo_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), _mm512_set1_epi64(static_cast<long long>(kStep))));
   alignas(64) float ahead[32];  // the first step's 32 multipliers, SKIP of them before the row
   for (int64_t e = -skip; e < n; e += 32, z = _mm512_add_epi64(z, step)) {
     __m512i h = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)), m1);  // mix(), 8 lanes
@@ -134,7 +134,7 @@ void dropout_multipliers(uint64_t seed, double p, int64_t first, int64_t n, floa
   uint64_t h = 0;
   for (int64_t c = 0; c < n; ++c) {
     const int64_t e = first + c;
-    if (c == 0 || e % 4 == 0) h = block_hash(seed, e / 4);  // one hash per four elements, as apply_mask
+    if (c == 0 || e % 4 == 0) h = block_hash(seed, e / 4);  // one hash per four elements
     out[c] = keeps(h, e % 4, t) ? scale : 0.0f;
   }
 }
