@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "ops/autograd.h"
+#include "ops/avx512.h"
+#include "ops/cpu.h"
 #include "ops/fast_tensor.h"
 #include "ops/rotary.h"
 #include "ops/row_norm.h"
@@ -31,53 +33,141 @@ Rows rows_of(const Tensor& x, const Tensor& cos) { return {x.size(0) * x.size(1)
 // u = x − c/2, r = 1/sqrt(mean(u²) + eps); writes n = u·r into N, returns r.
 // Σu² over interleaved chains (chained_sum): one chain's dependent adds had
 // taken a third of a decoded row's op (D = 320, BM_RowOps).
-float normalize(const float* x, float half_c, int64_t D, double eps, float* n) {
+__attribute__((always_inline)) inline float normalize(const float* x, float half_c, int64_t D, double eps, float* n) {
   const float s = chained_sum<float>(x, D, [&](float v) { return (v - half_c) * (v - half_c); });
   const float r = 1.0f / std::sqrt(s / static_cast<float>(D) + static_cast<float>(eps));
   for (int64_t i = 0; i < D; ++i) n[i] = (x[i] - half_c) * r;
   return r;
 }
 
-// Row R of x [rows, D] as float32: in place, or (bfloat16) widened into BUFFER.
-const float* row(const float* x, int64_t r, int64_t D, std::vector<float>&) { return x + r * D; }
-const float* row(const c10::BFloat16* x, int64_t r, int64_t D, std::vector<float>& buffer) {
+// Row R of x [rows, D] as float32: in place, or (bfloat16) widened into BUFFER [D].
+__attribute__((always_inline)) inline const float* row(const float* x, int64_t r, int64_t D, float*) {
+  return x + r * D;
+}
+__attribute__((always_inline)) inline const float* row(const c10::BFloat16* x, int64_t r, int64_t D, float* buffer) {
   for (int64_t i = 0; i < D; ++i) buffer[i] = x[r * D + i];
-  return buffer.data();
+  return buffer;
 }
 
-// X_T: x's element type (float, or c10::BFloat16: a product's output in
-// bfloat16); everything else float32, the output too.
+// One call's operands: x [rows, D] (X_T: float, or c10::BFloat16 where a
+// product's output in bfloat16), g and b [2D], the angles cos/sin; forward
+// out [rows, 2D] (float32); backward dout [rows, 2D] and dx [rows, D] in x's
+// dtype.
+template <typename X_T>
+struct Pass {
+  const X_T* x;
+  const float *g, *b, *cos, *sin;
+  Rows R;
+  float half_c;
+  double eps;
+  float* out = nullptr;
+  const float* dout = nullptr;
+  X_T* dx = nullptr;
+};
+
+// Row N's scale, shift and rotation into O [2D]: the first half scaled,
+// shifted and rotated in one pass (rotate_row in place after the affine pass
+// measured ~5% slower on a training batch). restrict: else the compiler may
+// not keep the row's values in vectors across the stores.
+__attribute__((always_inline)) inline void shape_row(int64_t D, const float* __restrict n, const float* __restrict g,
+                                                     const float* __restrict b, const float* __restrict cr,
+                                                     const float* __restrict sr, float* __restrict o) {
+  for (int64_t j = 0; j < D / 2; ++j) {
+    const float even = n[2 * j] * g[2 * j] + b[2 * j], odd = n[2 * j + 1] * g[2 * j + 1] + b[2 * j + 1];
+    o[2 * j] = even * cr[j] - odd * sr[j];
+    o[2 * j + 1] = odd * cr[j] + even * sr[j];
+  }
+  for (int64_t i = 0; i < D; ++i) o[D + i] = -n[i] * g[D + i] + b[D + i];
+}
+
+template <typename X_T>
+__attribute__((always_inline)) inline void forward_rows(const Pass<X_T>& p, int64_t r0, int64_t r1) {
+  const int64_t D = p.R.D;
+  thread_local std::vector<float> buffers;  // no allocation a call (a decoded token makes 16)
+  buffers.resize(2 * D);
+  float *n = buffers.data(), *xr = n + D;
+  for (int64_t r = r0; r < r1; ++r) {
+    normalize(row(p.x, r, D, xr), p.half_c, D, p.eps, n);
+    shape_row(D, n, p.g, p.b, p.cos + p.R.angles(r), p.sin + p.R.angles(r), p.out + r * 2 * D);
+  }
+}
+
+// The same loops compiled for AVX-512 (16 float lanes against SSE2's 4).
+template <typename X_T>
+BAKALLM_AVX512_WIDE void forward_rows_avx512(const Pass<X_T>& p, int64_t r0, int64_t r1) {
+  forward_rows(p, r0, r1);
+}
+
 template <typename X_T>
 Tensor forward_cpu(const Tensor& x_in, float c, const Tensor& g_in, const Tensor& b_in, double eps,
                    const Tensor& cos_in, const Tensor& sin_in) {
   const auto x = x_in.contiguous(), g = g_in.contiguous(), b = b_in.contiguous();
   const auto cos = cos_in.contiguous(), sin = sin_in.contiguous();
-  const auto R = rows_of(x, cos);
-  const int64_t D = R.D;
-  auto out = empty_rows({x.size(0), x.size(1), 2 * D}, torch::kFloat, x.device());
-  const X_T* px = x.data_ptr<X_T>();
-  const float *pg = g.data_ptr<float>(), *pb = b.data_ptr<float>();
-  const float *pc = cos.data_ptr<float>(), *ps = sin.data_ptr<float>();
-  float* po = out.data_ptr<float>();
-  at::parallel_for(0, R.count, std::max<int64_t>(1, (1 << 14) / (2 * D)), [&](int64_t r0, int64_t r1) {
-    thread_local std::vector<float> n, xr;  // no allocation a call (a decoded token makes 16)
-    n.resize(D);
-    xr.resize(D);
-    for (int64_t r = r0; r < r1; ++r) {
-      normalize(row(px, r, D, xr), 0.5f * c, D, eps, n.data());
-      float* o = po + r * 2 * D;
-      const float *cr = pc + R.angles(r), *sr = ps + R.angles(r);
-      // The first half scaled, shifted and rotated in one pass (rotate_row in
-      // place after the affine pass measured ~5% slower on a training batch).
-      for (int64_t j = 0; j < D / 2; ++j) {
-        const float even = n[2 * j] * pg[2 * j] + pb[2 * j], odd = n[2 * j + 1] * pg[2 * j + 1] + pb[2 * j + 1];
-        o[2 * j] = even * cr[j] - odd * sr[j];
-        o[2 * j + 1] = odd * cr[j] + even * sr[j];
-      }
-      for (int64_t i = 0; i < D; ++i) o[D + i] = -n[i] * pg[D + i] + pb[D + i];
-    }
+  auto out = empty_rows({x.size(0), x.size(1), 2 * x.size(2)}, torch::kFloat, x.device());
+  Pass<X_T> p{x.data_ptr<X_T>(), g.data_ptr<float>(), b.data_ptr<float>(), cos.data_ptr<float>(),
+              sin.data_ptr<float>(), rows_of(x, cos), 0.5f * c, eps};
+  p.out = out.data_ptr<float>();
+  at::parallel_for(0, p.R.count, std::max<int64_t>(1, (1 << 14) / (2 * p.R.D)), [&](int64_t r0, int64_t r1) {
+    if (kernel_isa() == Isa::kAvx512) return forward_rows_avx512(p, r0, r1);
+    forward_rows(p, r0, r1);
   });
   return out;
+}
+
+// Rows whose sums of dg, db and dc gather in float32 before they are added
+// into the thread's double sums: a double add per value and row (its
+// conversion too) had bound the whole backward.
+constexpr int64_t kBlockRows = 32;
+
+// One row's terms of dg = Σ_rows [dy₁·n ; −dy₂·n] and db = Σ_rows dy, added
+// in; restrict: the sums and the row's buffers share one allocation, and
+// without it the compiler left this loop scalar (most of the backward).
+__attribute__((always_inline)) inline void add_row_sums(int64_t D, const float* __restrict dy1,
+                                                        const float* __restrict dy2, const float* __restrict n,
+                                                        float* __restrict dg1, float* __restrict dg2,
+                                                        float* __restrict db1, float* __restrict db2) {
+  for (int64_t i = 0; i < D; ++i) {
+    dg1[i] += dy1[i] * n[i];
+    dg2[i] -= dy2[i] * n[i];
+    db1[i] += dy1[i];
+    db2[i] += dy2[i];
+  }
+}
+
+// The backward of rows [r0, r1): their dx, and their dg [2D], db [2D] and
+// dc added into ACC [4D + 1]. A row's loops are elementwise over float32
+// buffers and chained sums (chained_sum_at), which the compiler vectorises.
+template <typename X_T>
+__attribute__((always_inline)) inline void backward_rows(const Pass<X_T>& p, int64_t r0, int64_t r1,
+                                                         double* acc) {
+  const int64_t D = p.R.D;
+  std::vector<float> buffers(8 * D + 1, 0.0f);
+  float *n = buffers.data(), *dy = n + D, *dn = dy + D, *xr = dn + D, *sums = xr + D;  // sums [4D + 1]
+  float *dg1 = sums, *dg2 = sums + D, *db1 = sums + 2 * D, *db2 = sums + 3 * D;
+  const float *g1 = p.g, *g2 = p.g + D;
+  for (int64_t r = r0; r < r1; ++r) {
+    const float rr = normalize(row(p.x, r, D, xr), p.half_c, D, p.eps, n);
+    const float* d = p.dout + r * 2 * D;
+    const float* dy2 = d + D;
+    rotate_row(d, p.cos + p.R.angles(r), p.sin + p.R.angles(r), -1.0f, D / 2, dy);  // the rotation back: dy₁
+    for (int64_t i = 0; i < D; ++i) dn[i] = dy[i] * g1[i] - dy2[i] * g2[i];
+    const float m = chained_sum_at<float>(D, [&](int64_t i) { return dn[i] * n[i]; }) / static_cast<float>(D);
+    add_row_sums(D, dy, dy2, n, dg1, dg2, db1, db2);
+    for (int64_t i = 0; i < D; ++i) dn[i] = rr * (dn[i] - n[i] * m);  // du
+    sums[4 * D] -= 0.5f * chained_sum<float>(dn, D, [](float v) { return v; });
+    X_T* out = p.dx + r * D;
+    for (int64_t i = 0; i < D; ++i) out[i] = dn[i];  // bfloat16: rounded once
+    if ((r - r0) % kBlockRows == kBlockRows - 1 || r + 1 == r1) {
+      for (int64_t i = 0; i < 4 * D + 1; ++i) acc[i] += sums[i];
+      std::fill(sums, sums + 4 * D + 1, 0.0f);
+    }
+  }
+}
+
+// The same loops compiled for AVX-512 (16 float lanes against SSE2's 4).
+template <typename X_T>
+BAKALLM_AVX512_WIDE void backward_rows_avx512(const Pass<X_T>& p, int64_t r0, int64_t r1, double* acc) {
+  backward_rows(p, r0, r1, acc);
 }
 
 // Gradients of x (in x's dtype, X_T), c, g, b given dout [N, T, 2D].
@@ -86,47 +176,23 @@ std::vector<Tensor> backward_cpu(const Tensor& x_in, float c, const Tensor& g_in
                                  const Tensor& sin_in, const Tensor& dout_in) {
   const auto x = x_in.contiguous(), g = g_in.contiguous(), dout = dout_in.contiguous();
   const auto cos = cos_in.contiguous(), sin = sin_in.contiguous();
-  const auto R = rows_of(x, cos);
-  const int64_t D = R.D;
   auto dx = torch::empty_like(x);
-  const X_T* px = x.data_ptr<X_T>();
-  const float *pg = g.data_ptr<float>(), *pd = dout.data_ptr<float>();
-  const float *pc = cos.data_ptr<float>(), *ps = sin.data_ptr<float>();
-  X_T* pdx = dx.data_ptr<X_T>();
+  Pass<X_T> p{x.data_ptr<X_T>(), g.data_ptr<float>(), nullptr, cos.data_ptr<float>(), sin.data_ptr<float>(),
+              rows_of(x, cos), 0.5f * c, eps};
+  p.dout = dout.data_ptr<float>();
+  p.dx = dx.data_ptr<X_T>();
+  const int64_t D = p.R.D;
   // Per thread: dg [2D], db [2D], dc, summed after (in double: many rows).
   const int threads = at::get_num_threads();
   std::vector<std::vector<double>> partial(threads, std::vector<double>(4 * D + 1, 0.0));
-  at::parallel_for(0, R.count, std::max<int64_t>(1, (1 << 14) / (2 * D)), [&](int64_t r0, int64_t r1) {
-    auto& acc = partial[at::get_thread_num()];
-    std::vector<float> n(D), dy(2 * D), dn(D), xr(D);
-    for (int64_t r = r0; r < r1; ++r) {
-      const float rr = normalize(row(px, r, D, xr), 0.5f * c, D, eps, n.data());
-      const float* d = pd + r * 2 * D;
-      rotate_row(d, pc + R.angles(r), ps + R.angles(r), -1.0f, D / 2, dy.data());  // the rotation back
-      for (int64_t i = D; i < 2 * D; ++i) dy[i] = d[i];
-      float m = 0;
-      for (int64_t i = 0; i < D; ++i) {
-        dn[i] = dy[i] * pg[i] - dy[D + i] * pg[D + i];
-        m += dn[i] * n[i];
-        acc[i] += dy[i] * n[i];               // dg₁
-        acc[D + i] -= dy[D + i] * n[i];       // dg₂
-        acc[2 * D + i] += dy[i];              // db₁
-        acc[3 * D + i] += dy[D + i];          // db₂
-      }
-      m /= static_cast<float>(D);
-      X_T* out = pdx + r * D;
-      float sum = 0;
-      for (int64_t i = 0; i < D; ++i) {
-        const float du = rr * (dn[i] - n[i] * m);
-        out[i] = du;  // bfloat16: rounded once
-        sum += du;
-      }
-      acc[4 * D] -= 0.5 * sum;
-    }
+  at::parallel_for(0, p.R.count, std::max<int64_t>(1, (1 << 14) / (2 * D)), [&](int64_t r0, int64_t r1) {
+    double* acc = partial[at::get_thread_num()].data();
+    if (kernel_isa() == Isa::kAvx512) return backward_rows_avx512(p, r0, r1, acc);
+    backward_rows(p, r0, r1, acc);
   });
   std::vector<double> total(4 * D + 1, 0.0);
-  for (const auto& p : partial)
-    for (int64_t i = 0; i < 4 * D + 1; ++i) total[i] += p[i];
+  for (const auto& part : partial)
+    for (int64_t i = 0; i < 4 * D + 1; ++i) total[i] += part[i];
   auto sums = torch::tensor(total, torch::kDouble).to(torch::kFloat);
   return {dx, sums[4 * D], sums.narrow(0, 0, 2 * D).clone(), sums.narrow(0, 2 * D, 2 * D).clone()};
 }

@@ -9,21 +9,28 @@
 
 namespace bakallm {
 
-// Σ F(x[d]), d < D, in ACC (float or double) over 8 interleaved chains, the
-// last D % 8 values into the first: one chain of dependent adds had taken
-// most of a norm's time on a decoded row (D = 320, BM_RowOps). The same
-// order, so the same sum, for every caller.
+// Σ F(d), d < D, in ACC (float or double) over 8 interleaved chains, the
+// last D % 8 terms into the first: one chain of dependent adds had taken
+// most of a norm's time on a decoded row (D = 320, BM_RowOps), and the
+// chains are what lets the compiler's vectors sum (it may not reorder one
+// chain's adds). The same order, so the same sum, for every caller.
 template <class Acc, class F>
-Acc chained_sum(const float* x, int64_t D, F f) {
+__attribute__((always_inline)) inline Acc chained_sum_at(int64_t D, F f) {
   constexpr int kChains = 8;
   Acc chain[kChains] = {0};
   int64_t d = 0;
   for (; d + kChains <= D; d += kChains)
-    for (int c = 0; c < kChains; ++c) chain[c] += f(x[d + c]);
-  for (; d < D; ++d) chain[0] += f(x[d]);
+    for (int c = 0; c < kChains; ++c) chain[c] += f(d + c);
+  for (; d < D; ++d) chain[0] += f(d);
   Acc sum = 0;
   for (Acc c : chain) sum += c;
   return sum;
+}
+
+// Σ F(x[d]), d < D, the same way.
+template <class Acc, class F>
+__attribute__((always_inline)) inline Acc chained_sum(const float* x, int64_t D, F f) {
+  return chained_sum_at<Acc>(D, [&](int64_t d) { return f(x[d]); });
 }
 
 // Rows this op takes at most: beyond them torch's kernel, threaded, is as quick.

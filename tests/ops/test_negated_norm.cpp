@@ -1,11 +1,13 @@
 // The fused shaping of queries and keys (ops/negated_norm.h) against the
 // tensor expression it replaces, evaluated in float64: values and the
 // gradients of x, the negator, the norm's weight and bias; angles shared by
-// every row or per row; no gradient wanted (decoding); x in bfloat16.
+// every row or per row; no gradient wanted (decoding); x in bfloat16; the
+// backward's loops as compiled for each instruction set this CPU runs.
 #include <gtest/gtest.h>
 
 #include <ATen/Parallel.h>
 
+#include "isas.h"
 #include "ops/negated_norm.h"
 #include "tensor_asserts.h"
 
@@ -31,31 +33,36 @@ NormCase make(int64_t N, int64_t T, int64_t D, bool per_row) {
 TEST(NegatedNorm, EqualsTheExpressionWithItsGradients) {
   torch::manual_seed(31);
   at::set_num_threads(2);
-  for (int64_t D : {24, 22})  // 22: the kernel's sums take 8 values a step, then the last few
-    for (bool per_row : {false, true}) {
-      SCOPED_TRACE("D " + std::to_string(D));
-      const auto k = make(3, 70, D, per_row);  // 210 rows: split between threads
-      auto leaf = [](const torch::Tensor& t, torch::ScalarType dtype) {
-        return t.to(dtype).detach().requires_grad_(true);
-      };
-      const auto x = leaf(k.x, torch::kFloat), c = leaf(k.c, torch::kFloat), g = leaf(k.g, torch::kFloat),
-                 b = leaf(k.b, torch::kFloat);
-      const auto xd = leaf(k.x, torch::kDouble), cd = leaf(k.c, torch::kDouble), gd = leaf(k.g, torch::kDouble),
-                 bd = leaf(k.b, torch::kDouble);
-      const auto y = negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin);
-      const auto yd = negated_norm_rotary_unfused(xd, cd, gd, bd, 1e-5, k.cos.to(torch::kDouble), k.sin.to(torch::kDouble));
-      EXPECT_TRUE(test::all_close(y, yd, 1e-5, 1e-5)) << "per row " << per_row;
-      const auto w = torch::randn(y.sizes());  // an arbitrary loss: Σ w·y
-      (y * w).sum().backward();
-      (yd * w.to(torch::kDouble)).sum().backward();
-      EXPECT_TRUE(test::all_close(x.grad(), xd.grad(), 1e-5, 1e-5)) << "dx, per row " << per_row;
-      EXPECT_TRUE(test::all_close(c.grad(), cd.grad(), 1e-5, 1e-4)) << "dc, per row " << per_row;
-      EXPECT_TRUE(test::all_close(g.grad(), gd.grad(), 1e-5, 1e-4)) << "dg, per row " << per_row;
-      EXPECT_TRUE(test::all_close(b.grad(), bd.grad(), 1e-5, 1e-4)) << "db, per row " << per_row;
-      EXPECT_EQ(c.grad().sizes(), c.sizes());
-      torch::NoGradGuard no_grad;  // decoding: the forward loop alone
-      EXPECT_TRUE(test::all_close(negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin), yd, 1e-5, 1e-5));
-    }
+  for (Isa isa : test::isas())
+    for (int64_t D : {24, 22})  // 22: the kernel's sums take 8 values a step, then the last few
+      for (bool per_row : {false, true}) {
+        SCOPED_TRACE("D " + std::to_string(D) + ", instruction set " + std::to_string(static_cast<int>(isa)));
+        const test::KernelIsa kernels(isa);
+        // 450 rows: split between threads, each thread's rows in blocks whose
+        // sums gather in float32 before double (and a last, shorter block)
+        const auto k = make(3, 150, D, per_row);
+        auto leaf = [](const torch::Tensor& t, torch::ScalarType dtype) {
+          return t.to(dtype).detach().requires_grad_(true);
+        };
+        const auto x = leaf(k.x, torch::kFloat), c = leaf(k.c, torch::kFloat), g = leaf(k.g, torch::kFloat),
+                   b = leaf(k.b, torch::kFloat);
+        const auto xd = leaf(k.x, torch::kDouble), cd = leaf(k.c, torch::kDouble), gd = leaf(k.g, torch::kDouble),
+                   bd = leaf(k.b, torch::kDouble);
+        const auto y = negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin);
+        const auto yd =
+            negated_norm_rotary_unfused(xd, cd, gd, bd, 1e-5, k.cos.to(torch::kDouble), k.sin.to(torch::kDouble));
+        EXPECT_TRUE(test::all_close(y, yd, 1e-5, 1e-5)) << "per row " << per_row;
+        const auto w = torch::randn(y.sizes());  // an arbitrary loss: Σ w·y
+        (y * w).sum().backward();
+        (yd * w.to(torch::kDouble)).sum().backward();
+        EXPECT_TRUE(test::all_close(x.grad(), xd.grad(), 1e-5, 1e-5)) << "dx, per row " << per_row;
+        EXPECT_TRUE(test::all_close(c.grad(), cd.grad(), 1e-5, 1e-4)) << "dc, per row " << per_row;
+        EXPECT_TRUE(test::all_close(g.grad(), gd.grad(), 1e-5, 1e-4)) << "dg, per row " << per_row;
+        EXPECT_TRUE(test::all_close(b.grad(), bd.grad(), 1e-5, 1e-4)) << "db, per row " << per_row;
+        EXPECT_EQ(c.grad().sizes(), c.sizes());
+        torch::NoGradGuard no_grad;  // decoding: the forward loop alone
+        EXPECT_TRUE(test::all_close(negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin), yd, 1e-5, 1e-5));
+      }
 }
 
 // x in bfloat16 (q's or k's product output when the products compute in
@@ -65,27 +72,34 @@ TEST(NegatedNorm, EqualsTheExpressionWithItsGradients) {
 TEST(NegatedNorm, TakesXInBfloat16) {
   torch::manual_seed(32);
   at::set_num_threads(2);
-  const auto k = make(3, 70, 24, false);
-  auto leaf = [](const torch::Tensor& t, torch::ScalarType dtype) { return t.to(dtype).detach().requires_grad_(true); };
-  const auto x16 = k.x.to(torch::kBFloat16);
-  const auto x = leaf(x16, torch::kBFloat16), c = leaf(k.c, torch::kFloat), g = leaf(k.g, torch::kFloat),
-             b = leaf(k.b, torch::kFloat);
-  const auto xd = leaf(x16, torch::kDouble), cd = leaf(k.c, torch::kDouble), gd = leaf(k.g, torch::kDouble),
-             bd = leaf(k.b, torch::kDouble);
-  const auto y = negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin);
-  const auto yd = negated_norm_rotary_unfused(xd, cd, gd, bd, 1e-5, k.cos.to(torch::kDouble), k.sin.to(torch::kDouble));
-  EXPECT_EQ(y.scalar_type(), torch::kFloat);
-  EXPECT_TRUE(test::all_close(y, yd, 1e-5, 1e-5));
-  const auto w = torch::randn(y.sizes());
-  (y * w).sum().backward();
-  (yd * w.to(torch::kDouble)).sum().backward();
-  EXPECT_EQ(x.grad().scalar_type(), torch::kBFloat16);
-  EXPECT_TRUE(test::all_close(x.grad(), xd.grad(), 1.0 / 256, 1e-5));  // one bfloat16 rounding
-  EXPECT_TRUE(test::all_close(c.grad(), cd.grad(), 1e-5, 1e-4));
-  EXPECT_TRUE(test::all_close(g.grad(), gd.grad(), 1e-5, 1e-4));
-  EXPECT_TRUE(test::all_close(b.grad(), bd.grad(), 1e-5, 1e-4));
-  torch::NoGradGuard no_grad;
-  EXPECT_TRUE(test::all_close(negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin), yd, 1e-5, 1e-5));
+  for (Isa isa : test::isas()) {
+    SCOPED_TRACE("instruction set " + std::to_string(static_cast<int>(isa)));
+    const test::KernelIsa kernels(isa);
+    const auto k = make(3, 150, 24, false);
+    auto leaf = [](const torch::Tensor& t, torch::ScalarType dtype) {
+      return t.to(dtype).detach().requires_grad_(true);
+    };
+    const auto x16 = k.x.to(torch::kBFloat16);
+    const auto x = leaf(x16, torch::kBFloat16), c = leaf(k.c, torch::kFloat), g = leaf(k.g, torch::kFloat),
+               b = leaf(k.b, torch::kFloat);
+    const auto xd = leaf(x16, torch::kDouble), cd = leaf(k.c, torch::kDouble), gd = leaf(k.g, torch::kDouble),
+               bd = leaf(k.b, torch::kDouble);
+    const auto y = negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin);
+    const auto yd =
+        negated_norm_rotary_unfused(xd, cd, gd, bd, 1e-5, k.cos.to(torch::kDouble), k.sin.to(torch::kDouble));
+    EXPECT_EQ(y.scalar_type(), torch::kFloat);
+    EXPECT_TRUE(test::all_close(y, yd, 1e-5, 1e-5));
+    const auto w = torch::randn(y.sizes());
+    (y * w).sum().backward();
+    (yd * w.to(torch::kDouble)).sum().backward();
+    EXPECT_EQ(x.grad().scalar_type(), torch::kBFloat16);
+    EXPECT_TRUE(test::all_close(x.grad(), xd.grad(), 1.0 / 256, 1e-5));  // one bfloat16 rounding
+    EXPECT_TRUE(test::all_close(c.grad(), cd.grad(), 1e-5, 1e-4));
+    EXPECT_TRUE(test::all_close(g.grad(), gd.grad(), 1e-5, 1e-4));
+    EXPECT_TRUE(test::all_close(b.grad(), bd.grad(), 1e-5, 1e-4));
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(test::all_close(negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin), yd, 1e-5, 1e-5));
+  }
 }
 
 TEST(NegatedNorm, OtherDtypesRunTheExpression) {
