@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "ops/autograd.h"
+#include "ops/avx512.h"
 #include "ops/cpu.h"
 #include "ops/exp_row.h"
 #include "ops/matmul.h"
@@ -51,12 +52,9 @@ class FusedHeadLoss : public torch::autograd::Function<FusedHeadLoss> {
       auto lse = sum.log() + m;                                         // [n, 1]
       total += ((lse - picked).squeeze(1) * ok).sum().to(torch::kDouble);
       if (!grads) continue;
-      // dloss/dlogits = (softmax - onehot) · ok / count, in one pass over [n, V]
+      // dloss/dlogits = (softmax - onehot) · ok / count, in the products' dtype once for both products
       const auto weight = (ok / static_cast<double>(count)).unsqueeze(1);  // [n, 1]
-      p.mul_(weight / sum);
-      p.scatter_add_(1, index, -weight);
-      // p in the products' dtype once for both (a bfloat16 cast of [n, V] costs as much as a pass over it)
-      const auto pc = p.to(product_dtype(p.scalar_type(), compute));
+      const auto pc = softmax_gradient_(p, sum, weight, index, product_dtype(p.scalar_type(), compute));
       dh.narrow(0, r, n).copy_(matmul_nt(pc, Wc.t(), compute, {}, h.scalar_type()));  // [n, D] = p · W
       auto dWc = matmul_nt(pc.t(), hc.t(), compute, {}, W.scalar_type());               // [V, D] = pᵀ · h
       dW = dW.defined() ? dW.add_(dWc) : dWc;
@@ -90,6 +88,62 @@ std::pair<torch::Tensor, torch::Tensor> exp_rows_(torch::Tensor& x) {
     for (int64_t r = r0; r < r1; ++r) std::tie(pm[r], ps[r]) = exp_row_(px + r * V, V);
   });
   return {m, sum};
+}
+
+namespace {
+
+// One row of softmax_gradient_: V values of E scaled by S into OUT (float or
+// bfloat16 bits; a float OUT may be E), less W at T.
+BAKALLM_AVX512 void softmax_gradient_row(const float* e, int64_t V, float s, float w, int64_t t, float* out) {
+  const float at_target = e[t] * s - w;  // before an OUT that is E changes
+  const __m512 vs = _mm512_set1_ps(s);
+  for (int64_t j = 0; j < V; j += 16) {
+    const __mmask16 k = V - j >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (V - j)) - 1);
+    _mm512_mask_storeu_ps(out + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, e + j), vs));
+  }
+  out[t] = at_target;
+}
+BAKALLM_AVX512 void softmax_gradient_row(const float* e, int64_t V, float s, float w, int64_t t, uint16_t* out) {
+  const float at_target = e[t] * s - w;  // before an OUT that is E changes
+  const __m512 vs = _mm512_set1_ps(s);
+  for (int64_t j = 0; j < V; j += 16) {
+    const __mmask16 k = V - j >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (V - j)) - 1);
+    narrow_bfloat16(out + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, e + j), vs));
+  }
+  narrow_bfloat16(out + t, 1, _mm512_set1_ps(at_target));
+}
+
+}  // namespace
+
+torch::Tensor softmax_gradient_(torch::Tensor& e, const torch::Tensor& sum, const torch::Tensor& w,
+                                const torch::Tensor& index, torch::ScalarType dtype) {
+  TORCH_CHECK(e.dim() == 2 && sum.sizes() == w.sizes() && w.sizes() == index.sizes() && index.size(0) == e.size(0),
+              "softmax_gradient_: e [n, V], sum, w and index [n, 1]");
+  const bool kernel = e.device().is_cpu() && e.scalar_type() == torch::kFloat && e.is_contiguous() &&
+                      (dtype == torch::kFloat || dtype == torch::kBFloat16) && cpu_has_avx512();
+  if (!kernel) {
+    e.mul_(w / sum);
+    e.scatter_add_(1, index, -w);
+    return e.to(dtype);
+  }
+  const int64_t n = e.size(0), V = e.size(1);
+  auto out = dtype == torch::kFloat ? e : torch::empty({n, V}, e.options().dtype(dtype));
+  const auto s = (w / sum).to(torch::kFloat).contiguous(), wf = w.to(torch::kFloat).contiguous();
+  const auto t = index.to(torch::kLong).contiguous();
+  const float *pe = e.data_ptr<float>(), *ps = s.data_ptr<float>(), *pw = wf.data_ptr<float>();
+  const int64_t* pt = t.data_ptr<int64_t>();
+  for (int64_t r = 0; r < n; ++r)
+    TORCH_CHECK(pt[r] >= 0 && pt[r] < V, "softmax_gradient_: target ", pt[r], " outside [0, ", V, ")");
+  void* po = out.data_ptr();
+  at::parallel_for(0, n, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      if (dtype == torch::kFloat)
+        softmax_gradient_row(pe + r * V, V, ps[r], pw[r], pt[r], static_cast<float*>(po) + r * V);
+      else
+        softmax_gradient_row(pe + r * V, V, ps[r], pw[r], pt[r], static_cast<uint16_t*>(po) + r * V);
+    }
+  });
+  return out;
 }
 
 torch::Tensor cross_entropy_rows(const torch::Tensor& logits, const torch::Tensor& targets) {

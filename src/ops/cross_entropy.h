@@ -24,6 +24,17 @@ torch::Tensor cross_entropy_rows(const torch::Tensor& logits, const torch::Tenso
 // -> {m [n, 1], sum [n, 1]}
 std::pair<torch::Tensor, torch::Tensor> exp_rows_(torch::Tensor& x);
 
+// d(loss)/d(logits) of rows from their exponentials E [n, V] (exp_rows_'s
+// x, float32) and sums [n, 1]: with w [n, 1] each row's weight in the loss
+// (its share of the mean, 0 for ignored rows) and INDEX [n, 1] its target,
+//   g = E · (w / sum) − w · onehot(index)
+// in DTYPE (the products' dtype: float32 in place in E, or bfloat16 a new
+// tensor), each value computed in float32 and rounded once. One pass over
+// [n, V] on CPUs with AVX-512 (mul_ and a cast had been two); elsewhere the
+// tensor ops mul_, scatter_add_ and to.
+torch::Tensor softmax_gradient_(torch::Tensor& e, const torch::Tensor& sum, const torch::Tensor& w,
+                                const torch::Tensor& index, torch::ScalarType dtype);
+
 // Mean of −log softmax(h Wᵀ)[target] over rows whose target != kIgnoreIndex
 // (0 when there are none). h: [N, D] (already lm_norm'ed), W: [V, D],
 // targets: [N] int64. Products run in COMPUTE (float32 or bfloat16), with

@@ -27,6 +27,34 @@ TEST(ExpRows, EqualsMaxExpSum) {
   }
 }
 
+// The head's gradient rows against the tensor ops they replace (mul_,
+// scatter_add_, a cast): the same float32 values, rounded once to bfloat16,
+// so equal; rows of weight 0 (ignored targets) give zeros; a row length with
+// a tail past the 16-lane vectors; a target outside the row is refused.
+TEST(SoftmaxGradient, EqualsScaleScatterAndCast) {
+  torch::manual_seed(12);
+  for (int64_t V : {5, 101, 32000})
+    for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+      SCOPED_TRACE("V " + std::to_string(V) + (dtype == torch::kFloat ? " float32" : " bfloat16"));
+      auto e = (torch::randn({7, V}) * 3).exp();
+      const auto sum = e.sum(1, true), index = torch::randint(V, {7, 1}, torch::kLong);
+      auto w = torch::rand({7, 1}) / 7;
+      w[2] = 0;  // an ignored row
+      auto expect = e.clone();
+      expect.mul_(w / sum);
+      expect.scatter_add_(1, index, -w);
+      const auto want = expect.to(dtype);
+      auto got = softmax_gradient_(e, sum, w, index, dtype);
+      EXPECT_EQ(got.scalar_type(), dtype);
+      EXPECT_TRUE(torch::equal(got, want));
+      EXPECT_EQ(got[2].abs().sum().item<float>(), 0.0f);
+    }
+  auto e = torch::rand({2, 8});
+  EXPECT_THROW(softmax_gradient_(e, e.sum(1, true), torch::ones({2, 1}), torch::full({2, 1}, 8, torch::kLong),
+                                 torch::kFloat),
+               c10::Error);
+}
+
 TEST(FusedHeadLoss, MatchesCrossEntropyChunkedWithIgnoredRows) {
   torch::manual_seed(0);
   const int64_t N = 37, D = 24, V = 101;
