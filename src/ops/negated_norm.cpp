@@ -65,10 +65,10 @@ struct Pass {
   X_T* dx = nullptr;
 };
 
-// Row N's scale, shift and rotation into O [2D]: the first half scaled,
-// shifted and rotated in one pass (rotate_row in place after the affine pass
-// measured ~5% slower on a training batch). restrict: else the compiler may
-// not keep the row's values in vectors across the stores.
+// The normed row N scaled, shifted and rotated into O [2D]: the first half
+// in one pass (rotate_row in place after the affine pass measured ~5% slower
+// on a training batch). restrict: as far as the compiler knows the buffers
+// could overlap the output (the backward's sums stayed scalar for that).
 __attribute__((always_inline)) inline void shape_row(int64_t D, const float* __restrict n, const float* __restrict g,
                                                      const float* __restrict b, const float* __restrict cr,
                                                      const float* __restrict sr, float* __restrict o) {
