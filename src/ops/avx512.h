@@ -52,4 +52,15 @@ BAKALLM_AVX512 inline void narrow_bfloat16(uint16_t* p, __mmask16 n, __m512 v) {
   _mm512_mask_cvtepi32_storeu_epi16(p, n, rounded);
 }
 
+// The lanes of the 16 values from I that lie before N: all 16, or the first N − I.
+BAKALLM_AVX512 inline __mmask16 lanes(int64_t i, int64_t n) {
+  return i + 16 <= n ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - i)) - 1);
+}
+
+// 16 float32 values, the lanes of K, loaded from P (the rest 0), or stored at
+// P as they are or rounded to bfloat16 bits.
+BAKALLM_AVX512 inline __m512 load16(const float* p, __mmask16 k) { return _mm512_maskz_loadu_ps(k, p); }
+BAKALLM_AVX512 inline void store16(float* p, __mmask16 k, __m512 v) { _mm512_mask_storeu_ps(p, k, v); }
+BAKALLM_AVX512 inline void store16(uint16_t* p, __mmask16 k, __m512 v) { narrow_bfloat16(p, k, v); }
+
 }  // namespace bakallm

@@ -92,10 +92,6 @@ std::pair<torch::Tensor, torch::Tensor> exp_rows_(torch::Tensor& x) {
 
 namespace {
 
-// 16 float32 lanes of K stored at P as they are, or rounded to bfloat16 bits.
-BAKALLM_AVX512 inline void store_lanes(float* p, __mmask16 k, __m512 v) { _mm512_mask_storeu_ps(p, k, v); }
-BAKALLM_AVX512 inline void store_lanes(uint16_t* p, __mmask16 k, __m512 v) { narrow_bfloat16(p, k, v); }
-
 // One row of softmax_gradient_: V values of E scaled by S into OUT (float or
 // bfloat16 bits; a float OUT may be E), less W at T.
 template <typename Out>
@@ -103,10 +99,10 @@ BAKALLM_AVX512 void softmax_gradient_row(const float* e, int64_t V, float s, flo
   const float at_target = e[t] * s - w;  // before an OUT that is E changes
   const __m512 vs = _mm512_set1_ps(s);
   for (int64_t j = 0; j < V; j += 16) {
-    const __mmask16 k = V - j >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (V - j)) - 1);
-    store_lanes(out + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, e + j), vs));
+    const __mmask16 k = lanes(j, V);
+    store16(out + j, k, _mm512_mul_ps(load16(e + j, k), vs));
   }
-  store_lanes(out + t, 1, _mm512_set1_ps(at_target));
+  store16(out + t, 1, _mm512_set1_ps(at_target));
 }
 
 }  // namespace

@@ -43,21 +43,18 @@ BAKALLM_AVX512 inline __m512 sigmoid16(__m512 z) {
   return _mm512_div_ps(one, _mm512_add_ps(one, _ZGVeN16v_expf(_mm512_sub_ps(_mm512_setzero_ps(), z))));
 }
 
-BAKALLM_AVX512 inline __mmask16 lanes(int64_t i, int64_t n) {
-  return i + 16 <= n ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - i)) - 1);
-}
-
 // The four loops, each over values [0, n) of P (offset by the caller).
 enum class Loop { kSigmoidForward, kSigmoidBackward, kReluForward, kReluBackward };
 
-// 16 values (the lanes of K) as float32, and back.
-BAKALLM_AVX512 inline __m512 load16(const float* p, __mmask16 k) { return _mm512_maskz_loadu_ps(k, p); }
+// 16 bfloat16 values (the lanes of K) as float32, and back, beside
+// ops/avx512.h's float32 ones (which these would otherwise hide).
+using bakallm::load16;
+using bakallm::store16;
 BAKALLM_AVX512 inline __m512 load16(const c10::BFloat16* p, __mmask16 k) {
   return widen_bfloat16(reinterpret_cast<const uint16_t*>(p), k);
 }
-BAKALLM_AVX512 inline void store16(float* p, __mmask16 k, __m512 v) { _mm512_mask_storeu_ps(p, k, v); }
 BAKALLM_AVX512 inline void store16(c10::BFloat16* p, __mmask16 k, __m512 v) {
-  narrow_bfloat16(reinterpret_cast<uint16_t*>(p), k, v);
+  store16(reinterpret_cast<uint16_t*>(p), k, v);
 }
 
 template <typename T, typename Z>
