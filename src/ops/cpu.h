@@ -36,6 +36,8 @@ inline const char* isa_name(Isa isa) {
 
 // What those kernels run: cpu_isa(), or a slower set where the environment's
 // BAKALLM_ISA (avx512, avx2 or portable) or set_kernel_isa asks for one.
+// Loops left to the compiler and built a second time for AVX-512 (the EMA
+// scan, the negated norm) take that build where this says kAvx512.
 Isa kernel_isa();
 
 // For tests and comparisons: run ISA's loops from now on (at most cpu_isa()).

@@ -95,7 +95,7 @@ template <typename T>
 void scan_forward_cpu(const T* u, const T* a, const T* q, const T* y0, T* y, int64_t B, int64_t Tn, int64_t D) {
   at::parallel_for(0, D, feature_grain(B, Tn, D), [&](int64_t d0, int64_t d1) {
     if constexpr (std::is_same_v<T, float>)
-      if (cpu_has_avx512()) return scan_forward_avx512(u, a, q, y0, y, B, Tn, D, d0, d1);
+      if (kernel_isa() == Isa::kAvx512) return scan_forward_avx512(u, a, q, y0, y, B, Tn, D, d0, d1);
     scan_forward_features(u, a, q, y0, y, B, Tn, D, d0, d1);
   });
 }
@@ -105,7 +105,8 @@ void scan_backward_cpu(const T* gy, const T* u, const T* y, const T* a, const T*
                        T* gq, T* gy0, int64_t B, int64_t Tn, int64_t D) {
   at::parallel_for(0, D, feature_grain(B, Tn, D), [&](int64_t d0, int64_t d1) {
     if constexpr (std::is_same_v<T, float>)
-      if (cpu_has_avx512()) return scan_backward_avx512(gy, u, y, a, q, y0, gu, ga, gq, gy0, B, Tn, D, d0, d1);
+      if (kernel_isa() == Isa::kAvx512)
+        return scan_backward_avx512(gy, u, y, a, q, y0, gu, ga, gq, gy0, B, Tn, D, d0, d1);
     scan_backward_features(gy, u, y, a, q, y0, gu, ga, gq, gy0, B, Tn, D, d0, d1);
   });
 }

@@ -1,6 +1,8 @@
-// The EMA scan against its closed form, a numerical gradient check, and long sequences.
+// The EMA scan against its closed form, a numerical gradient check, and long
+// sequences; the float32 loops as built for each instruction set this CPU runs.
 #include <gtest/gtest.h>
 
+#include "isas.h"
 #include "ops/ema.h"
 #include "tensor_asserts.h"
 
@@ -25,7 +27,10 @@ TEST(Ema, MatchesClosedForm) {
   auto u = torch::randn({3, 37, 8});
   auto alpha = torch::rand({8});
   auto q = (1 - alpha) * torch::rand({8});
-  EXPECT_TRUE(all_close(ema_scan(u, alpha, q), closed_form(u, alpha, q), 1e-5, 1e-6));
+  for (Isa isa : test::isas()) {
+    const test::KernelIsa kernels(isa);
+    EXPECT_TRUE(all_close(ema_scan(u, alpha, q), closed_form(u, alpha, q), 1e-5, 1e-6)) << isa_name(isa);
+  }
 }
 
 TEST(Ema, GenericPathMatchesCpuKernel) {
@@ -78,9 +83,11 @@ TEST(Ema, LongSequenceStaysAccurateInFloat) {
   auto u = torch::randn({1, 20000, 16});
   auto alpha = torch::sigmoid(torch::full({16}, 0.9999));
   auto q = (1 - alpha) * torch::sigmoid(torch::full({16}, 0.9899));
-  auto f = ema_scan(u, alpha, q);
   auto d = ema_scan(u.to(torch::kDouble), alpha.to(torch::kDouble), q.to(torch::kDouble));
-  EXPECT_TRUE(all_close(f, d, 1e-5, 1e-6));
+  for (Isa isa : test::isas()) {
+    const test::KernelIsa kernels(isa);
+    EXPECT_TRUE(all_close(ema_scan(u, alpha, q), d, 1e-5, 1e-6)) << isa_name(isa);
+  }
 }
 
 TEST(Ema, LongSequenceGradientMatchesDouble) {
@@ -92,10 +99,15 @@ TEST(Ema, LongSequenceGradientMatchesDouble) {
   auto ad = alpha.detach().to(torch::kDouble).requires_grad_();
   auto qd = q.detach().to(torch::kDouble).requires_grad_();
   auto w = torch::randn({2, 5000, 8});
-  (ema_scan(u, alpha, q) * w).sum().backward();
   (ema_scan(ud, ad, qd) * w.to(torch::kDouble)).sum().backward();
-  EXPECT_TRUE(all_close(alpha.grad(), ad.grad(), 1e-4, 1e-4));
-  EXPECT_TRUE(all_close(q.grad(), qd.grad(), 1e-4, 1e-4));
+  for (Isa isa : test::isas()) {
+    const test::KernelIsa kernels(isa);
+    alpha.mutable_grad() = torch::Tensor();
+    q.mutable_grad() = torch::Tensor();
+    (ema_scan(u, alpha, q) * w).sum().backward();
+    EXPECT_TRUE(all_close(alpha.grad(), ad.grad(), 1e-4, 1e-4)) << isa_name(isa);
+    EXPECT_TRUE(all_close(q.grad(), qd.grad(), 1e-4, 1e-4)) << isa_name(isa);
+  }
 }
 
 // A window continues the previous one's EMA from one value: scanning [a ; b]
