@@ -79,6 +79,33 @@ BENCHMARK(BM_TrainingProduct)
     ->ArgsProduct({{2048}, {768}, {1}, {0, 1, 2}, {1}})
     ->Unit(benchmark::kMicrosecond);
 
+// The gradient of an input that several products read, dx = Σ dy_i · W_i, at
+// tiny's shapes (a window of 4 x 578 rows, D = 320; h feeds q and k [320,
+// 320] and fc_gate and fc_up [1280, 320]), in bfloat16 products with a
+// float32 sum: each product into its own buffer and the sums by add (what
+// autograd does), or the later products added in the product itself
+// (onednn::matmul_add, matmul's SumGradients).
+void BM_SharedInputGradient(benchmark::State& state) {
+  set_threads(threads());
+  const bool post_op = state.range(0);
+  const auto dtype = state.range(1) ? torch::kBFloat16 : torch::kFloat;
+  const int64_t M = 4 * 578, D = 320;
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> dy, w;
+  for (int64_t n : {D, D, 4 * D, 4 * D}) dy.push_back(torch::randn({M, n}).to(dtype)), w.push_back(torch::randn({n, D}).to(dtype));
+  for (auto _ : state) {
+    auto dx = onednn::matmul(dy[0], w[0], torch::kFloat);
+    for (size_t i = 1; i < dy.size(); ++i) {
+      if (post_op) onednn::matmul_add(dy[i], w[i], dx);
+      else dx = dx + onednn::matmul(dy[i], w[i], torch::kFloat);
+    }
+    benchmark::DoNotOptimize(dx);
+  }
+  state.counters["FLOP/s"] = benchmark::Counter(2.0 * M * D * 10 * D, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(state.range(1) ? "bfloat16" : "float32") + (post_op ? ", sum post-op" : ", products then adds"));
+}
+BENCHMARK(BM_SharedInputGradient)->ArgsProduct({{0, 1}, {1, 0}})->Unit(benchmark::kMicrosecond);
+
 // The rotary rotation of one layer's queries, tiny preset ([B, T, 2D], D = 320):
 // one decoded row, or a training batch of 4 x 578 rows; the fused loop against
 // the tensor expression it replaced (ops/rotary.h).

@@ -62,7 +62,9 @@ void SharedInput::point() {
 }
 
 SharedInput::Scope::Scope(const std::shared_ptr<SharedInput>& group, const torch::Tensor& x) {
-  if (!group || group->packed_.empty() || !x.defined() || wants_grad(x, group->members_[0]->weight)) return;
+  if (!group || !x.defined()) return;
+  if (wants_grad(x)) gradient_.emplace(x);
+  if (group->packed_.empty() || wants_grad(x, group->members_[0]->weight)) return;
   auto& g = *group;
   const auto* first = g.members_[0];
   const auto compute = first->compute_dtype();

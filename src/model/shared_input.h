@@ -16,7 +16,10 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
+
+#include "ops/matmul.h"
 
 namespace bakallm {
 
@@ -40,9 +43,12 @@ class SharedInput {
   void point();
 
   // While a Scope lives, a member's forward of X (this tensor) takes its
-  // columns of the packed product, made when the scope opens. Without packed
-  // weights, or where autograd records, it does nothing. X must not be
-  // changed in place while the scope lives.
+  // columns of the packed product, made when the scope opens. Where autograd
+  // records, the members' products stay apart (each output its own, in the
+  // dtype its caller asks) and X's gradient from all of them is summed in
+  // one buffer (ops/matmul.h's SumGradients). Without packed weights, and
+  // not recording, it does nothing. X must not be changed in place while
+  // the scope lives.
   class Scope {
    public:
     Scope(const std::shared_ptr<SharedInput>& group, const torch::Tensor& x);
@@ -53,6 +59,7 @@ class SharedInput {
    private:
     SharedInput* group_ = nullptr;  // set when it made the product
     const void* input_ = nullptr;   // its input's TensorImpl
+    std::optional<SumGradients> gradient_;  // where autograd records
   };
 
   // MEMBER's product of X from the open scope's: [..., N] float32, or

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "ops/autograd.h"
 #include "ops/cast_cache.h"
@@ -72,6 +73,37 @@ Tensor product(const Tensor& a, const Tensor& b, torch::ScalarType compute, torc
   return onednn::matmul(ac.reshape({-1, M, K}), bc.reshape({-1, K, N}), out).view(sizes);
 }
 
+// The gradient of a left operand its products share (SumGradients): each
+// product joins in forward; the backwards add to SUM, the last returns it.
+struct GradientSum : torch::CustomClassHolder {
+  int64_t products = 0;  // the products of the operand recorded
+  int64_t pending = 0;   // their backwards still to come in this pass
+  Tensor sum;            // the gradient so far in this pass
+
+  ~GradientSum() override {
+    if (sum.defined())
+      TORCH_WARN("matmul_nt: ", pending, " of ", products,
+                 " products of a shared input never ran their backward; its gradient was not returned");
+  }
+
+  // Adds dy · b (b [N, K]; dy [..., N] in the compute dtype) to the sum;
+  // the sum [..., K] in A_DTYPE when this was the last product, else undefined.
+  Tensor add(const Tensor& dy, const Tensor& b, torch::ScalarType compute, torch::ScalarType a_dtype);
+};
+
+struct OpenSum {
+  const void* input;
+  c10::intrusive_ptr<GradientSum> sum;
+};
+thread_local std::vector<OpenSum> open_sums;
+
+// The open sum of A's gradient, or null.
+c10::intrusive_ptr<GradientSum> open_sum_of(const Tensor& a) {
+  for (auto it = open_sums.rbegin(); it != open_sums.rend(); ++it)
+    if (it->input == a.unsafeGetTensorImpl()) return it->sum;
+  return {};
+}
+
 class MatmulNT : public torch::autograd::Function<MatmulNT> {
  public:
   // a [..., M, K], b [..., N, K] or [N, K] -> [..., M, N]; b_compute: b's
@@ -85,6 +117,11 @@ class MatmulNT : public torch::autograd::Function<MatmulNT> {
     ctx->saved_data["compute"] = compute_dtype;
     ctx->saved_data["a_dtype"] = static_cast<int64_t>(a.scalar_type());
     ctx->saved_data["b_dtype"] = static_cast<int64_t>(b.scalar_type());
+    if (auto sum = open_sum_of(a)) {  // a's gradient summed with its other products' (SumGradients)
+      ++sum->products;
+      ++sum->pending;
+      ctx->saved_data["sum"] = c10::IValue::make_capsule(std::move(sum));
+    }
     return product(ac, bc.transpose(-1, -2), compute, static_cast<torch::ScalarType>(out_dtype));
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -96,7 +133,12 @@ class MatmulNT : public torch::autograd::Function<MatmulNT> {
     const auto b_dtype = static_cast<torch::ScalarType>(ctx->saved_data["b_dtype"].toInt());
     const auto dy = as(grads[0], compute);  // [..., M, N]
     Tensor da, db;
-    if (ctx->needs_input_grad(0)) da = product(dy, b, compute, a_dtype);  // dy · b: [..., M, K]
+    if (ctx->needs_input_grad(0)) {  // dy · b: [..., M, K]
+      const auto sum = ctx->saved_data.find("sum");
+      da = sum == ctx->saved_data.end()
+               ? product(dy, b, compute, a_dtype)
+               : c10::static_intrusive_pointer_cast<GradientSum>(sum->second.toCapsule())->add(dy, b, compute, a_dtype);
+    }
     if (ctx->needs_input_grad(1)) {
       if (b.dim() == 2) {  // dyᵀ · a with the batch folded in: [N, K]
         db = product(dy.reshape({-1, dy.size(-1)}).t(), a.reshape({-1, a.size(-1)}), compute, b_dtype);
@@ -107,6 +149,21 @@ class MatmulNT : public torch::autograd::Function<MatmulNT> {
     return {da, db, Tensor(), Tensor(), Tensor()};
   }
 };
+
+Tensor GradientSum::add(const Tensor& dy, const Tensor& b, torch::ScalarType compute, torch::ScalarType a_dtype) {
+  if (!sum.defined()) {
+    sum = product(dy, b, compute, a_dtype);
+  } else if (b.dim() == 2 && use_onednn(dy, b, compute) && onednn::supports(compute) && sum.is_contiguous() &&
+             (sum.scalar_type() == torch::kFloat || sum.scalar_type() == compute)) {
+    const int64_t N = dy.size(-1), K = b.size(-1);
+    onednn::matmul_add(dy.reshape({-1, N}), b, sum.view({-1, K}));  // both in COMPUTE (MatmulNT::backward)
+  } else {
+    sum.add_(product(dy, b, compute, a_dtype));
+  }
+  if (--pending > 0) return {};
+  pending = products;  // a second backward through the same graph sums again
+  return std::exchange(sum, Tensor());
+}
 
 // Few rows against a stored weight [N, K] (decoding): the row kernel, which
 // reads the weight in place in its own dtype (ops/row_product.h). Many rows
@@ -122,6 +179,21 @@ bool few_rows(const Tensor& a, const Tensor& b, torch::ScalarType compute) {
 }
 
 }  // namespace
+
+SumGradients::SumGradients(const Tensor& a) {
+  if (!wants_grad(a)) return;
+  input_ = a.unsafeGetTensorImpl();
+  open_sums.push_back({input_, c10::make_intrusive<GradientSum>()});
+}
+
+SumGradients::~SumGradients() {
+  if (!input_) return;
+  for (auto it = open_sums.rbegin(); it != open_sums.rend(); ++it)
+    if (it->input == input_) {
+      open_sums.erase(std::next(it).base());
+      return;
+    }
+}
 
 Tensor rows_nt(const Tensor& a_in, const void* w, const float* scales, RowWeights kind, int64_t N) {
   const int64_t K = a_in.size(-1), M = a_in.numel() / K;

@@ -30,6 +30,27 @@ torch::Tensor matmul_nt(const torch::Tensor& a, const torch::Tensor& b,
                         torch::ScalarType compute = torch::kFloat, const torch::Tensor& b_compute = {},
                         torch::ScalarType out = torch::ScalarType::Undefined);
 
+// While one lives on this thread, the products of A that autograd records
+// (matmul_nt with A as the left operand) send A's gradient to one buffer:
+// the first backward among them writes its dy · b there, each later one adds
+// to it in the product itself (oneDNN's sum post-op), and the last returns
+// the sum, the others none. Without it autograd adds one [..., K] gradient
+// per product after the next (a block's normed input h feeds q, k, fc_gate
+// and fc_up: three passes over h's gradient a layer and window). Every such
+// product of A must reach the loss (each backward has to run for the sum to
+// be returned: the model's products do; a sum left unreturned warns).
+// A must not change in place while it lives.
+class SumGradients {
+ public:
+  explicit SumGradients(const torch::Tensor& a);  // nothing where autograd does not record A
+  ~SumGradients();
+  SumGradients(const SumGradients&) = delete;
+  SumGradients& operator=(const SumGradients&) = delete;
+
+ private:
+  const void* input_ = nullptr;  // A's TensorImpl, while open
+};
+
 // The dtype for a product's output that only other products read, through
 // elementwise ops (the MLP's inner activations): COMPUTE where it is
 // bfloat16 and a has more rows than the row kernel takes (no cast before the

@@ -88,30 +88,42 @@ std::unordered_map<Key, dnnl::matmul, KeyHash>& cache() {
   return primitives;
 }
 
-dnnl::matmul& cached(const Key& key, const std::function<dnnl::matmul::desc()>& make) {
+// ACCUMULATE: C += A · B (oneDNN's sum post-op: the product's result added
+// to what C holds as it is stored, no second pass), else C = A · B.
+dnnl::matmul& cached(const Key& key, bool accumulate, const std::function<dnnl::matmul::desc()>& make) {
   auto& primitives = cache();
   auto found = primitives.find(key);
   if (found != primitives.end()) return found->second;
   if (primitives.size() >= kMaxCached) primitives.clear();
-  dnnl::matmul::primitive_desc pd(make(), cpu_engine());
+  dnnl::primitive_attr attr;
+  if (accumulate) {
+    dnnl::post_ops sum;
+    sum.append_sum(1.0f);
+    attr.set_post_ops(sum);
+  }
+  dnnl::matmul::primitive_desc pd(make(), attr, cpu_engine());
   return primitives.emplace(key, dnnl::matmul(pd)).first->second;
 }
 
+// The key's last field: which kind of primitive (shaped 0, run-time 1), and whether it accumulates.
+int64_t kind(int64_t runtime, bool accumulate) { return 2 * runtime + (accumulate ? 1 : 0); }
+
 dnnl::matmul& shaped_primitive(const Operand& a, const Operand& b, const dnnl::memory::dims& c_dims,
-                               dnnl::memory::data_type in, dnnl::memory::data_type out) {
+                               dnnl::memory::data_type in, dnnl::memory::data_type out, bool accumulate) {
   const Key key{a.dims[0], a.dims[1], a.dims[2], b.dims[0], b.dims[2], a.strides[0], a.strides[1],
                 a.strides[2], b.strides[0], b.strides[1], b.strides[2], static_cast<int64_t>(in),
-                static_cast<int64_t>(out), 0};
-  return cached(key, [&] {
+                static_cast<int64_t>(out), kind(0, accumulate)};
+  return cached(key, accumulate, [&] {
     return dnnl::matmul::desc({a.dims, in, a.strides}, {b.dims, in, b.strides},
                               {c_dims, out, dnnl::memory::format_tag::abc});
   });
 }
 
 dnnl::matmul& runtime_primitive(const Operand& a, const Operand& b, dnnl::memory::data_type in,
-                                dnnl::memory::data_type out) {
-  const Key key{-1, a.row_major, b.row_major, static_cast<int64_t>(in), static_cast<int64_t>(out), 0, 0, 0, 0, 0, 0, 0, 0, 1};
-  return cached(key, [&] {
+                                dnnl::memory::data_type out, bool accumulate) {
+  const Key key{-1, a.row_major, b.row_major, static_cast<int64_t>(in), static_cast<int64_t>(out), 0, 0, 0, 0, 0, 0, 0, 0,
+                kind(1, accumulate)};
+  return cached(key, accumulate, [&] {
     const dnnl::memory::dims any(3, DNNL_RUNTIME_DIM_VAL);
     return dnnl::matmul::desc({any, in, a.tag()}, {any, in, b.tag()}, {any, out, dnnl::memory::format_tag::abc});
   });
@@ -135,9 +147,9 @@ void execute(dnnl::matmul& matmul, const Operand& a, const Operand& b, const Ten
 // and free of brgemm's ~0.4 ms creation per new shape, which documents of
 // every length and a growing key count would pay). Batches whose slices lie
 // apart, or where one side is shared, run slice by slice.
-void runtime_product(const Operand& a, const Operand& b, const Tensor& c) {
+void runtime_product(const Operand& a, const Operand& b, const Tensor& c, bool accumulate) {
   const auto in = dnnl_type(a.tensor.scalar_type());
-  auto& matmul = runtime_primitive(a, b, in, dnnl_type(c.scalar_type()));
+  auto& matmul = runtime_primitive(a, b, in, dnnl_type(c.scalar_type()), accumulate);
   if (c.size(0) == 1 || (a.dims[0] == b.dims[0] && a.dense() && b.dense())) {
     execute(matmul, a, b, c);
     return;
@@ -164,29 +176,52 @@ bool supports(torch::ScalarType dtype) {
   return dtype == torch::kFloat || (dtype == torch::kBFloat16 && bfloat16);
 }
 
-Tensor matmul(const Tensor& a_in, const Tensor& b_in, torch::ScalarType out) {
+namespace {
+
+// C (contiguous [G, M, N] or [M, N]) = A · B, or += where ACCUMULATE.
+void product_into(const Tensor& a_in, const Tensor& b_in, const Tensor& c, bool accumulate) {
   TORCH_CHECK(a_in.device().is_cpu() && b_in.device().is_cpu(), "onednn::matmul: CPU tensors only");
   TORCH_CHECK(a_in.scalar_type() == b_in.scalar_type(), "onednn::matmul: operands differ in dtype");
   TORCH_CHECK((a_in.dim() == 2 || a_in.dim() == 3) && (b_in.dim() == 2 || b_in.dim() == 3) &&
                   a_in.size(-1) == b_in.size(-2),
               "onednn::matmul: shapes ", a_in.sizes(), " and ", b_in.sizes(), " do not multiply");
-  const bool batched = a_in.dim() == 3 || b_in.dim() == 3;
   const int64_t G = a_in.dim() == 3 ? a_in.size(0) : 1;
   TORCH_CHECK(b_in.dim() == 2 || a_in.dim() == 2 || b_in.size(0) == G, "onednn::matmul: batch sizes differ");
-  const int64_t M = a_in.size(-2), N = b_in.size(-1);
-  const int64_t Gc = std::max<int64_t>(G, b_in.dim() == 3 ? b_in.size(0) : 1);
-  auto c = torch::empty({Gc, M, N}, a_in.options().dtype(out));
-  if (c.numel() > 0 && a_in.size(-1) == 0) c.zero_();
-  if (c.numel() > 0 && a_in.size(-1) > 0) {
-    const auto a = describe(a_in), b = describe(b_in);
-    if (a.slice_dense() && b.slice_dense()) {
-      runtime_product(a, b, c);
-    } else {  // padded rows or columns: a primitive for this exact shape and layout
-      const auto in = dnnl_type(a_in.scalar_type());
-      execute(shaped_primitive(a, b, {Gc, M, N}, in, dnnl_type(out)), a, b, c);
-    }
+  const auto c3 = c.dim() == 2 ? c.unsqueeze(0) : c;
+  if (c3.numel() == 0) return;
+  if (a_in.size(-1) == 0) {
+    if (!accumulate) c3.zero_();
+    return;
   }
+  const auto a = describe(a_in), b = describe(b_in);
+  if (a.slice_dense() && b.slice_dense()) {
+    runtime_product(a, b, c3, accumulate);
+  } else {  // padded rows or columns: a primitive for this exact shape and layout
+    const auto in = dnnl_type(a_in.scalar_type());
+    execute(shaped_primitive(a, b, {c3.size(0), c3.size(1), c3.size(2)}, in, dnnl_type(c.scalar_type()), accumulate),
+            a, b, c3);
+  }
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a_in, const Tensor& b_in, torch::ScalarType out) {
+  const bool batched = a_in.dim() == 3 || b_in.dim() == 3;
+  const int64_t G = std::max<int64_t>(a_in.dim() == 3 ? a_in.size(0) : 1, b_in.dim() == 3 ? b_in.size(0) : 1);
+  TORCH_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "onednn::matmul: shapes ", a_in.sizes(), " and ", b_in.sizes(),
+              " do not multiply");
+  auto c = torch::empty({G, a_in.size(-2), b_in.size(-1)}, a_in.options().dtype(out));
+  product_into(a_in, b_in, c, /*accumulate=*/false);
   return batched ? c : c.squeeze(0);
+}
+
+void matmul_add(const Tensor& a, const Tensor& b, const Tensor& c) {
+  const int64_t G = std::max<int64_t>(a.dim() == 3 ? a.size(0) : 1, b.dim() == 3 ? b.size(0) : 1);
+  TORCH_CHECK(c.is_contiguous() && (c.scalar_type() == torch::kFloat || c.scalar_type() == a.scalar_type()) &&
+                  a.dim() >= 2 && b.dim() >= 2 && c.size(-2) == a.size(-2) && c.size(-1) == b.size(-1) &&
+                  (c.dim() == 2 ? G == 1 : c.dim() == 3 && c.size(0) == G),
+              "onednn::matmul_add: shapes ", a.sizes(), " · ", b.sizes(), " into ", c.sizes(), " (", c.scalar_type(), ")");
+  product_into(a, b, c, /*accumulate=*/true);
 }
 
 size_t cached_primitives() { return cache().size(); }
@@ -199,6 +234,10 @@ bool supports(torch::ScalarType) { return false; }
 
 torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, torch::ScalarType out) {
   TORCH_CHECK(false, "onednn::matmul: this build has no oneDNN");
+}
+
+void matmul_add(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& c) {
+  TORCH_CHECK(false, "onednn::matmul_add: this build has no oneDNN");
 }
 
 size_t cached_primitives() { return 0; }

@@ -28,6 +28,11 @@ bool supports(torch::ScalarType dtype);
 // a's dtype): [M, N] or [G, M, N].
 torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, torch::ScalarType out);
 
+// C += A · B: as matmul, into C (contiguous [M, N] or [G, M, N], float32 or
+// A's dtype), by oneDNN's sum post-op: the product's result is added to C as
+// it is stored, no temporary and no second pass over C.
+void matmul_add(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& c);
+
 // Primitives kept for reuse: one per layout and dtype, plus one per shape for
 // operands with padded rows (bounded).
 size_t cached_primitives();

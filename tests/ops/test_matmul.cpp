@@ -83,6 +83,66 @@ TEST(MatmulNT, Bfloat16ProductsOfOneActivationUseItsCurrentValues) {
   EXPECT_TRUE(all_close(a.grad(), expected, 1e-6, 1e-6));
 }
 
+// SumGradients: the products of one input send its gradient to one buffer,
+// which the last of their backwards returns. Against the gradients written
+// out in double: four products of x (two with one weight), x read by an
+// elementwise op too (autograd adds that gradient to the sum), in float32
+// and bfloat16 (the reference takes the operands and output gradients as
+// the products do, rounded to it), and a second backward through the graph.
+TEST(MatmulNT, ProductsOfOneInputSumItsGradientInOneBuffer) {
+  torch::manual_seed(8);
+  for (auto compute : {torch::kFloat, torch::kBFloat16}) {
+    const std::vector<torch::Tensor> w{torch::randn({48, 64}), torch::randn({32, 64}), torch::randn({48, 64})};
+    const std::vector<torch::Tensor> g{torch::randn({2, 30, 48}), torch::randn({2, 30, 32}), torch::randn({2, 30, 48}),
+                                       torch::randn({2, 30, 48})};
+    const int uses[4] = {0, 1, 2, 0};  // the weight each product reads
+    const auto g_sin = torch::randn({2, 30, 64});
+    auto x = torch::randn({2, 30, 64}, torch::requires_grad());
+    std::vector<torch::Tensor> weights;
+    for (const auto& wi : w) weights.push_back(wi.clone().requires_grad_());
+    torch::Tensor loss = (x.sin() * g_sin).sum();
+    {
+      const SumGradients sum(x);
+      for (int i = 0; i < 4; ++i) loss = loss + (matmul_nt(x, weights[uses[i]], compute) * g[i]).sum();
+    }
+    loss.backward({}, /*retain_graph=*/true);
+
+    auto rounded = [&](const torch::Tensor& t) { return t.detach().to(compute).to(torch::kDouble); };
+    const auto xr = rounded(x).reshape({-1, 64});
+    auto dx = x.detach().to(torch::kDouble).cos() * g_sin.to(torch::kDouble);
+    std::vector<torch::Tensor> dw(w.size(), torch::zeros({1}, torch::kDouble));
+    for (int i = 0; i < 4; ++i) {
+      dx = dx + torch::matmul(rounded(g[i]), rounded(w[uses[i]]));
+      dw[uses[i]] = dw[uses[i]] + torch::matmul(rounded(g[i]).reshape({-1, g[i].size(-1)}).t(), xr);
+    }
+    EXPECT_TRUE(all_close(x.grad(), dx.to(torch::kFloat), 1e-5, 1e-5)) << compute;
+    for (size_t i = 0; i < w.size(); ++i)
+      EXPECT_TRUE(all_close(weights[i].grad(), dw[i].to(torch::kFloat), 1e-5, 1e-5)) << compute << i;
+    const auto first = x.grad().clone();
+    loss.backward();  // the same graph again: the sum starts over, and x's gradient doubles
+    EXPECT_TRUE(all_close(x.grad(), 2 * first, 1e-6, 1e-6)) << compute;
+  }
+}
+
+// Outside a SumGradients, or for another tensor than its input, products
+// keep their own gradients (autograd adds them); where autograd records
+// nothing the scope does nothing.
+TEST(MatmulNT, SumGradientsOnlyJoinsProductsOfItsInput) {
+  torch::manual_seed(9);
+  const auto w = torch::randn({16, 32});
+  auto x = torch::randn({5, 32}, torch::requires_grad()), other = torch::randn({5, 32}, torch::requires_grad());
+  {
+    const SumGradients sum(x);
+    ((matmul_nt(x, w) + matmul_nt(other, w)).sum() + matmul_nt(other, w).sum()).backward();
+  }
+  const auto ones = torch::ones({5, 16});
+  EXPECT_TRUE(all_close(x.grad(), torch::matmul(ones, w), 1e-5, 1e-5));
+  EXPECT_TRUE(all_close(other.grad(), 2 * torch::matmul(ones, w), 1e-5, 1e-5));
+  torch::NoGradGuard no_grad;
+  const SumGradients none(x);
+  EXPECT_TRUE(all_close(matmul_nt(x, w), torch::matmul(x, w.t()), 1e-5, 1e-5));
+}
+
 TEST(MatmulNT, MeasuredFlopsArePlausible) {
   for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
     const double flops = measure_matmul_flops(dtype, 128);

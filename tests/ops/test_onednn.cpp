@@ -97,6 +97,32 @@ TEST_F(OneDnn, PaddedRowsUseAShapedPrimitive) {
   EXPECT_TRUE(all_close(onednn::matmul(batch, b, torch::kFloat), reference(batch, b), 1e-5, 1e-5));
 }
 
+// matmul_add: C += A · B in the product (oneDNN's sum post-op), for plain,
+// batched, padded (a shaped primitive) and bfloat16 operands; what C held
+// is kept, and an empty inner dimension adds nothing.
+TEST_F(OneDnn, MatmulAddAddsTheProductToC) {
+  auto check = [](const torch::Tensor& a, const torch::Tensor& b, double tolerance) {
+    const auto before = a.dim() == 3 ? torch::randn({a.size(0), a.size(1), b.size(-1)}) : torch::randn({a.size(0), b.size(-1)});
+    auto c = before.clone();
+    onednn::matmul_add(a, b, c);
+    const auto expected = (before.to(torch::kDouble) + torch::matmul(a.to(torch::kDouble), b.to(torch::kDouble))).to(torch::kFloat);
+    EXPECT_TRUE(all_close(c, expected, tolerance, tolerance)) << a.sizes() << " · " << b.sizes();
+  };
+  check(torch::randn({37, 53}), torch::randn({53, 29}), 1e-5);
+  check(torch::randn({29, 53}).t(), torch::randn({29, 53}), 1e-5);           // column-major A
+  check(torch::randn({3, 20, 40}), torch::randn({40, 24}), 1e-5);           // a shared right factor
+  check(torch::randn({3, 20, 40}), torch::randn({3, 40, 24}), 1e-5);        // batched both
+  check(torch::randn({30, 50}).narrow(1, 0, 40), torch::randn({40, 20}), 1e-5);  // padded rows
+  if (onednn::supports(torch::kBFloat16)) {  // bfloat16 operands, float32 C: exact operands, so the float32 tolerance
+    check(torch::randn({33, 64}).to(torch::kBFloat16), torch::randn({64, 48}).to(torch::kBFloat16), 1e-5);
+  }
+  auto c = torch::randn({5, 7});
+  const auto kept = c.clone();
+  onednn::matmul_add(torch::randn({5, 0}), torch::randn({0, 7}), c);
+  EXPECT_TRUE(torch::equal(c, kept));
+  EXPECT_THROW(onednn::matmul_add(torch::randn({5, 4}), torch::randn({4, 7}), torch::randn({7, 5}).t()), c10::Error);
+}
+
 TEST_F(OneDnn, SizesDoNotMultiplyPrimitives) {
   onednn::matmul(torch::randn({40, 4}), torch::randn({4, 1}), torch::kFloat);
   const auto before = onednn::cached_primitives();
