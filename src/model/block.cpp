@@ -39,12 +39,12 @@ BlockImpl::BlockImpl(const Config& c) : config_(c) {
 torch::Tensor BlockImpl::combine(const torch::Tensor& x, const torch::Tensor& h,
                                  const torch::Tensor& m, const torch::Tensor& a) {
   // x + a + mlp(h) ⊙ σ(gate) + m ⊙ σ(mega_gate(m)), each gate and its sum one op (ops/gate.h);
-  // the gates' products only feed them: in the products' dtype (ops/matmul.h's inner_dtype)
+  // the gates' products, and the MLP's output where a gate reads it, only feed
+  // them: in the products' dtype (ops/matmul.h's inner_dtype)
   auto out = add_rows(x, a);                                                       // [B, T, D]
-  const auto m_out = mlp(h);                                                       // [B, T, D]
-  if (config_.mlp_gate == MlpGate::kAttention) out = sigmoid_gate(m_out, mlp_attn_gate->inner(mlp_attn_norm(a)), out);
-  else if (config_.mlp_gate == MlpGate::kSelf) out = sigmoid_gate(m_out, mlp_attn_gate->inner(h), out);
-  else out = out + m_out;
+  if (config_.mlp_gate == MlpGate::kAttention) out = sigmoid_gate(mlp->gated(h), mlp_attn_gate->inner(mlp_attn_norm(a)), out);
+  else if (config_.mlp_gate == MlpGate::kSelf) out = sigmoid_gate(mlp->gated(h), mlp_attn_gate->inner(h), out);
+  else out = out + mlp(h);
   if (mega_gate) out = sigmoid_gate(m, mega_gate->inner(m), out);                  // [B, T, D]
   return out;
 }

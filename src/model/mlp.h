@@ -25,15 +25,21 @@ class MlpImpl : public torch::nn::Module {
   // The inner activations [B, T, I] stay in the products' dtype (bfloat16
   // when they compute in it: ops/matmul.h's inner_dtype); the output is h's.
   torch::Tensor forward(const torch::Tensor& h) {          // [B, T, D] -> [B, T, D]
-    const auto g = fc_gate->inner(h);                        // [B, T, I]
-    const auto u = fc_up->inner(h);                          // [B, T, I]
-    const auto r = activation_ == Activation::kRelu ? relu_gate(u, g) : u * activate(g, activation_);  // relu: one op (ops/gate.h)
-    return fc_down->forward_in(r, h.scalar_type());          // [B, T, D]
+    return fc_down->forward_in(inner(h), h.scalar_type());
   }
+  // The same where only a gate reads the output (model/block.h's combine):
+  // in the products' dtype too, as torch.autocast leaves a Linear's output.
+  torch::Tensor gated(const torch::Tensor& h) { return fc_down->inner(inner(h)); }  // [B, T, D]
 
   Linear fc_up, fc_gate, fc_down;
 
  private:
+  torch::Tensor inner(const torch::Tensor& h) {              // [B, T, D] -> [B, T, I]
+    const auto g = fc_gate->inner(h);                        // [B, T, I]
+    const auto u = fc_up->inner(h);                          // [B, T, I]
+    return activation_ == Activation::kRelu ? relu_gate(u, g) : u * activate(g, activation_);  // relu: one op (ops/gate.h)
+  }
+
   Activation activation_;
 };
 TORCH_MODULE(Mlp);

@@ -24,15 +24,17 @@ using torch::autograd::variable_list;
 constexpr int64_t kGrain = 16384;  // values per task: a decoded row runs on the calling thread
 
 // The pointers of one elementwise pass; null where an operand is absent.
-// Values of type T (a, c and out0) and Z (b and out1), each float or
+// Values of type A (a and its gradient), Z (b and its gradient) and C (the
+// base and the output, or the output's gradient), each float or
 // c10::BFloat16: computed in float32, each bfloat16 result rounded once.
-template <typename T, typename Z>
+template <typename A, typename Z, typename C>
 struct Pass {
-  const T* a = nullptr;  // x or u
+  const A* a = nullptr;  // x or u
   const Z* b = nullptr;  // z or g
-  const T* c = nullptr;  // base (forward) or dy (backward)
-  T* out0 = nullptr;     // y, or dx / du
-  Z* out1 = nullptr;     // dz / dg (backward)
+  const C* c = nullptr;  // base (forward) or dy (backward)
+  C* y = nullptr;        // the output (forward)
+  A* da = nullptr;       // dx / du (backward)
+  Z* db = nullptr;       // dz / dg (backward)
 };
 
 // σ(z) = 1 / (1 + exp(−z)), as torch.sigmoid computes it.
@@ -57,8 +59,8 @@ BAKALLM_AVX512 inline void store16(c10::BFloat16* p, __mmask16 k, __m512 v) {
   store16(reinterpret_cast<uint16_t*>(p), k, v);
 }
 
-template <typename T, typename Z>
-BAKALLM_AVX512 void run_avx512(Loop loop, const Pass<T, Z>& p, int64_t n) {
+template <typename A, typename Z, typename C>
+BAKALLM_AVX512 void run_avx512(Loop loop, const Pass<A, Z, C>& p, int64_t n) {
   const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 k = lanes(i, n);
@@ -67,44 +69,44 @@ BAKALLM_AVX512 void run_avx512(Loop loop, const Pass<T, Z>& p, int64_t n) {
       case Loop::kSigmoidForward: {
         __m512 y = _mm512_mul_ps(a, sigmoid16(b));
         if (p.c) y = _mm512_add_ps(load16(p.c + i, k), y);
-        store16(p.out0 + i, k, y);
+        store16(p.y + i, k, y);
         break;
       }
       case Loop::kSigmoidBackward: {
         const __m512 dy = load16(p.c + i, k), s = sigmoid16(b);
-        store16(p.out0 + i, k, _mm512_mul_ps(dy, s));
-        store16(p.out1 + i, k, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dy, a), _mm512_sub_ps(one, s)), s));
+        store16(p.da + i, k, _mm512_mul_ps(dy, s));
+        store16(p.db + i, k, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dy, a), _mm512_sub_ps(one, s)), s));
         break;
       }
-      case Loop::kReluForward: store16(p.out0 + i, k, _mm512_mul_ps(a, _mm512_max_ps(b, zero))); break;
+      case Loop::kReluForward: store16(p.y + i, k, _mm512_mul_ps(a, _mm512_max_ps(b, zero))); break;
       case Loop::kReluBackward: {
         const __m512 dy = load16(p.c + i, k);
-        store16(p.out0 + i, k, _mm512_mul_ps(dy, _mm512_max_ps(b, zero)));
+        store16(p.da + i, k, _mm512_mul_ps(dy, _mm512_max_ps(b, zero)));
         const __mmask16 positive = _mm512_cmp_ps_mask(b, zero, _CMP_GT_OQ);
-        store16(p.out1 + i, k, _mm512_maskz_mul_ps(positive, dy, a));
+        store16(p.db + i, k, _mm512_maskz_mul_ps(positive, dy, a));
         break;
       }
     }
   }
 }
 
-template <typename T, typename Z>
-void run_portable(Loop loop, const Pass<T, Z>& p, int64_t n) {
+template <typename A, typename Z, typename C>
+void run_portable(Loop loop, const Pass<A, Z, C>& p, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float a = p.a[i], b = p.b[i];
     switch (loop) {
-      case Loop::kSigmoidForward: p.out0[i] = (p.c ? static_cast<float>(p.c[i]) : 0.0f) + a * sigmoid1(b); break;
+      case Loop::kSigmoidForward: p.y[i] = (p.c ? static_cast<float>(p.c[i]) : 0.0f) + a * sigmoid1(b); break;
       case Loop::kSigmoidBackward: {
         const float s = sigmoid1(b), dy = p.c[i];
-        p.out0[i] = dy * s;
-        p.out1[i] = dy * a * (1.0f - s) * s;
+        p.da[i] = dy * s;
+        p.db[i] = dy * a * (1.0f - s) * s;
         break;
       }
-      case Loop::kReluForward: p.out0[i] = a * std::max(b, 0.0f); break;
+      case Loop::kReluForward: p.y[i] = a * std::max(b, 0.0f); break;
       case Loop::kReluBackward: {
         const float dy = p.c[i];
-        p.out0[i] = dy * std::max(b, 0.0f);
-        p.out1[i] = b > 0.0f ? dy * a : 0.0f;
+        p.da[i] = dy * std::max(b, 0.0f);
+        p.db[i] = b > 0.0f ? dy * a : 0.0f;
         break;
       }
     }
@@ -119,7 +121,9 @@ BAKALLM_AVX2 inline __m256 sigmoid8(__m256 z) {
   return _mm256_div_ps(one, _mm256_add_ps(one, _ZGVdN8v_expf(_mm256_sub_ps(_mm256_setzero_ps(), z))));
 }
 
-BAKALLM_AVX2 void run_avx2(Loop loop, const Pass<float, float>& p, int64_t n) {
+using Float32Pass = Pass<float, float, float>;
+
+BAKALLM_AVX2 void run_avx2(Loop loop, const Float32Pass& p, int64_t n) {
   const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
   const int64_t whole = n / 8 * 8;
   for (int64_t i = 0; i < whole; i += 8) {
@@ -128,37 +132,37 @@ BAKALLM_AVX2 void run_avx2(Loop loop, const Pass<float, float>& p, int64_t n) {
       case Loop::kSigmoidForward: {
         __m256 y = _mm256_mul_ps(a, sigmoid8(b));
         if (p.c) y = _mm256_add_ps(_mm256_loadu_ps(p.c + i), y);
-        _mm256_storeu_ps(p.out0 + i, y);
+        _mm256_storeu_ps(p.y + i, y);
         break;
       }
       case Loop::kSigmoidBackward: {
         const __m256 dy = _mm256_loadu_ps(p.c + i), s = sigmoid8(b);
-        _mm256_storeu_ps(p.out0 + i, _mm256_mul_ps(dy, s));
-        _mm256_storeu_ps(p.out1 + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dy, a), _mm256_sub_ps(one, s)), s));
+        _mm256_storeu_ps(p.da + i, _mm256_mul_ps(dy, s));
+        _mm256_storeu_ps(p.db + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dy, a), _mm256_sub_ps(one, s)), s));
         break;
       }
-      case Loop::kReluForward: _mm256_storeu_ps(p.out0 + i, _mm256_mul_ps(a, _mm256_max_ps(b, zero))); break;
+      case Loop::kReluForward: _mm256_storeu_ps(p.y + i, _mm256_mul_ps(a, _mm256_max_ps(b, zero))); break;
       case Loop::kReluBackward: {
         const __m256 dy = _mm256_loadu_ps(p.c + i);
-        _mm256_storeu_ps(p.out0 + i, _mm256_mul_ps(dy, _mm256_max_ps(b, zero)));
-        _mm256_storeu_ps(p.out1 + i, _mm256_and_ps(_mm256_cmp_ps(b, zero, _CMP_GT_OQ), _mm256_mul_ps(dy, a)));
+        _mm256_storeu_ps(p.da + i, _mm256_mul_ps(dy, _mm256_max_ps(b, zero)));
+        _mm256_storeu_ps(p.db + i, _mm256_and_ps(_mm256_cmp_ps(b, zero, _CMP_GT_OQ), _mm256_mul_ps(dy, a)));
         break;
       }
     }
   }
   auto at = [&](auto* q) { return q ? q + whole : nullptr; };
-  run_portable(loop, Pass<float, float>{at(p.a), at(p.b), at(p.c), at(p.out0), at(p.out1)}, n - whole);
+  run_portable(loop, Float32Pass{at(p.a), at(p.b), at(p.c), at(p.y), at(p.da), at(p.db)}, n - whole);
 }
 
 // LOOP over every value of P's n, split between threads.
-template <typename T, typename Z>
-void run(Loop loop, const Pass<T, Z>& p, int64_t n) {
+template <typename A, typename Z, typename C>
+void run(Loop loop, const Pass<A, Z, C>& p, int64_t n) {
   const Isa isa = kernel_isa();  // AVX2: float32 operands only; bfloat16 ones run the portable loop
   at::parallel_for(0, n, kGrain, [&](int64_t i0, int64_t i1) {
     auto at = [&](auto* q) { return q ? q + i0 : nullptr; };
-    const Pass<T, Z> part{at(p.a), at(p.b), at(p.c), at(p.out0), at(p.out1)};
+    const Pass<A, Z, C> part{at(p.a), at(p.b), at(p.c), at(p.y), at(p.da), at(p.db)};
     if (isa == Isa::kAvx512) run_avx512(loop, part, i1 - i0);
-    else if constexpr (std::is_same_v<T, float> && std::is_same_v<Z, float>)
+    else if constexpr (std::is_same_v<Pass<A, Z, C>, Float32Pass>)
       isa == Isa::kAvx2 ? run_avx2(loop, part, i1 - i0) : run_portable(loop, part, i1 - i0);
     else run_portable(loop, part, i1 - i0);
   });
@@ -167,50 +171,63 @@ void run(Loop loop, const Pass<T, Z>& p, int64_t n) {
 template <typename T>
 T* values(const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; }
 
-// F(T{}, Z{}) with T, Z the element types of A's and B's dtypes (float32 or bfloat16).
+bool is_bfloat16(const Tensor& t) { return t.scalar_type() == torch::kBFloat16; }
+
+// F(A{}, Z{}, C{}) with the element types of a's, b's and C_DTYPE (the
+// base's or output's, the output gradient's) dtypes: all float32, b in
+// bfloat16, all bfloat16, or a and b in bfloat16 with C float32 (fused()).
 template <typename F>
-void with_types(const Tensor& a, const Tensor& b, F f) {
-  const bool a16 = a.scalar_type() == torch::kBFloat16, b16 = b.scalar_type() == torch::kBFloat16;
-  if (a16 && b16) f(c10::BFloat16{}, c10::BFloat16{});
-  else if (b16) f(float{}, c10::BFloat16{});
-  else f(float{}, float{});
+void with_types(const Tensor& a, const Tensor& b, torch::ScalarType c_dtype, F f) {
+  const bool c16 = c_dtype == torch::kBFloat16;
+  if (is_bfloat16(a) && c16) f(c10::BFloat16{}, c10::BFloat16{}, c10::BFloat16{});
+  else if (is_bfloat16(a)) f(c10::BFloat16{}, c10::BFloat16{}, float{});
+  else if (is_bfloat16(b)) f(float{}, c10::BFloat16{}, float{});
+  else f(float{}, float{}, float{});
 }
 
-// y = LOOP's forward of a (x or u), b (z or g) and c (base or none), in a's dtype.
+// y = LOOP's forward of a (x or u), b (z or g) and c (base or none), in the
+// base's dtype, or a's without one.
 Tensor forward_cpu(Loop loop, const Tensor& a_in, const Tensor& b_in, const Tensor& c_in) {
   const auto a = a_in.contiguous(), b = b_in.contiguous(), c = c_in.defined() ? c_in.contiguous() : Tensor();
-  auto y = empty_as(a);
-  with_types(a, b, [&](auto t, auto z) {
-    using T = decltype(t);
-    using Z = decltype(z);
-    run(loop, Pass<T, Z>{values<T>(a), values<Z>(b), values<T>(c), values<T>(y), nullptr}, a.numel());
+  auto y = empty_as(c.defined() ? c : a);
+  with_types(a, b, y.scalar_type(), [&](auto ta, auto tb, auto tc) {
+    using A = decltype(ta);
+    using Z = decltype(tb);
+    using C = decltype(tc);
+    run(loop, Pass<A, Z, C>{values<A>(a), values<Z>(b), values<C>(c), values<C>(y)}, a.numel());
   });
   return y;
 }
 
-// {da, db} of LOOP's backward given dy, each in its input's dtype.
-std::pair<Tensor, Tensor> backward_cpu(Loop loop, const Tensor& a_in, const Tensor& b_in, const Tensor& dy_in) {
-  const auto a = a_in.contiguous(), b = b_in.contiguous(), dy = dy_in.contiguous().to(a.scalar_type());
+// {da, db} of LOOP's backward given dy (in the forward's output dtype), each in its input's dtype.
+std::pair<Tensor, Tensor> backward_cpu(Loop loop, const Tensor& a_in, const Tensor& b_in, const Tensor& dy_in,
+                                       torch::ScalarType y_dtype) {
+  const auto a = a_in.contiguous(), b = b_in.contiguous(), dy = dy_in.contiguous().to(y_dtype);
   auto da = torch::empty_like(a), db = torch::empty_like(b);
-  with_types(a, b, [&](auto t, auto z) {
-    using T = decltype(t);
-    using Z = decltype(z);
-    run(loop, Pass<T, Z>{values<T>(a), values<Z>(b), values<T>(dy), values<T>(da), values<Z>(db)}, a.numel());
+  with_types(a, b, y_dtype, [&](auto ta, auto tb, auto tc) {
+    using A = decltype(ta);
+    using Z = decltype(tb);
+    using C = decltype(tc);
+    run(loop, Pass<A, Z, C>{values<A>(a), values<Z>(b), values<C>(dy), nullptr, values<A>(da), values<Z>(db)},
+        a.numel());
   });
   return {da, db};
 }
 
-// Whether the loops take these operands: CPU tensors of one shape; a and c
-// float32 or bfloat16 and b float32 or bfloat16 where B_ALONE is bfloat16, or
-// all three one dtype.
+// Whether the loops take these operands: CPU tensors of one shape, float32
+// or bfloat16; b may be bfloat16 beside a float32 a where B_ALONE, and c
+// (the base) float32 beside a bfloat16 a and b (a product's bfloat16 output
+// gated onto the float32 residual stream); else all one dtype.
 bool fused(const Tensor& a, const Tensor& b, const Tensor& c, bool b_alone) {
   const auto dtype = a.scalar_type();
   auto plain = [&](const Tensor& t, bool half) {
     return t.device().is_cpu() && t.sizes() == a.sizes() &&
            (t.scalar_type() == dtype || (half && t.scalar_type() == torch::kBFloat16));
   };
-  return (dtype == torch::kFloat || dtype == torch::kBFloat16) && plain(a, false) && plain(b, b_alone) &&
-         (!c.defined() || plain(c, false));
+  const bool c_ok = !c.defined() || plain(c, false) ||
+                    (is_bfloat16(a) && is_bfloat16(b) && c.scalar_type() == torch::kFloat && c.device().is_cpu() &&
+                     c.sizes() == a.sizes());
+  return (dtype == torch::kFloat || dtype == torch::kBFloat16) && plain(a, false) && plain(b, b_alone) && c_ok;
 }
 
 // x ⊙ σ(z), with or without a base added (BASED: the third input).
@@ -219,11 +236,14 @@ class SigmoidGate : public torch::autograd::Function<SigmoidGate<Based>> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& z, const Tensor& base) {
     ctx->save_for_backward({x, z});
-    return forward_cpu(Loop::kSigmoidForward, x, z, Based ? base : Tensor());
+    auto y = forward_cpu(Loop::kSigmoidForward, x, z, Based ? base : Tensor());
+    ctx->saved_data["y_dtype"] = static_cast<int64_t>(y.scalar_type());
+    return y;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    auto [dx, dz] = backward_cpu(Loop::kSigmoidBackward, saved[0], saved[1], grads[0]);
+    const auto y_dtype = static_cast<torch::ScalarType>(ctx->saved_data["y_dtype"].toInt());
+    auto [dx, dz] = backward_cpu(Loop::kSigmoidBackward, saved[0], saved[1], grads[0], y_dtype);
     return {dx, dz, Based ? grads[0] : Tensor()};
   }
 };
@@ -236,7 +256,7 @@ class ReluGate : public torch::autograd::Function<ReluGate> {
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    auto [du, dg] = backward_cpu(Loop::kReluBackward, saved[0], saved[1], grads[0]);
+    auto [du, dg] = backward_cpu(Loop::kReluBackward, saved[0], saved[1], grads[0], saved[0].scalar_type());
     return {du, dg};
   }
 };

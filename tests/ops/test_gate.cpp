@@ -119,6 +119,43 @@ TEST(Gate, SigmoidGateTakesItsZInBfloat16) {
   }
 }
 
+// x and z in bfloat16 (a product's output and its gate's, both only read by
+// the gate) onto a float32 base (the residual stream): y in float32 as the
+// float64 expression of the same values gives it, the base's gradient as
+// is, dx and dz in bfloat16 each rounded once; and without a base, y in
+// bfloat16, rounded once. Each instruction set's loops (AVX2 runs the
+// portable loop for bfloat16).
+TEST(Gate, SigmoidGateTakesXAndZInBfloat16OntoAFloat32Base) {
+  torch::manual_seed(11);
+  at::set_num_threads(2);
+  for (Isa isa : test::isas()) {
+    test::KernelIsa loops(isa);
+    SCOPED_TRACE(isa_name(isa));
+    for (auto sizes : {std::vector<int64_t>{3, 70, 401}, std::vector<int64_t>{1, 1, 37}}) {
+      const auto x16 = torch::randn(sizes).to(torch::kBFloat16), z16 = (torch::randn(sizes) * 4).to(torch::kBFloat16);
+      const auto x = x16.detach().requires_grad_(true), z = z16.detach().requires_grad_(true);
+      const auto base = leaf(torch::randn(sizes), torch::kFloat);
+      const auto xd = leaf(x16, torch::kDouble), zd = leaf(z16, torch::kDouble), bd = leaf(base.detach(), torch::kDouble);
+      const auto y = sigmoid_gate(x, z, base), yd = bd + xd * torch::sigmoid(zd);
+      EXPECT_EQ(y.scalar_type(), torch::kFloat);
+      EXPECT_TRUE(test::all_close(y, yd, 1e-5, 1e-6));
+      const auto w = torch::randn(sizes);
+      (y * w).sum().backward();
+      (yd * w.to(torch::kDouble)).sum().backward();
+      EXPECT_TRUE(test::all_close(base.grad(), bd.grad(), 1e-6, 1e-7));
+      EXPECT_EQ(x.grad().scalar_type(), torch::kBFloat16);
+      EXPECT_EQ(z.grad().scalar_type(), torch::kBFloat16);
+      EXPECT_TRUE(test::all_close(x.grad(), xd.grad(), 1.0 / 256, 1e-6));  // one bfloat16 rounding
+      EXPECT_TRUE(test::all_close(z.grad(), zd.grad(), 1.0 / 256, 1e-6));
+      torch::NoGradGuard no_grad;
+      EXPECT_TRUE(test::all_close(sigmoid_gate(x16, z16, base.detach()), yd, 1e-5, 1e-6));
+      const auto alone = sigmoid_gate(x16, z16);
+      EXPECT_EQ(alone.scalar_type(), torch::kBFloat16);
+      EXPECT_TRUE(test::all_close(alone, xd * torch::sigmoid(zd), 1.0 / 256, 1e-6));
+    }
+  }
+}
+
 TEST(Gate, OperandsNotContiguous) {
   torch::manual_seed(7);
   const auto x = torch::randn({40, 24}).t(), z = torch::randn({24, 40}), base = torch::randn({40, 24}).t();
