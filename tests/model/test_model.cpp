@@ -22,7 +22,8 @@ torch::Tensor random_ids(int64_t B, int64_t T, int64_t V, uint64_t seed) {
 
 // With bfloat16 products the MLP keeps fc_up's and fc_gate's outputs in
 // bfloat16 (for rows the row kernel does not take): its output and every
-// gradient stay float32 and within bfloat16's rounding of float32's.
+// gradient stay float32 and within bfloat16's rounding of float32's; its
+// gated output is bfloat16.
 TEST(Model, MlpInnerActivationsInBfloat16) {
   torch::manual_seed(9);
   Mlp mlp(64, 128);
@@ -44,8 +45,17 @@ TEST(Model, MlpInnerActivationsInBfloat16) {
     // by norm: a ReLU's mask flips where bfloat16 moves g across 0 (0.4-1.5% here, as much with float32 inner activations)
     EXPECT_LT(((rounded[i] - exact[i]).norm() / exact[i].norm()).item<double>(), 3e-2) << i;
   }
-  mlp->fc_up->set_compute_dtype(torch::kFloat);
+  // Where a gate reads the output (Mlp::gated), it stays in bfloat16 too: the
+  // float32 output rounded once; four rows (decoding) and float32 products
+  // keep float32.
+  torch::NoGradGuard no_grad;
+  const auto gated = mlp->gated(h);
+  EXPECT_EQ(gated.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(gated, mlp(h).to(torch::kBFloat16)));
+  EXPECT_EQ(mlp->gated(h.narrow(1, 0, 2)).scalar_type(), torch::kFloat);
+  for (auto* fc : {&mlp->fc_up, &mlp->fc_gate, &mlp->fc_down}) (*fc)->set_compute_dtype(torch::kFloat);
   EXPECT_EQ(mlp->fc_up->inner_dtype(h), torch::kFloat);
+  EXPECT_EQ(mlp->gated(h).scalar_type(), torch::kFloat);
 }
 
 TEST(Model, StreamingInPiecesEqualsOneCall) {
