@@ -143,6 +143,34 @@ TEST(MatmulNT, SumGradientsOnlyJoinsProductsOfItsInput) {
   EXPECT_TRUE(all_close(matmul_nt(x, w), torch::matmul(x, w.t()), 1e-5, 1e-5));
 }
 
+// SumGradients' one condition: every product of its input reaches the loss.
+// Where one does not, the sum is never returned (x gets no gradient) and,
+// when the graph is freed, a warning says so.
+TEST(MatmulNT, SumGradientsWarnsWhereAProductNeverRanItsBackward) {
+  struct Warnings : c10::WarningHandler {
+    std::vector<std::string> messages;
+    void process(const c10::SourceLocation&, const std::string& msg, const bool) override { messages.push_back(msg); }
+  } warnings;
+  const c10::Warning::WarningHandlerGuard guard(&warnings);
+  torch::manual_seed(12);
+  const auto w = torch::randn({16, 32});
+  auto x = torch::randn({5, 32}, torch::requires_grad());
+  {
+    torch::Tensor used, unused;
+    {
+      const SumGradients sum(x);
+      used = matmul_nt(x, w);
+      unused = matmul_nt(x, w);
+    }
+    used.sum().backward();
+    EXPECT_FALSE(x.grad().defined());
+    EXPECT_TRUE(warnings.messages.empty());
+  }  // the graph freed
+  ASSERT_EQ(warnings.messages.size(), 1u);
+  EXPECT_NE(warnings.messages[0].find("1 of 2 products of a shared input never ran their backward"), std::string::npos)
+      << warnings.messages[0];
+}
+
 TEST(MatmulNT, MeasuredFlopsArePlausible) {
   for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
     const double flops = measure_matmul_flops(dtype, 128);
