@@ -3,11 +3,14 @@
 // gradient, with and without a base;
 // rows split between threads, a length that is no multiple of 16 (the vector
 // loop's tail), operands not contiguous, no gradient wanted (decoding),
-// bfloat16 operands (relu_gate), and what falls back to the expressions
+// bfloat16 operands (relu_gate; the sigmoid gate's z, or x and z onto a
+// float32 base), and what falls back to the expressions
 // (broadcast shapes, other dtypes).
 #include <gtest/gtest.h>
 
 #include <ATen/Parallel.h>
+
+#include <functional>
 
 #include "isas.h"
 #include "ops/gate.h"
@@ -38,34 +41,35 @@ void expect_same(const std::function<torch::Tensor(const std::vector<torch::Tens
   EXPECT_TRUE(test::all_close(fused(f), yd, 1e-5, 1e-6)) << what << ", no gradient";
 }
 
-TEST(Gate, SigmoidGateEqualsTheExpressionWithItsGradients) {
-  torch::manual_seed(5);
-  at::set_num_threads(2);
-  for (Isa isa : test::isas()) {  // each instruction set's loops this CPU runs (AVX2: float32 operands)
-    test::KernelIsa loops(isa);
-    SCOPED_TRACE(isa_name(isa));
-    for (auto sizes : {std::vector<int64_t>{3, 70, 401}, std::vector<int64_t>{1, 1, 37}}) {  // split; one short row
-      const auto x = torch::randn(sizes), z = torch::randn(sizes) * 4, base = torch::randn(sizes);
-      expect_same([](const auto& t) { return sigmoid_gate(t[0], t[1], t[2]); },
-                  [](const auto& t) { return t[2] + t[0] * torch::sigmoid(t[1]); }, {x, z, base}, "with a base");
-      expect_same([](const auto& t) { return sigmoid_gate(t[0], t[1]); },
-                  [](const auto& t) { return t[0] * torch::sigmoid(t[1]); }, {x, z}, "without");
-    }
-  }
-}
-
-TEST(Gate, ReluGateEqualsTheExpressionWithItsGradients) {
-  torch::manual_seed(6);
+// F(sizes) for each instruction set's loops this CPU runs (AVX2: float32
+// operands; bfloat16 ones run the portable loop) and each shape: rows split
+// between threads, one short row (the vector loop's tail).
+void each_isa_and_shape(uint64_t seed, const std::function<void(const std::vector<int64_t>&)>& f) {
+  torch::manual_seed(seed);
   at::set_num_threads(2);
   for (Isa isa : test::isas()) {
     test::KernelIsa loops(isa);
     SCOPED_TRACE(isa_name(isa));
-    for (auto sizes : {std::vector<int64_t>{3, 70, 401}, std::vector<int64_t>{1, 1, 37}}) {
-      const auto u = torch::randn(sizes), g = torch::randn(sizes);
-      expect_same([](const auto& t) { return relu_gate(t[0], t[1]); },
-                  [](const auto& t) { return t[0] * torch::relu(t[1]); }, {u, g}, "relu");
-    }
+    for (const auto& sizes : {std::vector<int64_t>{3, 70, 401}, std::vector<int64_t>{1, 1, 37}}) f(sizes);
   }
+}
+
+TEST(Gate, SigmoidGateEqualsTheExpressionWithItsGradients) {
+  each_isa_and_shape(5, [](const std::vector<int64_t>& sizes) {
+    const auto x = torch::randn(sizes), z = torch::randn(sizes) * 4, base = torch::randn(sizes);
+    expect_same([](const auto& t) { return sigmoid_gate(t[0], t[1], t[2]); },
+                [](const auto& t) { return t[2] + t[0] * torch::sigmoid(t[1]); }, {x, z, base}, "with a base");
+    expect_same([](const auto& t) { return sigmoid_gate(t[0], t[1]); },
+                [](const auto& t) { return t[0] * torch::sigmoid(t[1]); }, {x, z}, "without");
+  });
+}
+
+TEST(Gate, ReluGateEqualsTheExpressionWithItsGradients) {
+  each_isa_and_shape(6, [](const std::vector<int64_t>& sizes) {
+    const auto u = torch::randn(sizes), g = torch::randn(sizes);
+    expect_same([](const auto& t) { return relu_gate(t[0], t[1]); },
+                [](const auto& t) { return t[0] * torch::relu(t[1]); }, {u, g}, "relu");
+  });
 }
 
 // bfloat16 operands (the MLP's inner activations when the products compute
@@ -93,67 +97,43 @@ TEST(Gate, ReluGateInBfloat16EqualsTheExpressionInBfloat16) {
   }
 }
 
-// A gate's z in bfloat16 (a product's output that only feeds the gate) with
-// x and the base in float32: the value and dx as the float64 expression of
-// the same z gives them; dz comes back in bfloat16, rounded once.
-TEST(Gate, SigmoidGateTakesItsZInBfloat16) {
-  torch::manual_seed(10);
-  at::set_num_threads(2);
-  for (auto sizes : {std::vector<int64_t>{3, 70, 401}, std::vector<int64_t>{1, 1, 37}}) {
-    const auto z16 = (torch::randn(sizes) * 4).to(torch::kBFloat16);
-    const auto x = leaf(torch::randn(sizes), torch::kFloat), base = leaf(torch::randn(sizes), torch::kFloat);
-    const auto z = z16.detach().requires_grad_(true);
-    const auto xd = leaf(x.detach(), torch::kDouble), zd = leaf(z16, torch::kDouble), bd = leaf(base.detach(), torch::kDouble);
-    const auto y = sigmoid_gate(x, z, base), yd = bd + xd * torch::sigmoid(zd);
-    EXPECT_EQ(y.scalar_type(), torch::kFloat);
-    EXPECT_TRUE(test::all_close(y, yd, 1e-5, 1e-6));
-    const auto w = torch::randn(sizes);
-    (y * w).sum().backward();
-    (yd * w.to(torch::kDouble)).sum().backward();
-    EXPECT_TRUE(test::all_close(x.grad(), xd.grad(), 1e-5, 1e-6));
-    EXPECT_TRUE(test::all_close(base.grad(), bd.grad(), 1e-6, 1e-7));
-    EXPECT_EQ(z.grad().scalar_type(), torch::kBFloat16);
-    EXPECT_TRUE(test::all_close(z.grad(), zd.grad(), 1.0 / 256, 1e-6));  // one bfloat16 rounding
-    torch::NoGradGuard no_grad;
-    EXPECT_TRUE(test::all_close(sigmoid_gate(x, z, base), yd, 1e-5, 1e-6));
-  }
+// A gate's z in bfloat16 (a product's output that only feeds the gate),
+// and x too where X16 (the MLP's output, model/mlp.h's gated), onto a
+// float32 base (the residual stream): y in float32 as the float64 expression
+// of the same values gives it, the base's gradient as is, dx in x's dtype,
+// dz in bfloat16, each bfloat16 result rounded once; without a base, y in
+// x's dtype.
+void expect_bfloat16_gate(const std::vector<int64_t>& sizes, bool x16) {
+  const auto z16 = (torch::randn(sizes) * 4).to(torch::kBFloat16);
+  const auto x0 = x16 ? torch::randn(sizes).to(torch::kBFloat16) : torch::randn(sizes);
+  const auto x = x0.detach().requires_grad_(true), z = z16.detach().requires_grad_(true);
+  const auto base = leaf(torch::randn(sizes), torch::kFloat);
+  const auto xd = leaf(x0, torch::kDouble), zd = leaf(z16, torch::kDouble), bd = leaf(base.detach(), torch::kDouble);
+  const auto y = sigmoid_gate(x, z, base), yd = bd + xd * torch::sigmoid(zd);
+  EXPECT_EQ(y.scalar_type(), torch::kFloat);
+  EXPECT_TRUE(test::all_close(y, yd, 1e-5, 1e-6));
+  const auto w = torch::randn(sizes);
+  (y * w).sum().backward();
+  (yd * w.to(torch::kDouble)).sum().backward();
+  const double one_rounding = 1.0 / 256;
+  EXPECT_TRUE(test::all_close(base.grad(), bd.grad(), 1e-6, 1e-7));
+  EXPECT_EQ(x.grad().scalar_type(), x0.scalar_type());
+  EXPECT_TRUE(test::all_close(x.grad(), xd.grad(), x16 ? one_rounding : 1e-5, 1e-6));
+  EXPECT_EQ(z.grad().scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(test::all_close(z.grad(), zd.grad(), one_rounding, 1e-6));
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(test::all_close(sigmoid_gate(x0, z16, base.detach()), yd, 1e-5, 1e-6));
+  const auto alone = sigmoid_gate(x0, z16);
+  EXPECT_EQ(alone.scalar_type(), x0.scalar_type());
+  EXPECT_TRUE(test::all_close(alone, xd * torch::sigmoid(zd), x16 ? one_rounding : 1e-5, 1e-6));
 }
 
-// x and z in bfloat16 (a product's output and its gate's, both only read by
-// the gate) onto a float32 base (the residual stream): y in float32 as the
-// float64 expression of the same values gives it, the base's gradient as
-// is, dx and dz in bfloat16 each rounded once; and without a base, y in
-// bfloat16, rounded once. Each instruction set's loops (AVX2 runs the
-// portable loop for bfloat16).
+TEST(Gate, SigmoidGateTakesItsZInBfloat16) {
+  each_isa_and_shape(10, [](const std::vector<int64_t>& sizes) { expect_bfloat16_gate(sizes, false); });
+}
+
 TEST(Gate, SigmoidGateTakesXAndZInBfloat16OntoAFloat32Base) {
-  torch::manual_seed(11);
-  at::set_num_threads(2);
-  for (Isa isa : test::isas()) {
-    test::KernelIsa loops(isa);
-    SCOPED_TRACE(isa_name(isa));
-    for (auto sizes : {std::vector<int64_t>{3, 70, 401}, std::vector<int64_t>{1, 1, 37}}) {
-      const auto x16 = torch::randn(sizes).to(torch::kBFloat16), z16 = (torch::randn(sizes) * 4).to(torch::kBFloat16);
-      const auto x = x16.detach().requires_grad_(true), z = z16.detach().requires_grad_(true);
-      const auto base = leaf(torch::randn(sizes), torch::kFloat);
-      const auto xd = leaf(x16, torch::kDouble), zd = leaf(z16, torch::kDouble), bd = leaf(base.detach(), torch::kDouble);
-      const auto y = sigmoid_gate(x, z, base), yd = bd + xd * torch::sigmoid(zd);
-      EXPECT_EQ(y.scalar_type(), torch::kFloat);
-      EXPECT_TRUE(test::all_close(y, yd, 1e-5, 1e-6));
-      const auto w = torch::randn(sizes);
-      (y * w).sum().backward();
-      (yd * w.to(torch::kDouble)).sum().backward();
-      EXPECT_TRUE(test::all_close(base.grad(), bd.grad(), 1e-6, 1e-7));
-      EXPECT_EQ(x.grad().scalar_type(), torch::kBFloat16);
-      EXPECT_EQ(z.grad().scalar_type(), torch::kBFloat16);
-      EXPECT_TRUE(test::all_close(x.grad(), xd.grad(), 1.0 / 256, 1e-6));  // one bfloat16 rounding
-      EXPECT_TRUE(test::all_close(z.grad(), zd.grad(), 1.0 / 256, 1e-6));
-      torch::NoGradGuard no_grad;
-      EXPECT_TRUE(test::all_close(sigmoid_gate(x16, z16, base.detach()), yd, 1e-5, 1e-6));
-      const auto alone = sigmoid_gate(x16, z16);
-      EXPECT_EQ(alone.scalar_type(), torch::kBFloat16);
-      EXPECT_TRUE(test::all_close(alone, xd * torch::sigmoid(zd), 1.0 / 256, 1e-6));
-    }
-  }
+  each_isa_and_shape(11, [](const std::vector<int64_t>& sizes) { expect_bfloat16_gate(sizes, true); });
 }
 
 TEST(Gate, OperandsNotContiguous) {
