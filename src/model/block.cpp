@@ -42,9 +42,14 @@ torch::Tensor BlockImpl::combine(const torch::Tensor& x, const torch::Tensor& h,
   // the gates' products, and the MLP's output where a gate reads it, only feed
   // them: in the products' dtype (ops/matmul.h's inner_dtype)
   auto out = add_rows(x, a);                                                       // [B, T, D]
-  if (config_.mlp_gate == MlpGate::kAttention) out = sigmoid_gate(mlp->gated(h), mlp_attn_gate->inner(mlp_attn_norm(a)), out);
-  else if (config_.mlp_gate == MlpGate::kSelf) out = sigmoid_gate(mlp->gated(h), mlp_attn_gate->inner(h), out);
-  else out = out + mlp(h);
+  if (config_.mlp_gate == MlpGate::kNone) {
+    out = out + mlp(h);
+  } else {
+    const auto m_out = mlp->gated(h);  // [B, T, D], before its gate's product, in this order
+    const auto z = config_.mlp_gate == MlpGate::kAttention ? mlp_attn_gate->inner(mlp_attn_norm(a))
+                                                           : mlp_attn_gate->inner(h);  // kSelf
+    out = sigmoid_gate(m_out, z, out);
+  }
   if (mega_gate) out = sigmoid_gate(m, mega_gate->inner(m), out);                  // [B, T, D]
   return out;
 }

@@ -220,14 +220,12 @@ std::pair<Tensor, Tensor> backward_cpu(Loop loop, const Tensor& a_in, const Tens
 // gated onto the float32 residual stream); else all one dtype.
 bool fused(const Tensor& a, const Tensor& b, const Tensor& c, bool b_alone) {
   const auto dtype = a.scalar_type();
-  auto plain = [&](const Tensor& t, bool half) {
-    return t.device().is_cpu() && t.sizes() == a.sizes() &&
-           (t.scalar_type() == dtype || (half && t.scalar_type() == torch::kBFloat16));
+  auto plain = [&](const Tensor& t, torch::ScalarType also) {  // a's dtype or ALSO
+    return t.device().is_cpu() && t.sizes() == a.sizes() && (t.scalar_type() == dtype || t.scalar_type() == also);
   };
-  const bool c_ok = !c.defined() || plain(c, false) ||
-                    (is_bfloat16(a) && is_bfloat16(b) && c.scalar_type() == torch::kFloat && c.device().is_cpu() &&
-                     c.sizes() == a.sizes());
-  return (dtype == torch::kFloat || dtype == torch::kBFloat16) && plain(a, false) && plain(b, b_alone) && c_ok;
+  const auto base_also = is_bfloat16(a) && is_bfloat16(b) ? torch::kFloat : dtype;
+  return (dtype == torch::kFloat || dtype == torch::kBFloat16) && plain(a, dtype) &&
+         plain(b, b_alone ? torch::kBFloat16 : dtype) && (!c.defined() || plain(c, base_also));
 }
 
 // x ⊙ σ(z), with or without a base added (BASED: the third input).

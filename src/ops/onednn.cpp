@@ -178,6 +178,11 @@ bool supports(torch::ScalarType dtype) {
 
 namespace {
 
+// The products' count G: a's or b's leading dimension where one is 3-D, else 1.
+int64_t batches(const Tensor& a, const Tensor& b) {
+  return std::max<int64_t>(a.dim() == 3 ? a.size(0) : 1, b.dim() == 3 ? b.size(0) : 1);
+}
+
 // C (contiguous [G, M, N] or [M, N]) = A · B, or += where ACCUMULATE.
 void product_into(const Tensor& a_in, const Tensor& b_in, const Tensor& c, bool accumulate) {
   TORCH_CHECK(a_in.device().is_cpu() && b_in.device().is_cpu(), "onednn::matmul: CPU tensors only");
@@ -207,7 +212,7 @@ void product_into(const Tensor& a_in, const Tensor& b_in, const Tensor& c, bool 
 
 Tensor matmul(const Tensor& a_in, const Tensor& b_in, torch::ScalarType out) {
   const bool batched = a_in.dim() == 3 || b_in.dim() == 3;
-  const int64_t G = std::max<int64_t>(a_in.dim() == 3 ? a_in.size(0) : 1, b_in.dim() == 3 ? b_in.size(0) : 1);
+  const int64_t G = batches(a_in, b_in);
   TORCH_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "onednn::matmul: shapes ", a_in.sizes(), " and ", b_in.sizes(),
               " do not multiply");
   auto c = torch::empty({G, a_in.size(-2), b_in.size(-1)}, a_in.options().dtype(out));
@@ -216,7 +221,7 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, torch::ScalarType out) {
 }
 
 void matmul_add(const Tensor& a, const Tensor& b, const Tensor& c) {
-  const int64_t G = std::max<int64_t>(a.dim() == 3 ? a.size(0) : 1, b.dim() == 3 ? b.size(0) : 1);
+  const int64_t G = batches(a, b);
   TORCH_CHECK(c.is_contiguous() && (c.scalar_type() == torch::kFloat || c.scalar_type() == a.scalar_type()) &&
                   a.dim() >= 2 && b.dim() >= 2 && c.size(-2) == a.size(-2) && c.size(-1) == b.size(-1) &&
                   (c.dim() == 2 ? G == 1 : c.dim() == 3 && c.size(0) == G),
