@@ -1,4 +1,5 @@
-// Runs the bakallm binary with ARGS (2 threads) and captures stdout and stderr together.
+// Runs the bakallm binary with ARGS (2 threads), or any shell command, and
+// captures stdout and stderr together.
 #pragma once
 #include <array>
 #include <cstdio>
@@ -13,8 +14,8 @@ struct CliRun {
   std::string out;
 };
 
-inline CliRun run_cli(const std::string& args) {
-  const std::string cmd = binary() + " --threads 2 " + args + " 2>&1";
+inline CliRun run_command(const std::string& command) {
+  const std::string cmd = command + " 2>&1";
   CliRun r{0, ""};
   FILE* pipe = ::popen(cmd.c_str(), "r");
   std::array<char, 4096> buf;
@@ -23,5 +24,7 @@ inline CliRun run_cli(const std::string& args) {
   r.status = ::pclose(pipe);
   return r;
 }
+
+inline CliRun run_cli(const std::string& args) { return run_command(binary() + " --threads 2 " + args); }
 
 }  // namespace bakallm::test

@@ -4,6 +4,8 @@
 #include <functional>
 #include <unordered_map>
 
+#include "ops/trace.h"
+
 #ifdef BAKALLM_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.hpp>
 #endif
@@ -130,6 +132,7 @@ dnnl::matmul& runtime_primitive(const Operand& a, const Operand& b, dnnl::memory
 }
 
 void execute(dnnl::matmul& matmul, const Operand& a, const Operand& b, const Tensor& c) {
+  BAKALLM_TRACE("onednn_product");  // the product alone, for a trace's share of time in products
   auto& engine = cpu_engine();
   thread_local dnnl::stream stream(engine);
   const auto in = dnnl_type(a.tensor.scalar_type()), out = dnnl_type(c.scalar_type());
