@@ -52,17 +52,25 @@ bool use_onednn(const Tensor& a, const Tensor& b, torch::ScalarType compute) {
   return compute == torch::kFloat || compute == torch::kBFloat16;
 }
 
+// Whether product() computes a · b on oneDNN in COMPUTE itself (GradientSum::add
+// adds into its sum inside that product).
+bool onednn_runs(const Tensor& a, const Tensor& b, torch::ScalarType compute) {
+  return use_onednn(a, b, compute) && onednn::supports(compute);
+}
+
 // a · b for a [..., M, K] and b [K, N] or [..., K, N] -> [..., M, N] in OUT,
 // computed in COMPUTE.
 Tensor product(const Tensor& a, const Tensor& b, torch::ScalarType compute, torch::ScalarType out) {
   const auto ac = as_operand(a, compute), bc = as(b, compute);
-  if (compute == torch::kBFloat16 && a.device().is_cpu() && !onednn::supports(compute)) {
-    // No bfloat16 kernel in oneDNN here (AVX2): the bfloat16 operands'
-    // product in float32, which is what oneDNN computes (libtorch's own
-    // bfloat16 product rounds its result to bfloat16).
-    return as(product(as(ac, torch::kFloat), as(bc, torch::kFloat), torch::kFloat, torch::kFloat), out);
+  if (!onednn_runs(a, b, compute)) {
+    if (compute == torch::kBFloat16 && a.device().is_cpu() && !onednn::supports(compute)) {
+      // No bfloat16 kernel in oneDNN here (AVX2): the bfloat16 operands'
+      // product in float32, which is what oneDNN computes (libtorch's own
+      // bfloat16 product rounds its result to bfloat16).
+      return as(product(as(ac, torch::kFloat), as(bc, torch::kFloat), torch::kFloat, torch::kFloat), out);
+    }
+    return as(torch::matmul(ac, bc), out);
   }
-  if (!use_onednn(a, b, compute)) return as(torch::matmul(ac, bc), out);
   const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
   auto sizes = a.sizes().vec();
   sizes.back() = N;
@@ -153,7 +161,7 @@ class MatmulNT : public torch::autograd::Function<MatmulNT> {
 Tensor GradientSum::add(const Tensor& dy, const Tensor& b, torch::ScalarType compute, torch::ScalarType a_dtype) {
   if (!sum.defined()) {
     sum = product(dy, b, compute, a_dtype);
-  } else if (b.dim() == 2 && use_onednn(dy, b, compute) && onednn::supports(compute) && sum.is_contiguous() &&
+  } else if (b.dim() == 2 && onednn_runs(dy, b, compute) && sum.is_contiguous() &&
              (sum.scalar_type() == torch::kFloat || sum.scalar_type() == compute)) {
     const int64_t N = dy.size(-1), K = b.size(-1);
     onednn::matmul_add(dy.reshape({-1, N}), b, sum.view({-1, K}));  // both in COMPUTE (MatmulNT::backward)
