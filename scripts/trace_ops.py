@@ -1,17 +1,16 @@
 #!/usr/bin/env python3
 """Where a traced step's time went, op by op: `bakallm bench --profile DIR`
 writes Chrome traces (DIR/train_step.json, DIR/train_step_bfloat16.json, one
-per decoded context); this reads one (or several: their mean) and prints each op's self time (its span
-less the ops traced inside it), the share of the step in matrix products
-(oneDNN's, traced as bakallm::onednn_product, and libtorch's own) and the
-share between them.
+per decoded context); this reads one, or several and gives their mean, and
+prints each op's self time (its span less the ops traced inside it), the
+share of the step in matrix products (oneDNN's, traced as
+bakallm::onednn_product, and libtorch's own) and between them, and the time
+no op covers (our C++ between ops: "untraced").
 
     scripts/trace_ops.py DIR/train_step_bfloat16.json [MORE.json ...] [--top 25] [--json]
 
 Several traces of the same step (from several bench runs) give each figure
 as their mean: one traced step varies by several percent op by op.
-
-Time no op covers (our C++ between ops) counts as "(untraced)".
 """
 import argparse
 import collections
