@@ -2,6 +2,7 @@
 //   build/bench/bakallm_bench --benchmark_filter=.   (BAKALLM_THREADS sets libtorch threads, default 2)
 #include <benchmark/benchmark.h>
 
+#include <array>
 #include <cstdlib>
 
 #include "infer/decoder.h"
@@ -25,6 +26,10 @@
 #include "ops/simd.h"
 #include "model/runtime.h"
 #include "util/huge_pages.h"
+
+#ifdef BAKALLM_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
 
 namespace bakallm {
 namespace {
@@ -50,6 +55,50 @@ void BM_Matmul(benchmark::State& state) {
   state.SetLabel(std::string(state.range(1) ? "bfloat16" : "float32") + (engine ? " matmul_nt" : " torch::matmul"));
 }
 BENCHMARK(BM_Matmul)->Args({1024, 0, 1})->Args({1024, 1, 1})->Args({1024, 0, 0})->Unit(benchmark::kMillisecond);
+
+#ifdef BAKALLM_HAVE_DNNL
+// The choice in ops/onednn.cpp: one primitive per layout whose sizes come at
+// run time (oneDNN 2.6 then runs its jit gemm; its brgemm, AMX's kernel for
+// matmul, takes fixed shapes only) against a primitive made for the shape,
+// bfloat16 operands into float32 or bfloat16, at tiny's 4 x 578 rows: y = x·Wᵀ
+// for 320 -> 320, 320 -> 1280, 1280 -> 320 and the head's 320 -> 32,000, and
+// 1024³. The label names the implementation oneDNN picked. On a CPU with AMX
+// this says whether per-shape primitives would pay there.
+void BM_OneDnnPrimitive(benchmark::State& state) {
+  using dt = dnnl::memory::data_type;
+  using tag = dnnl::memory::format_tag;
+  set_threads(threads());
+  const std::array<std::array<int64_t, 3>, 5> shapes{{{2312, 320, 320}, {2312, 320, 1280}, {2312, 1280, 320},
+                                                      {2312, 320, 32000}, {1024, 1024, 1024}}};
+  const auto [M, K, N] = shapes[state.range(0)];
+  const bool runtime = state.range(1);
+  const auto out = state.range(2) ? dt::bf16 : dt::f32;
+  const dnnl::memory::dims a{M, K}, b{K, N}, c{M, N}, any{DNNL_RUNTIME_DIM_VAL, DNNL_RUNTIME_DIM_VAL};
+  const bool b_transposed = N != K || M != 1024;  // a weight [N, K] read as Wᵀ
+  const auto b_tag = b_transposed ? tag::ba : tag::ab;
+  dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  dnnl::stream stream(engine);
+  const dnnl::matmul::desc desc({runtime ? any : a, dt::bf16, tag::ab}, {runtime ? any : b, dt::bf16, b_tag},
+                                {runtime ? any : c, out, tag::ab});
+  const dnnl::matmul::primitive_desc pd(desc, engine);
+  dnnl::matmul product(pd);
+  const auto x = torch::randn({M, K}).to(torch::kBFloat16), w = torch::randn({N, K}).to(torch::kBFloat16);
+  const auto wt = b_transposed ? w : w.t().contiguous();  // [K, N] as b_tag reads it
+  auto y = torch::empty({M, N}, out == dt::f32 ? torch::kFloat : torch::kBFloat16);
+  dnnl::memory am({a, dt::bf16, tag::ab}, engine, x.data_ptr()), bm({b, dt::bf16, b_tag}, engine, wt.data_ptr()),
+      cm({c, out, tag::ab}, engine, y.data_ptr());
+  auto run = [&] {
+    product.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+    stream.wait();
+  };
+  run();  // untimed: the first touch of y (the head's is 296 MB of float32)
+  for (auto _ : state) run();
+  state.counters["FLOP/s"] = benchmark::Counter(2.0 * M * K * N, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::to_string(K) + " -> " + std::to_string(N) + (runtime ? ", run-time shape" : ", fixed shape") +
+                 (out == dt::f32 ? ", float32 out: " : ", bfloat16 out: ") + pd.impl_info_str());
+}
+BENCHMARK(BM_OneDnnPrimitive)->ArgsProduct({{0, 1, 2, 3, 4}, {1, 0}, {0, 1}})->Unit(benchmark::kMicrosecond);
+#endif
 
 // The three products of a Linear in a training step, at a window's rows
 // (W + 2M + 2 = 578) and base's shapes: y = x·Wᵀ, dx = dy·W, dW = dyᵀ·x, in
