@@ -1,6 +1,7 @@
 // scripts/trace_ops.py, which reads `bench --profile`'s Chrome traces: self
-// times of nested spans written out by hand, and a real trace of a product's
-// forward and backward, whose oneDNN products it must count as products.
+// times of nested spans written out by hand, the mean of several traces, a
+// file that is not a trace, and a real trace of a product's forward and
+// backward, whose oneDNN products it must count as products.
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
 
