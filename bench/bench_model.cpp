@@ -68,13 +68,16 @@ void BM_OneDnnPrimitive(benchmark::State& state) {
   using dt = dnnl::memory::data_type;
   using tag = dnnl::memory::format_tag;
   set_threads(threads());
-  const std::array<std::array<int64_t, 3>, 5> shapes{{{2312, 320, 320}, {2312, 320, 1280}, {2312, 1280, 320},
-                                                      {2312, 320, 32000}, {1024, 1024, 1024}}};
-  const auto [M, K, N] = shapes[state.range(0)];
+  struct Shape {
+    int64_t M, K, N;
+    bool b_transposed;  // b a weight [N, K] read as Wᵀ (the model's products), or a plain [K, N]
+  };
+  const std::array<Shape, 5> shapes{{{2312, 320, 320, true}, {2312, 320, 1280, true}, {2312, 1280, 320, true},
+                                     {2312, 320, 32000, true}, {1024, 1024, 1024, false}}};
+  const auto [M, K, N, b_transposed] = shapes[state.range(0)];
   const bool runtime = state.range(1);
   const auto out = state.range(2) ? dt::bf16 : dt::f32;
   const dnnl::memory::dims a{M, K}, b{K, N}, c{M, N}, any{DNNL_RUNTIME_DIM_VAL, DNNL_RUNTIME_DIM_VAL};
-  const bool b_transposed = N != K || M != 1024;  // a weight [N, K] read as Wᵀ
   const auto b_tag = b_transposed ? tag::ba : tag::ab;
   dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   dnnl::stream stream(engine);

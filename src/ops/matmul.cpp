@@ -62,15 +62,13 @@ bool onednn_runs(const Tensor& a, const Tensor& b, torch::ScalarType compute) {
 // computed in COMPUTE.
 Tensor product(const Tensor& a, const Tensor& b, torch::ScalarType compute, torch::ScalarType out) {
   const auto ac = as_operand(a, compute), bc = as(b, compute);
-  if (!onednn_runs(a, b, compute)) {
-    if (compute == torch::kBFloat16 && a.device().is_cpu() && !onednn::supports(compute)) {
-      // No bfloat16 kernel in oneDNN here (AVX2): the bfloat16 operands'
-      // product in float32, which is what oneDNN computes (libtorch's own
-      // bfloat16 product rounds its result to bfloat16).
-      return as(product(as(ac, torch::kFloat), as(bc, torch::kFloat), torch::kFloat, torch::kFloat), out);
-    }
-    return as(torch::matmul(ac, bc), out);
+  if (compute == torch::kBFloat16 && a.device().is_cpu() && !onednn::supports(compute)) {
+    // No bfloat16 kernel in oneDNN here (AVX2): the bfloat16 operands'
+    // product in float32, which is what oneDNN computes (libtorch's own
+    // bfloat16 product rounds its result to bfloat16).
+    return as(product(as(ac, torch::kFloat), as(bc, torch::kFloat), torch::kFloat, torch::kFloat), out);
   }
+  if (!onednn_runs(a, b, compute)) return as(torch::matmul(ac, bc), out);
   const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
   auto sizes = a.sizes().vec();
   sizes.back() = N;
