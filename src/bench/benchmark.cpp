@@ -21,6 +21,7 @@
 #include "ops/q8.h"
 #include "ops/cpu.h"
 #include "ops/matmul.h"
+#include "train/optimizer.h"
 #include "util/clock.h"
 #include "util/huge_pages.h"
 
@@ -80,7 +81,7 @@ nlohmann::json train_rate(BakaLM& model, const BenchOptions& o, bool bf16) {
   auto ids = torch::randint(0, c.vocab_size, {B, T}, torch::kLong);
   auto targets = shifted_targets(ids);
   auto step = [&] {
-    model->zero_grad();
+    clear_grads(model->parameters());  // as the trainer steps (train/optimizer.h)
     model->forward_loss(ids, targets).loss.backward();
   };
   step();  // warm-up

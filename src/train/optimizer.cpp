@@ -29,4 +29,16 @@ void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
   for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
 }
 
+void clear_grads(const std::vector<torch::Tensor>& params) {
+  for (const auto& p : params) p.mutable_grad().reset();
+}
+
+void zero_missing_grads(torch::optim::Optimizer& optimizer) {
+  const auto& state = optimizer.state();  // keyed as torch's optimizers key it: the parameter's TensorImpl
+  for (auto& group : optimizer.param_groups())
+    for (auto& p : group.params())
+      if (!p.grad().defined() && state.count(c10::guts::to_string(p.unsafeGetTensorImpl())))
+        p.mutable_grad() = torch::zeros_like(p);
+}
+
 }  // namespace bakallm

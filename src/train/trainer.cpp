@@ -243,7 +243,7 @@ class Run {
   std::pair<double, int64_t> step(double lr, bool& stop, const std::function<bool()>& out_of_time) {
     padding_ = 0;
     set_learning_rate(*optimizer_, lr);
-    optimizer_->zero_grad();
+    clear_grads(model_->parameters());
     double loss_sum = 0;
     int64_t tokens = 0;
     for (int64_t micro = 0; micro < o_.grad_accum; ++micro) {
@@ -276,6 +276,7 @@ class Run {
       throw Error("step " + std::to_string(progress_.step + 1) + ": loss is " + std::to_string(loss) +
                   "; stopping. The last good checkpoint is " +
                   (result_.last_checkpoint.empty() ? std::string("(none yet)") : result_.last_checkpoint));
+    zero_missing_grads(*optimizer_);
     grad_norm_ = torch::nn::utils::clip_grad_norm_(model_->parameters(), o_.clip);
     optimizer_->step();
     return {loss, tokens};

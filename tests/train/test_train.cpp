@@ -44,6 +44,50 @@ TEST(Optimizer, ParameterGroups) {
   EXPECT_EQ(static_cast<torch::optim::AdamWOptions&>(opt->param_groups()[1].options()).lr(), 0.5);
 }
 
+// Three AdamW steps, the gradients cleared to none before each backward
+// (clear_grads, then zero_missing_grads) or zeroed in place as torch's
+// zero_grad does: the same parameters to the bit (a gradient taken as it is
+// equals one added to zeros). The head's weight goes unreached in the later
+// steps (its gradient dropped after the backward, in both runs): it is
+// updated as with a zeroed gradient, its weight decay applied, not skipped.
+// The solidifier's gates over a past it never has are never reached: AdamW
+// passes them over in both.
+TEST(Optimizer, ClearedGradientsStepAsZeroedOnes) {
+  const auto config = test::small_config(16, 1, 2, 32, 4, 20);
+  auto cleared = make_model(config, 0), zeroed = make_model(config, 0);
+  auto ids = torch::randint(0, 20, {2, 8}, torch::kLong);
+  auto targets = shifted_targets(ids);
+  auto param = [](BakaLM& m, const char* name) { return m->named_parameters()[name]; };
+  const char* head = "embed_out.weight";
+  const char* never = "model.memory_injector.memory_solidifer.attn.past_k_gate.fc.weight";
+  std::vector<torch::Tensor> heads;
+  auto run = [&](BakaLM& model, bool clear) {
+    auto opt = make_optimizer(model, {});
+    for (int step = 0; step < 3; ++step) {
+      if (clear) {
+        clear_grads(model->parameters());
+        for (const auto& p : model->parameters()) EXPECT_FALSE(p.grad().defined());
+      } else {
+        opt->zero_grad();
+      }
+      model->forward_loss(ids, targets).loss.backward();
+      EXPECT_FALSE(param(model, never).grad().defined());
+      if (step > 0 && clear) param(model, head).mutable_grad().reset();  // as if no backward had reached it
+      if (step > 0 && !clear) param(model, head).mutable_grad().zero_();
+      if (clear) zero_missing_grads(*opt);
+      EXPECT_TRUE(param(model, head).grad().defined());
+      EXPECT_FALSE(param(model, never).grad().defined());
+      if (step == 1) heads.push_back(param(model, head).detach().clone());
+      opt->step();
+    }
+  };
+  run(cleared, true);
+  run(zeroed, false);
+  EXPECT_FALSE(torch::equal(param(cleared, head), heads[0]));  // decayed in the unreached steps, not skipped
+  for (const auto& p : cleared->named_parameters())
+    EXPECT_TRUE(torch::equal(p.value(), zeroed->named_parameters()[p.key()])) << p.key();
+}
+
 TEST(Trainer, Bfloat16AdviceOnlyWhereItIsSlower) {
   EXPECT_EQ(bfloat16_advice(240e9, 480e9), "");
   EXPECT_EQ(bfloat16_advice(240e9, 240e9), "");
