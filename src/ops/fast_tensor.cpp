@@ -77,4 +77,14 @@ torch::Tensor add_rows(const torch::Tensor& x, const torch::Tensor& y) {
   return out;
 }
 
+bool slices_apart(const torch::Tensor& t) {
+  if (t.dim() < 2 || t.is_contiguous() || t.size(0) < 2) return false;
+  int64_t expected = 1;  // the slice's own strides, innermost first
+  for (int64_t d = t.dim() - 1; d >= 1; --d) {
+    if (t.size(d) != 1 && t.stride(d) != expected) return false;
+    expected *= t.size(d);
+  }
+  return t.stride(0) > expected;
+}
+
 }  // namespace bakallm

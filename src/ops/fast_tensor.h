@@ -26,6 +26,13 @@ torch::Tensor narrow_rows(const torch::Tensor& t, int64_t dim, int64_t start, in
 // T.select(dim, index), made in place as narrow_rows makes its views.
 torch::Tensor select_rows(const torch::Tensor& t, int64_t dim, int64_t index);
 
+// Whether T [G, ...] is G contiguous slices with gaps between them (stride(0)
+// beyond a slice's size): a narrow along dim 1 of a contiguous tensor, as the
+// gradient of one part of a cat along time (the attention's keys and values
+// of the past and of the window). A kernel that reads it slice by slice
+// takes it without the contiguous() copy.
+bool slices_apart(const torch::Tensor& t);
+
 // The most values add_rows sums in its own loop: a few decoded rows.
 constexpr int64_t kAddRowsValues = int64_t{1} << 16;
 

@@ -202,14 +202,23 @@ Tensor forward_cpu(Loop loop, const Tensor& a_in, const Tensor& b_in, const Tens
 // {da, db} of LOOP's backward given dy (in the forward's output dtype), each in its input's dtype.
 std::pair<Tensor, Tensor> backward_cpu(Loop loop, const Tensor& a_in, const Tensor& b_in, const Tensor& dy_in,
                                        torch::ScalarType y_dtype) {
-  const auto a = a_in.contiguous(), b = b_in.contiguous(), dy = dy_in.contiguous().to(y_dtype);
+  const auto a = a_in.contiguous(), b = b_in.contiguous();
+  auto dy = dy_in.to(y_dtype);
+  if (!dy.is_contiguous() && !slices_apart(dy)) dy = dy.contiguous();
   auto da = torch::empty_like(a), db = torch::empty_like(b);
+  // dy's slices one at a time where they lie apart (the past keys' and
+  // values' gates get a narrow of the cat's gradient), else all as one
+  const int64_t slices = dy.is_contiguous() ? 1 : dy.size(0), n = a.numel() / slices;
+  const int64_t dy_stride = dy.is_contiguous() ? n : dy.stride(0);
   with_types(a, b, y_dtype, [&](auto ta, auto tb, auto tc) {
     using A = decltype(ta);
     using Z = decltype(tb);
     using C = decltype(tc);
-    run(loop, Pass<A, Z, C>{values<A>(a), values<Z>(b), values<C>(dy), nullptr, values<A>(da), values<Z>(db)},
-        a.numel());
+    for (int64_t g = 0; g < slices; ++g)
+      run(loop,
+          Pass<A, Z, C>{values<A>(a) + g * n, values<Z>(b) + g * n, values<C>(dy) + g * dy_stride, nullptr,
+                        values<A>(da) + g * n, values<Z>(db) + g * n},
+          n);
   });
   return {da, db};
 }

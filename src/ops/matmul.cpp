@@ -148,6 +148,12 @@ class MatmulNT : public torch::autograd::Function<MatmulNT> {
     if (ctx->needs_input_grad(1)) {
       if (b.dim() == 2) {  // dyᵀ · a with the batch folded in: [N, K]
         db = product(dy.reshape({-1, dy.size(-1)}).t(), a.reshape({-1, a.size(-1)}), compute, b_dtype);
+      } else if (b.stride(-2) == 1 && b.stride(-1) != 1) {
+        // b a transposed view (the values' Vᵀ in weights · V): dbᵀ = aᵀ · dy
+        // [..., K, N] in b's own layout, so the gradient reaches V in V's
+        // rows (dyᵀ · a, transposed back, had reached the cat's backward and
+        // the value product with its features strided: a copy each)
+        db = product(a.transpose(-1, -2), dy, compute, b_dtype).transpose(-1, -2);
       } else {
         db = product(dy.transpose(-1, -2), a, compute, b_dtype);  // [..., N, K]
       }

@@ -62,6 +62,7 @@ struct Pass {
   double eps;
   float* out = nullptr;
   const float* dout = nullptr;
+  int64_t dout_slice = 0;  // dout's stride between its N slices of T rows (T·2D, or more where they lie apart)
   X_T* dx = nullptr;
 };
 
@@ -147,7 +148,7 @@ __attribute__((always_inline)) inline void backward_rows(const Pass<X_T>& p, int
   const float *g1 = p.g, *g2 = p.g + D;
   for (int64_t r = r0; r < r1; ++r) {
     const float rr = normalize(row(p.x, r, D, xr), p.half_c, D, p.eps, n);
-    const float* d = p.dout + r * 2 * D;
+    const float* d = p.dout + (r / p.R.T) * p.dout_slice + (r % p.R.T) * 2 * D;
     const float* dy2 = d + D;
     rotate_row(d, p.cos + p.R.angles(r), p.sin + p.R.angles(r), -1.0f, D / 2, dy);  // the rotation back: dy₁
     for (int64_t i = 0; i < D; ++i) dn[i] = dy[i] * g1[i] - dy2[i] * g2[i];
@@ -174,12 +175,15 @@ BAKALLM_AVX512_WIDE void backward_rows_avx512(const Pass<X_T>& p, int64_t r0, in
 template <typename X_T>
 std::vector<Tensor> backward_cpu(const Tensor& x_in, float c, const Tensor& g_in, double eps, const Tensor& cos_in,
                                  const Tensor& sin_in, const Tensor& dout_in) {
-  const auto x = x_in.contiguous(), g = g_in.contiguous(), dout = dout_in.contiguous();
+  const auto x = x_in.contiguous(), g = g_in.contiguous();
+  // dout's slices as they lie where apart (the keys' gradient, a narrow of the cat's): no copy
+  const auto dout = slices_apart(dout_in) ? dout_in : dout_in.contiguous();
   const auto cos = cos_in.contiguous(), sin = sin_in.contiguous();
   auto dx = torch::empty_like(x);
   Pass<X_T> p{x.data_ptr<X_T>(), g.data_ptr<float>(), nullptr, cos.data_ptr<float>(), sin.data_ptr<float>(),
               rows_of(x, cos), 0.5f * c, eps};
   p.dout = dout.data_ptr<float>();
+  p.dout_slice = dout.stride(0);
   p.dx = dx.data_ptr<X_T>();
   const int64_t D = p.R.D;
   // Per thread: dg [2D], db [2D], dc, summed after (in double: many rows).

@@ -74,6 +74,18 @@ TEST(FastTensor, SelectRowsIsSelect) {
   EXPECT_THROW(select_rows(buffer, 3, 0), c10::Error);
 }
 
+TEST(FastTensor, SlicesApartIsANarrowAlongTime) {
+  const auto t = torch::randn({3, 10, 8});
+  EXPECT_TRUE(slices_apart(t.narrow(1, 2, 5)));     // the cat's gradient, one part
+  EXPECT_TRUE(slices_apart(t.narrow(1, 0, 5).reshape({3, 10, 4})));  // the same viewed in halves
+  EXPECT_FALSE(slices_apart(t));                    // contiguous
+  EXPECT_FALSE(slices_apart(t.narrow(0, 1, 2)));    // contiguous too
+  EXPECT_FALSE(slices_apart(t.transpose(1, 2)));    // a slice not contiguous
+  EXPECT_FALSE(slices_apart(t.narrow(2, 0, 4)));    // rows with gaps
+  EXPECT_FALSE(slices_apart(t.narrow(1, 2, 5).narrow(0, 0, 1)));  // one slice (contiguous)
+  EXPECT_FALSE(slices_apart(torch::randn({5})));
+}
+
 TEST(FastTensor, AddRowsIsAdd) {
   for (bool inference : {false, true}) {
     c10::optional<c10::InferenceMode> mode;

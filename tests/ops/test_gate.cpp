@@ -2,7 +2,8 @@
 // in float64, for each instruction set's loops: values and every input's
 // gradient, with and without a base;
 // rows split between threads, a length that is no multiple of 16 (the vector
-// loop's tail), operands not contiguous, no gradient wanted (decoding),
+// loop's tail), operands not contiguous, a gradient whose slices lie apart
+// (a narrow of a cat's), no gradient wanted (decoding),
 // bfloat16 operands (relu_gate; the sigmoid gate's z, or x and z onto a
 // float32 base), and what falls back to the expressions
 // (broadcast shapes, other dtypes).
@@ -144,6 +145,25 @@ TEST(Gate, OperandsNotContiguous) {
               "transposed");
   expect_same([](const auto& t) { return relu_gate(t[0].t(), t[1]); },
               [](const auto& t) { return t[0].t() * torch::relu(t[1]); }, {x.t(), z}, "transposed relu");
+}
+
+// The gate's output joined along time with another tensor (the past keys'
+// and values' gates feed the attention's cat): its gradient arrives as a
+// narrow of the cat's, slices apart, which the backward reads in place.
+TEST(Gate, GradientWithItsSlicesApart) {
+  each_isa_and_shape(13, [](const std::vector<int64_t>& sizes) {
+    const auto x = torch::randn(sizes), z = torch::randn(sizes) * 4, base = torch::randn(sizes);
+    const auto more = torch::randn(sizes);
+    expect_same([](const auto& t) { return torch::cat({t[3], sigmoid_gate(t[0], t[1], t[2])}, 1); },
+                [](const auto& t) { return torch::cat({t[3], t[2] + t[0] * torch::sigmoid(t[1])}, 1); },
+                {x, z, base, more}, "sigmoid gate, based");
+    expect_same([](const auto& t) { return torch::cat({sigmoid_gate(t[0], t[1]), t[2]}, 1); },
+                [](const auto& t) { return torch::cat({t[0] * torch::sigmoid(t[1]), t[2]}, 1); }, {x, z, more},
+                "sigmoid gate");
+    expect_same([](const auto& t) { return torch::cat({relu_gate(t[0], t[1]), t[2]}, 1); },
+                [](const auto& t) { return torch::cat({t[0] * torch::relu(t[1]), t[2]}, 1); }, {x, z, more},
+                "relu gate");
+  });
 }
 
 TEST(Gate, BroadcastShapesAndOtherDtypesRunTheExpression) {

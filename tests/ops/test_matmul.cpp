@@ -35,6 +35,24 @@ TEST(MatmulNT, TransposedViewOperand) {
   auto v = torch::randn({2, 90, 80});
   EXPECT_TRUE(all_close(matmul_nt(p, v.transpose(1, 2)), torch::matmul(p, v), 1e-4, 1e-4));
 }
+// weights · V with V read as the transposed view Vᵀ (the attention's values):
+// V's gradient equals the reference and comes back in V's own layout, rows
+// contiguous (a transposed one had cost a strided copy downstream each time).
+TEST(MatmulNT, TransposedViewOperandsGradientInItsOwnLayout) {
+  torch::manual_seed(3);
+  for (auto compute : {torch::kFloat, torch::kBFloat16}) {
+    auto p = torch::randn({2, 70, 90}, torch::requires_grad()), v = torch::randn({2, 90, 80}, torch::requires_grad());
+    auto w = torch::randn({2, 70, 80});
+    const auto values = v * 1;  // not a leaf: its gradient is seen as it arrives (a leaf's is stored contiguous)
+    torch::Tensor arrived;
+    values.register_hook([&](const torch::Tensor& g) { arrived = g; });
+    (matmul_nt(p, values.transpose(1, 2), compute) * w).sum().backward();
+    EXPECT_TRUE(arrived.is_contiguous());
+    const double tol = compute == torch::kFloat ? 1e-4 : 2e-2;
+    EXPECT_TRUE(all_close(v.grad(), torch::matmul(p.detach().transpose(1, 2), w), tol, compute == torch::kFloat ? 1e-4 : 0.5));
+    EXPECT_TRUE(all_close(p.grad(), torch::matmul(w, v.detach().transpose(1, 2)), tol, compute == torch::kFloat ? 1e-4 : 0.5));
+  }
+}
 TEST(MatmulNT, Bfloat16ComputeStaysClose) {
   torch::manual_seed(2);
   auto a = torch::randn({64, 128}), b = torch::randn({96, 128});

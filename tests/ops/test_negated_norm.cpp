@@ -1,7 +1,8 @@
 // The fused shaping of queries and keys (ops/negated_norm.h) against the
 // tensor expression it replaces, evaluated in float64: values and the
 // gradients of x, the negator, the norm's weight and bias; angles shared by
-// every row or per row; no gradient wanted (decoding); x in bfloat16; the
+// every row or per row; a gradient whose slices lie apart (a narrow of the
+// attention's cat); no gradient wanted (decoding); x in bfloat16; the
 // backward's loops as compiled for each instruction set this CPU runs.
 #include <gtest/gtest.h>
 
@@ -63,6 +64,37 @@ TEST(NegatedNorm, EqualsTheExpressionWithItsGradients) {
         torch::NoGradGuard no_grad;  // decoding: the forward loop alone
         EXPECT_TRUE(test::all_close(negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin), yd, 1e-5, 1e-5));
       }
+}
+
+// The keys joined along time with the past's (the attention's cat): the
+// gradient arrives as a narrow of the cat's, its slices apart, which the
+// backward reads in place; the same gradients as the expression's.
+TEST(NegatedNorm, GradientWithItsSlicesApart) {
+  torch::manual_seed(37);
+  at::set_num_threads(2);
+  for (Isa isa : test::isas()) {
+    SCOPED_TRACE("instruction set " + std::to_string(static_cast<int>(isa)));
+    const test::KernelIsa kernels(isa);
+    const auto k = make(3, 150, 24, false);
+    auto leaf = [](const torch::Tensor& t, torch::ScalarType dtype) { return t.to(dtype).detach().requires_grad_(true); };
+    const auto x = leaf(k.x, torch::kFloat), c = leaf(k.c, torch::kFloat), g = leaf(k.g, torch::kFloat),
+               b = leaf(k.b, torch::kFloat);
+    const auto xd = leaf(k.x, torch::kDouble), cd = leaf(k.c, torch::kDouble), gd = leaf(k.g, torch::kDouble),
+               bd = leaf(k.b, torch::kDouble);
+    const auto past = torch::randn({3, 40, 48});
+    const auto y = torch::cat({past, negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin)}, 1);
+    const auto yd = torch::cat({past.to(torch::kDouble), negated_norm_rotary_unfused(xd, cd, gd, bd, 1e-5,
+                                                                                     k.cos.to(torch::kDouble),
+                                                                                     k.sin.to(torch::kDouble))},
+                               1);
+    const auto w = torch::randn(y.sizes());
+    (y * w).sum().backward();
+    (yd * w.to(torch::kDouble)).sum().backward();
+    EXPECT_TRUE(test::all_close(x.grad(), xd.grad(), 1e-5, 1e-5)) << "dx";
+    EXPECT_TRUE(test::all_close(c.grad(), cd.grad(), 1e-5, 1e-4)) << "dc";
+    EXPECT_TRUE(test::all_close(g.grad(), gd.grad(), 1e-5, 1e-4)) << "dg";
+    EXPECT_TRUE(test::all_close(b.grad(), bd.grad(), 1e-5, 1e-4)) << "db";
+  }
 }
 
 // x in bfloat16 (q's or k's product output when the products compute in
