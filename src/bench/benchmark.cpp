@@ -21,6 +21,7 @@
 #include "ops/q8.h"
 #include "ops/cpu.h"
 #include "ops/matmul.h"
+#include "ops/onednn.h"
 #include "train/optimizer.h"
 #include "util/clock.h"
 #include "util/huge_pages.h"
@@ -85,9 +86,13 @@ nlohmann::json train_rate(BakaLM& model, const BenchOptions& o, bool bf16) {
     model->forward_loss(ids, targets).loss.backward();
   };
   step();  // warm-up
+  onednn::count_product_time(true);
+  const double in_products = onednn::product_seconds();
   const double t = seconds_of([&] {
     for (int64_t i = 0; i < o.train_steps; ++i) step();
   });
+  const double products = onednn::product_seconds() - in_products;
+  onednn::count_product_time(false);
   if (!o.profile_dir.empty()) {  // one more step, traced op by op (untimed)
     torch::autograd::profiler::RecordProfile trace(o.profile_dir + (bf16 ? "/train_step_bfloat16.json" : "/train_step.json"));
     step();
@@ -95,7 +100,14 @@ nlohmann::json train_rate(BakaLM& model, const BenchOptions& o, bool bf16) {
   const double rate = B * T * o.train_steps / t;
   const double flops = rate * flops_per_token(c).training_per_token;
   model->set_compute_dtype(torch::kFloat);
-  return {{"tokens_per_s", rate}, {"flops_per_s", flops}};
+  nlohmann::json out = {{"tokens_per_s", rate}, {"flops_per_s", flops}};
+  // The step split: the share of its time in oneDNN's products, and the rate
+  // they ran at (the model's FLOPs are its products') where they ran there.
+  if (products > 0 && t > 0) {
+    out["products_share"] = products / t;
+    out["products_flops_per_s"] = flops * t / products;
+  }
+  return out;
 }
 
 double forward_rate(BakaLM& model) {
@@ -304,6 +316,8 @@ nlohmann::json run_benchmarks(const BenchOptions& o) {
     auto train = train_rate(model, o, dtype == torch::kBFloat16);
     if (o.train_steps > 0) peak = std::max(peak, measure_matmul_flops(dtype));
     train["mfu"] = train["flops_per_s"].get<double>() / peak;
+    if (train.contains("products_flops_per_s"))  // MFU were nothing between the products
+      train["products_mfu"] = train["products_flops_per_s"].get<double>() / peak;
     j["matmul_flops_per_s"][name] = peak;
     j["train"][name] = train;
   };

@@ -53,9 +53,14 @@ void add_bench(CLI::App& app) {
     std::printf("%-34s %12s\n", "measure", "value");
     for (const auto& [k, v] : j["matmul_flops_per_s"].items())
       std::printf("%-34s %9.1f GFLOP/s\n", ("matmul peak " + k).c_str(), v.get<double>() / 1e9);
-    for (const auto& [k, v] : j["train"].items())
-      std::printf("%-34s %9.1f tok/s  (MFU %.0f%%)\n", ("train " + k).c_str(), v["tokens_per_s"].get<double>(),
+    for (const auto& [k, v] : j["train"].items()) {
+      std::printf("%-34s %9.1f tok/s  (MFU %.0f%%", ("train " + k).c_str(), v["tokens_per_s"].get<double>(),
                   100 * v["mfu"].get<double>());
+      if (v.contains("products_mfu"))
+        std::printf("; products %.0f%% of the step, at %.0f%% of the peak", 100 * v["products_share"].get<double>(),
+                    100 * v["products_mfu"].get<double>());
+      std::printf(")\n");
+    }
     std::printf("%-34s %9.1f tok/s\n", "forward float32", j["forward_tokens_per_s"].get<double>());
     const double bandwidth = j["read_bytes_per_s"].get<double>();
     std::printf("%-34s %9.1f GB/s  (%s; 4 kB pages: %.1f)\n", "memory read bandwidth", bandwidth / 1e9,

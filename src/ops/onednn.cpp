@@ -1,6 +1,8 @@
 #include "ops/onednn.h"
 
 #include <array>
+#include <atomic>
+#include <chrono>
 #include <functional>
 #include <unordered_map>
 
@@ -131,8 +133,14 @@ dnnl::matmul& runtime_primitive(const Operand& a, const Operand& b, dnnl::memory
   });
 }
 
+std::atomic<bool> g_count_time{false};
+std::atomic<int64_t> g_product_ns{0};
+
 void execute(dnnl::matmul& matmul, const Operand& a, const Operand& b, const Tensor& c) {
   BAKALLM_TRACE("onednn_product");  // the product alone, for a trace's share of time in products
+  using Clock = std::chrono::steady_clock;
+  const bool timed = g_count_time.load(std::memory_order_relaxed);
+  const auto start = timed ? Clock::now() : Clock::time_point();
   auto& engine = cpu_engine();
   thread_local dnnl::stream stream(engine);
   const auto in = dnnl_type(a.tensor.scalar_type()), out = dnnl_type(c.scalar_type());
@@ -142,6 +150,9 @@ void execute(dnnl::matmul& matmul, const Operand& a, const Operand& b, const Ten
   dnnl::memory c_mem({c_dims, out, dnnl::memory::format_tag::abc}, engine, c.data_ptr());
   matmul.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
   stream.wait();
+  if (timed)
+    g_product_ns.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count(),
+                           std::memory_order_relaxed);
 }
 
 // C [G, M, N] = A · B over slice-dense operands: one primitive per layout
@@ -236,6 +247,10 @@ void matmul_add(const Tensor& a, const Tensor& b, const Tensor& c) {
 
 size_t cached_primitives() { return cache().size(); }
 
+void count_product_time(bool on) { g_count_time = on; }
+
+double product_seconds() { return 1e-9 * static_cast<double>(g_product_ns.load()); }
+
 #else  // no oneDNN in this build
 
 bool available() { return false; }
@@ -251,6 +266,10 @@ void matmul_add(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
 }
 
 size_t cached_primitives() { return 0; }
+
+void count_product_time(bool) {}
+
+double product_seconds() { return 0.0; }
 
 #endif
 

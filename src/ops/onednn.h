@@ -33,6 +33,13 @@ torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, torch::Scal
 // it is stored, no temporary and no second pass over C.
 void matmul_add(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& c);
 
+// Wall time inside oneDNN's products, summed over every thread, while
+// counting is on (off by default: two clock reads a product): with a training
+// step's time it splits the step into its products and the work between
+// them, which bench reports beside MFU.
+void count_product_time(bool on);
+double product_seconds();  // since the process started
+
 // Primitives kept for reuse: one per layout and dtype, plus one per shape for
 // operands with padded rows (bounded).
 size_t cached_primitives();

@@ -247,6 +247,16 @@ TEST(BenchCli, JsonShape) {
     EXPECT_NEAR(j["train"][dtype]["mfu"].get<double>(),
                 j["train"][dtype]["flops_per_s"].get<double>() / j["matmul_flops_per_s"][dtype].get<double>(), 1e-12)
         << dtype;
+  for (const char* dtype : {"float32", "bfloat16"}) {  // the step split into its products and the rest
+    const auto& t = j["train"][dtype];
+    ASSERT_TRUE(t.contains("products_share")) << dtype;
+    const double share = t["products_share"].get<double>();
+    EXPECT_TRUE(share > 0 && share < 1) << dtype << " " << share;
+    // the products' own rate: the step's FLOPs in their share of its time
+    EXPECT_NEAR(t["products_flops_per_s"].get<double>(), t["flops_per_s"].get<double>() / share,
+                1e-9 * t["products_flops_per_s"].get<double>());
+    EXPECT_NEAR(t["products_mfu"].get<double>(), t["mfu"].get<double>() / share, 1e-9 * t["products_mfu"].get<double>());
+  }
   ASSERT_EQ(j["decode"].size(), 2u);
   EXPECT_EQ(j["decode"][1]["context_tokens"], 32);
   EXPECT_GT(j["decode"][0]["decode_ms_per_token"].get<double>(), 0);
