@@ -8,6 +8,8 @@
 
 #include <ATen/Parallel.h>
 
+#include <functional>
+
 #include "isas.h"
 #include "ops/negated_norm.h"
 #include "tensor_asserts.h"
@@ -31,6 +33,36 @@ NormCase make(int64_t N, int64_t T, int64_t D, bool per_row) {
   return k;
 }
 
+// The fused op and the float64 expression on K's operands, each output
+// passed through NEXT where given (the model's next op, as the attention's
+// cat): the same values and gradients of x, the negator, g and b.
+void expect_as_float64(const NormCase& k, const std::string& what,
+                       const std::function<torch::Tensor(const torch::Tensor&)>& next = {}) {
+  auto leaf = [](const torch::Tensor& t, torch::ScalarType dtype) { return t.to(dtype).detach().requires_grad_(true); };
+  const auto x = leaf(k.x, torch::kFloat), c = leaf(k.c, torch::kFloat), g = leaf(k.g, torch::kFloat),
+             b = leaf(k.b, torch::kFloat);
+  const auto xd = leaf(k.x, torch::kDouble), cd = leaf(k.c, torch::kDouble), gd = leaf(k.g, torch::kDouble),
+             bd = leaf(k.b, torch::kDouble);
+  auto y = negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin);
+  auto yd = negated_norm_rotary_unfused(xd, cd, gd, bd, 1e-5, k.cos.to(torch::kDouble), k.sin.to(torch::kDouble));
+  if (next) {
+    y = next(y);
+    yd = next(yd);
+  }
+  EXPECT_TRUE(test::all_close(y, yd, 1e-5, 1e-5)) << what;
+  const auto w = torch::randn(y.sizes());  // an arbitrary loss: Σ w·y
+  (y * w).sum().backward();
+  (yd * w.to(torch::kDouble)).sum().backward();
+  EXPECT_TRUE(test::all_close(x.grad(), xd.grad(), 1e-5, 1e-5)) << "dx, " << what;
+  EXPECT_TRUE(test::all_close(c.grad(), cd.grad(), 1e-5, 1e-4)) << "dc, " << what;
+  EXPECT_TRUE(test::all_close(g.grad(), gd.grad(), 1e-5, 1e-4)) << "dg, " << what;
+  EXPECT_TRUE(test::all_close(b.grad(), bd.grad(), 1e-5, 1e-4)) << "db, " << what;
+  EXPECT_EQ(c.grad().sizes(), c.sizes());
+  if (next) return;
+  torch::NoGradGuard no_grad;  // decoding: the forward loop alone
+  EXPECT_TRUE(test::all_close(negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin), yd, 1e-5, 1e-5)) << what;
+}
+
 TEST(NegatedNorm, EqualsTheExpressionWithItsGradients) {
   torch::manual_seed(31);
   at::set_num_threads(2);
@@ -41,59 +73,22 @@ TEST(NegatedNorm, EqualsTheExpressionWithItsGradients) {
         const test::KernelIsa kernels(isa);
         // 450 rows: split between threads, each thread's rows in blocks whose
         // sums gather in float32 before double (and a last, shorter block)
-        const auto k = make(3, 150, D, per_row);
-        auto leaf = [](const torch::Tensor& t, torch::ScalarType dtype) {
-          return t.to(dtype).detach().requires_grad_(true);
-        };
-        const auto x = leaf(k.x, torch::kFloat), c = leaf(k.c, torch::kFloat), g = leaf(k.g, torch::kFloat),
-                   b = leaf(k.b, torch::kFloat);
-        const auto xd = leaf(k.x, torch::kDouble), cd = leaf(k.c, torch::kDouble), gd = leaf(k.g, torch::kDouble),
-                   bd = leaf(k.b, torch::kDouble);
-        const auto y = negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin);
-        const auto yd =
-            negated_norm_rotary_unfused(xd, cd, gd, bd, 1e-5, k.cos.to(torch::kDouble), k.sin.to(torch::kDouble));
-        EXPECT_TRUE(test::all_close(y, yd, 1e-5, 1e-5)) << "per row " << per_row;
-        const auto w = torch::randn(y.sizes());  // an arbitrary loss: Σ w·y
-        (y * w).sum().backward();
-        (yd * w.to(torch::kDouble)).sum().backward();
-        EXPECT_TRUE(test::all_close(x.grad(), xd.grad(), 1e-5, 1e-5)) << "dx, per row " << per_row;
-        EXPECT_TRUE(test::all_close(c.grad(), cd.grad(), 1e-5, 1e-4)) << "dc, per row " << per_row;
-        EXPECT_TRUE(test::all_close(g.grad(), gd.grad(), 1e-5, 1e-4)) << "dg, per row " << per_row;
-        EXPECT_TRUE(test::all_close(b.grad(), bd.grad(), 1e-5, 1e-4)) << "db, per row " << per_row;
-        EXPECT_EQ(c.grad().sizes(), c.sizes());
-        torch::NoGradGuard no_grad;  // decoding: the forward loop alone
-        EXPECT_TRUE(test::all_close(negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin), yd, 1e-5, 1e-5));
+        expect_as_float64(make(3, 150, D, per_row), "per row " + std::to_string(per_row));
       }
 }
 
-// The keys joined along time with the past's (the attention's cat): the
+// The keys joined along time after the past's (the attention's cat): the
 // gradient arrives as a narrow of the cat's, its slices apart, which the
-// backward reads in place; the same gradients as the expression's.
+// backward reads in place.
 TEST(NegatedNorm, GradientWithItsSlicesApart) {
   torch::manual_seed(37);
   at::set_num_threads(2);
+  const auto past = torch::randn({3, 40, 48});
   for (Isa isa : test::isas()) {
     SCOPED_TRACE("instruction set " + std::to_string(static_cast<int>(isa)));
     const test::KernelIsa kernels(isa);
-    const auto k = make(3, 150, 24, false);
-    auto leaf = [](const torch::Tensor& t, torch::ScalarType dtype) { return t.to(dtype).detach().requires_grad_(true); };
-    const auto x = leaf(k.x, torch::kFloat), c = leaf(k.c, torch::kFloat), g = leaf(k.g, torch::kFloat),
-               b = leaf(k.b, torch::kFloat);
-    const auto xd = leaf(k.x, torch::kDouble), cd = leaf(k.c, torch::kDouble), gd = leaf(k.g, torch::kDouble),
-               bd = leaf(k.b, torch::kDouble);
-    const auto past = torch::randn({3, 40, 48});
-    const auto y = torch::cat({past, negated_norm_rotary(x, c, g, b, 1e-5, k.cos, k.sin)}, 1);
-    const auto yd = torch::cat({past.to(torch::kDouble), negated_norm_rotary_unfused(xd, cd, gd, bd, 1e-5,
-                                                                                     k.cos.to(torch::kDouble),
-                                                                                     k.sin.to(torch::kDouble))},
-                               1);
-    const auto w = torch::randn(y.sizes());
-    (y * w).sum().backward();
-    (yd * w.to(torch::kDouble)).sum().backward();
-    EXPECT_TRUE(test::all_close(x.grad(), xd.grad(), 1e-5, 1e-5)) << "dx";
-    EXPECT_TRUE(test::all_close(c.grad(), cd.grad(), 1e-5, 1e-4)) << "dc";
-    EXPECT_TRUE(test::all_close(g.grad(), gd.grad(), 1e-5, 1e-4)) << "dg";
-    EXPECT_TRUE(test::all_close(b.grad(), bd.grad(), 1e-5, 1e-4)) << "db";
+    expect_as_float64(make(3, 150, 24, false), "after the past",
+                      [&](const torch::Tensor& y) { return torch::cat({past.to(y.scalar_type()), y}, 1); });
   }
 }
 
