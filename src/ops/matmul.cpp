@@ -137,7 +137,11 @@ class MatmulNT : public torch::autograd::Function<MatmulNT> {
     const auto compute = static_cast<torch::ScalarType>(ctx->saved_data["compute"].toInt());
     const auto a_dtype = static_cast<torch::ScalarType>(ctx->saved_data["a_dtype"].toInt());
     const auto b_dtype = static_cast<torch::ScalarType>(ctx->saved_data["b_dtype"].toInt());
-    const auto dy = as(grads[0], compute);  // [..., M, N]
+    // [..., M, N]; with a shared weight both products fold dy's batch into
+    // its rows: made contiguous once where its slices lie apart (the
+    // values' gradient, a narrow of the cat's), not copied by each reshape
+    auto dy = as(grads[0], compute);
+    if (b.dim() == 2 && slices_apart(dy)) dy = dy.contiguous();
     Tensor da, db;
     if (ctx->needs_input_grad(0)) {  // dy · b: [..., M, K]
       const auto sum = ctx->saved_data.find("sum");
