@@ -1,5 +1,7 @@
 #include "ops/matmul.h"
 
+#include <ATen/TensorUtils.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -45,6 +47,13 @@ Tensor as_operand(const Tensor& a, torch::ScalarType dtype) {
   if (slot < 0) slot = static_cast<int>(std::min_element(used, used + kKept) - used);  // the least recently used
   used[slot] = ++uses;
   return kept[slot].get(a, dtype);
+}
+
+// Whether T [..., N] views as rows [-1, N] (else reshape copies it).
+bool folds_to_rows(const Tensor& t) {
+  if (t.dim() <= 2 || t.numel() == 0) return true;
+  const int64_t N = t.size(-1);
+  return at::detail::computeStride(t.sizes(), t.strides(), c10::IntArrayRef{t.numel() / N, N}).has_value();
 }
 
 bool use_onednn(const Tensor& a, const Tensor& b, torch::ScalarType compute) {
@@ -138,10 +147,10 @@ class MatmulNT : public torch::autograd::Function<MatmulNT> {
     const auto a_dtype = static_cast<torch::ScalarType>(ctx->saved_data["a_dtype"].toInt());
     const auto b_dtype = static_cast<torch::ScalarType>(ctx->saved_data["b_dtype"].toInt());
     // [..., M, N]; with a shared weight both products fold dy's batch into
-    // its rows: made contiguous once where its slices lie apart (the
-    // values' gradient, a narrow of the cat's), not copied by each reshape
+    // its rows: made contiguous once where that takes a copy (its slices
+    // apart: the values' gradient, a narrow of the cat's), not by each reshape
     auto dy = as(grads[0], compute);
-    if (b.dim() == 2 && slices_apart(dy)) dy = dy.contiguous();
+    if (b.dim() == 2 && !folds_to_rows(dy)) dy = dy.contiguous();
     Tensor da, db;
     if (ctx->needs_input_grad(0)) {  // dy · b: [..., M, K]
       const auto sum = ctx->saved_data.find("sum");
