@@ -48,9 +48,10 @@ TEST(MatmulNT, TransposedViewOperandsGradientInItsOwnLayout) {
     values.register_hook([&](const torch::Tensor& g) { arrived = g; });
     (matmul_nt(p, values.transpose(1, 2), compute) * w).sum().backward();
     EXPECT_TRUE(arrived.is_contiguous());
-    const double tol = compute == torch::kFloat ? 1e-4 : 2e-2;
-    EXPECT_TRUE(all_close(v.grad(), torch::matmul(p.detach().transpose(1, 2), w), tol, compute == torch::kFloat ? 1e-4 : 0.5));
-    EXPECT_TRUE(all_close(p.grad(), torch::matmul(w, v.detach().transpose(1, 2)), tol, compute == torch::kFloat ? 1e-4 : 0.5));
+    const bool f32 = compute == torch::kFloat;
+    const double rtol = f32 ? 1e-4 : 2e-2, atol = f32 ? 1e-4 : 0.5;
+    EXPECT_TRUE(all_close(v.grad(), torch::matmul(p.detach().transpose(1, 2), w), rtol, atol));
+    EXPECT_TRUE(all_close(p.grad(), torch::matmul(w, v.detach().transpose(1, 2)), rtol, atol));
   }
 }
 TEST(MatmulNT, Bfloat16ComputeStaysClose) {
