@@ -254,6 +254,31 @@ void BM_ExpRows(benchmark::State& state) {
 }
 BENCHMARK(BM_ExpRows)->Arg(1)->Arg(0)->Unit(benchmark::kMillisecond);
 
+// The head loss's gradient rows for the same chunk in training (bfloat16
+// products): max, exponentials, sum and the bfloat16 gradient in one kernel
+// (ops/cross_entropy.h) against the tensor ops (max, sub_, exp_, sum, mul_,
+// scatter_add_, a cast).
+void BM_SoftmaxGradient(benchmark::State& state) {
+  set_threads(threads());
+  c10::InferenceMode inference;
+  const auto logits = torch::randn({1024, 32000}) * 5;
+  const auto w = torch::full({1024, 1}, 1.0 / 1024), index = torch::randint(32000, {1024, 1}, torch::kLong);
+  auto x = logits.clone();
+  for (auto _ : state) {
+    x.copy_(logits);
+    if (state.range(0)) {
+      benchmark::DoNotOptimize(softmax_gradient_(x, w, index, torch::kBFloat16));
+    } else {
+      auto m = std::get<0>(x.max(1, true));
+      auto sum = x.sub_(m).exp_().sum(1, true);
+      x.mul_(w / sum).scatter_add_(1, index, -w);
+      benchmark::DoNotOptimize(x.to(torch::kBFloat16));
+    }
+  }
+  state.SetLabel(state.range(0) ? "kernel (copy included)" : "tensor ops (copy included)");
+}
+BENCHMARK(BM_SoftmaxGradient)->Arg(1)->Arg(0)->Unit(benchmark::kMillisecond);
+
 // One decoded token of the tiny preset after a window of context, float32 or
 // bfloat16 weights: the figure the decode target is about.
 void BM_DecodeToken(benchmark::State& state) {

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 #include "ops/autograd.h"
 #include "ops/avx512.h"
@@ -47,14 +48,17 @@ class FusedHeadLoss : public torch::autograd::Function<FusedHeadLoss> {
       const auto index = t.clamp_min(0).unsqueeze(1);                  // [n, 1]
       auto logits = matmul_nt(hc, Wc, compute).to(torch::kFloat);        // [n, V]
       auto picked = logits.gather(1, index);                            // [n, 1]
-      auto [m, sum] = exp_rows_(logits);                                // [n, 1] each
-      auto& p = logits;                                                 // [n, V] unnormalised softmax, in place
+      Tensor m, sum, pc;                                                // [n, 1], [n, 1], [n, V]
+      if (grads) {
+        // dloss/dlogits = (softmax - onehot) · ok / count, in the products' dtype once for both products
+        const auto weight = (ok / static_cast<double>(count)).unsqueeze(1);  // [n, 1]
+        std::tie(m, sum, pc) = softmax_gradient_(logits, weight, index, product_dtype(logits.scalar_type(), compute));
+      } else {
+        std::tie(m, sum) = exp_rows_(logits);
+      }
       auto lse = sum.log() + m;                                         // [n, 1]
       total += ((lse - picked).squeeze(1) * ok).sum().to(torch::kDouble);
       if (!grads) continue;
-      // dloss/dlogits = (softmax - onehot) · ok / count, in the products' dtype once for both products
-      const auto weight = (ok / static_cast<double>(count)).unsqueeze(1);  // [n, 1]
-      const auto pc = softmax_gradient_(p, sum, weight, index, product_dtype(p.scalar_type(), compute));
       dh.narrow(0, r, n).copy_(matmul_nt(pc, Wc.t(), compute, {}, h.scalar_type()));  // [n, D] = p · W
       auto dWc = matmul_nt(pc.t(), hc.t(), compute, {}, W.scalar_type());               // [V, D] = pᵀ · h
       dW = dW.defined() ? dW.add_(dWc) : dWc;
@@ -92,10 +96,12 @@ std::pair<torch::Tensor, torch::Tensor> exp_rows_(torch::Tensor& x) {
 
 namespace {
 
-// One row of softmax_gradient_: V values of E scaled by S into OUT (float or
-// bfloat16 bits; a float OUT may be E), less W at T.
+// One row of softmax_gradient_ from its exponentials E and their sum: V
+// values of E scaled by W / SUM into OUT (float or bfloat16 bits; a float OUT
+// may be E), less W at T.
 template <typename Out>
-BAKALLM_AVX512 void softmax_gradient_row(const float* e, int64_t V, float s, float w, int64_t t, Out* out) {
+BAKALLM_AVX512 void softmax_gradient_row(const float* e, int64_t V, float sum, float w, int64_t t, Out* out) {
+  const float s = w / sum;
   const float at_target = e[t] * s - w;  // before an OUT that is E changes
   const __m512 vs = _mm512_set1_ps(s);
   for (int64_t j = 0; j < V; j += 16) {
@@ -107,35 +113,43 @@ BAKALLM_AVX512 void softmax_gradient_row(const float* e, int64_t V, float s, flo
 
 }  // namespace
 
-torch::Tensor softmax_gradient_(torch::Tensor& e, const torch::Tensor& sum, const torch::Tensor& w,
-                                const torch::Tensor& index, torch::ScalarType dtype) {
-  TORCH_CHECK(e.dim() == 2 && sum.sizes() == w.sizes() && w.sizes() == index.sizes() && index.size(0) == e.size(0),
-              "softmax_gradient_: e [n, V], sum, w and index [n, 1]");
-  const bool kernel = e.device().is_cpu() && e.scalar_type() == torch::kFloat && e.is_contiguous() &&
-                      (dtype == torch::kFloat || dtype == torch::kBFloat16) && cpu_has_avx512();
-  if (!kernel) {
-    e.mul_(w / sum);
-    e.scatter_add_(1, index, -w);
-    return e.to(dtype);
-  }
-  const int64_t n = e.size(0), V = e.size(1);
-  auto out = dtype == torch::kFloat ? e : torch::empty({n, V}, e.options().dtype(dtype));
-  const auto s = (w / sum).to(torch::kFloat).contiguous(), wf = w.to(torch::kFloat).contiguous();
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> softmax_gradient_(torch::Tensor& x, const torch::Tensor& w,
+                                                                          const torch::Tensor& index,
+                                                                          torch::ScalarType dtype) {
+  TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && w.size(1) == 1 && w.sizes() == index.sizes() && index.size(0) == x.size(0),
+              "softmax_gradient_: x [n, V], w and index [n, 1]");
+  const int64_t n = x.size(0), V = x.size(1);
   const auto t = index.to(torch::kLong).contiguous();
-  const float *pe = e.data_ptr<float>(), *ps = s.data_ptr<float>(), *pw = wf.data_ptr<float>();
   const int64_t* pt = t.data_ptr<int64_t>();
   for (int64_t r = 0; r < n; ++r)
     TORCH_CHECK(pt[r] >= 0 && pt[r] < V, "softmax_gradient_: target ", pt[r], " outside [0, ", V, ")");
+  const bool kernel = x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.is_contiguous() &&
+                      (dtype == torch::kFloat || dtype == torch::kBFloat16) && cpu_has_avx512();
+  if (!kernel) {
+    auto [m, sum] = exp_rows_(x);
+    x.mul_(w / sum);
+    x.scatter_add_(1, index, -w);
+    return {m, sum, x.to(dtype)};
+  }
+  auto m = torch::empty({n, 1}, x.options()), sum = torch::empty({n, 1}, x.options());
+  auto out = dtype == torch::kFloat ? x : torch::empty({n, V}, x.options().dtype(dtype));
+  const auto wf = w.to(torch::kFloat).contiguous();
+  float *px = x.data_ptr<float>(), *pm = m.data_ptr<float>(), *ps = sum.data_ptr<float>();
+  const float* pw = wf.data_ptr<float>();
   void* po = out.data_ptr();
   at::parallel_for(0, n, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
+      // exp in place, then the gradient while the row is in cache (bfloat16:
+      // exponentials in a scratch row, X left unchanged, measured no faster)
+      float* e = px + r * V;
+      std::tie(pm[r], ps[r]) = exp_row_(e, V);
       if (dtype == torch::kFloat)
-        softmax_gradient_row(pe + r * V, V, ps[r], pw[r], pt[r], static_cast<float*>(po) + r * V);
+        softmax_gradient_row(e, V, ps[r], pw[r], pt[r], static_cast<float*>(po) + r * V);
       else
-        softmax_gradient_row(pe + r * V, V, ps[r], pw[r], pt[r], static_cast<uint16_t*>(po) + r * V);
+        softmax_gradient_row(e, V, ps[r], pw[r], pt[r], static_cast<uint16_t*>(po) + r * V);
     }
   });
-  return out;
+  return {m, sum, out};
 }
 
 torch::Tensor cross_entropy_rows(const torch::Tensor& logits, const torch::Tensor& targets) {

@@ -24,16 +24,19 @@ torch::Tensor cross_entropy_rows(const torch::Tensor& logits, const torch::Tenso
 // -> {m [n, 1], sum [n, 1]}
 std::pair<torch::Tensor, torch::Tensor> exp_rows_(torch::Tensor& x);
 
-// d(loss)/d(logits) of rows from their exponentials E [n, V] (exp_rows_'s
-// x, float32) and sums [n, 1]: with w [n, 1] each row's weight in the loss
-// (its share of the mean, 0 for ignored rows) and INDEX [n, 1] its target,
-//   g = E · (w / sum) − w · onehot(index)
-// in DTYPE (the products' dtype: float32 in place in E, or bfloat16 a new
-// tensor), each value computed in float32 and rounded once. One pass over
-// [n, V] on CPUs with AVX-512 (mul_ and a cast had been two); elsewhere the
-// tensor ops mul_, scatter_add_ and to.
-torch::Tensor softmax_gradient_(torch::Tensor& e, const torch::Tensor& sum, const torch::Tensor& w,
-                                const torch::Tensor& index, torch::ScalarType dtype);
+// d(loss)/d(logits) of rows of logits X [n, V] (float32): exp_rows_'s
+// max m and sum, and with w [n, 1] each row's weight in the loss (its share
+// of the mean, 0 for ignored rows) and INDEX [n, 1] its target,
+//   g = softmax(x) · w − w · onehot(index)
+// in DTYPE (the products' dtype), each value computed in float32 and rounded
+// once. On CPUs with AVX-512 one pass over X from memory, each row's max,
+// exponentials and gradient while it is in cache (two passes had been);
+// elsewhere exp_rows_ and the tensor ops mul_, scatter_add_ and to. X is
+// overwritten: float32, by g itself; bfloat16, by its exponentials.
+// -> {m [n, 1], sum [n, 1], g [n, V]}
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> softmax_gradient_(torch::Tensor& x, const torch::Tensor& w,
+                                                                          const torch::Tensor& index,
+                                                                          torch::ScalarType dtype);
 
 // Mean of −log softmax(h Wᵀ)[target] over rows whose target != kIgnoreIndex
 // (0 when there are none). h: [N, D] (already lm_norm'ed), W: [V, D],
