@@ -37,7 +37,7 @@ class FusedHeadLoss : public torch::autograd::Function<FusedHeadLoss> {
     const int64_t N = h.size(0);
     const auto valid = targets.ne(kIgnoreIndex);                        // [N]
     const auto count = valid.sum().item<int64_t>();
-    Tensor dh, dW;  // for a unit upstream gradient; dW: the first chunk's product, the others added
+    Tensor dh, dW;  // for a unit upstream gradient; dW: the first chunk's product, the others added in theirs (matmul_nt_add)
     if (grads) dh = torch::zeros_like(h);                               // [N, D]
     auto total = torch::zeros({}, h.options().dtype(torch::kDouble));
     for (int64_t r = 0; r < N && count > 0; r += chunk) {
@@ -60,8 +60,10 @@ class FusedHeadLoss : public torch::autograd::Function<FusedHeadLoss> {
       total += ((lse - picked).squeeze(1) * ok).sum().to(torch::kDouble);
       if (!grads) continue;
       dh.narrow(0, r, n).copy_(matmul_nt(pc, Wc.t(), compute, {}, h.scalar_type()));  // [n, D] = p · W
-      auto dWc = matmul_nt(pc.t(), hc.t(), compute, {}, W.scalar_type());               // [V, D] = pᵀ · h
-      dW = dW.defined() ? dW.add_(dWc) : dWc;
+      if (dW.defined())
+        matmul_nt_add(dW, pc.t(), hc.t(), compute);                                    // [V, D] += pᵀ · h
+      else
+        dW = matmul_nt(pc.t(), hc.t(), compute, {}, W.scalar_type());                  // [V, D] = pᵀ · h
     }
     if (grads && !dW.defined()) dW = torch::zeros_like(W);              // no counted row: no gradient
     ctx->save_for_backward({dh, dW});

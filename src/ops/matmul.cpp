@@ -88,6 +88,19 @@ Tensor product(const Tensor& a, const Tensor& b, torch::ScalarType compute, torc
   return onednn::matmul(ac.reshape({-1, M, K}), bc.reshape({-1, K, N}), out).view(sizes);
 }
 
+// C += a · b (b [K, N] or a's batch; C [..., M, N]): on oneDNN inside the
+// product (its sum post-op) where C is contiguous and takes the product's
+// dtype, else a product and add_.
+void add_product(const Tensor& c, const Tensor& a, const Tensor& b, torch::ScalarType compute) {
+  if (b.dim() == 2 && onednn_runs(a, b, compute) && c.is_contiguous() &&
+      (c.scalar_type() == torch::kFloat || c.scalar_type() == compute)) {
+    const int64_t K = a.size(-1), N = b.size(-1);
+    onednn::matmul_add(as_operand(a, compute).reshape({-1, K}), as(b, compute), c.view({-1, N}));
+  } else {
+    c.add_(product(a, b, compute, c.scalar_type()));
+  }
+}
+
 // The gradient of a left operand its products share (SumGradients): each
 // product joins in forward; the backwards add to SUM, the last returns it.
 struct GradientSum : torch::CustomClassHolder {
@@ -178,12 +191,8 @@ class MatmulNT : public torch::autograd::Function<MatmulNT> {
 Tensor GradientSum::add(const Tensor& dy, const Tensor& b, torch::ScalarType compute, torch::ScalarType a_dtype) {
   if (!sum.defined()) {
     sum = product(dy, b, compute, a_dtype);
-  } else if (b.dim() == 2 && onednn_runs(dy, b, compute) && sum.is_contiguous() &&
-             (sum.scalar_type() == torch::kFloat || sum.scalar_type() == compute)) {
-    const int64_t N = dy.size(-1), K = b.size(-1);
-    onednn::matmul_add(dy.reshape({-1, N}), b, sum.view({-1, K}));  // both in COMPUTE (MatmulNT::backward)
   } else {
-    sum.add_(product(dy, b, compute, a_dtype));
+    add_product(sum, dy, b, compute);
   }
   if (--pending > 0) return {};
   pending = products;  // a second backward through the same graph sums again
@@ -256,6 +265,11 @@ Tensor matmul_nt(const Tensor& a, const Tensor& b, torch::ScalarType compute_in,
   }
   if (!use_onednn(a, b, compute)) return product(a, b.transpose(-1, -2), compute, out);
   return MatmulNT::apply(a, b, cast.defined() ? cast : b, static_cast<int64_t>(compute), static_cast<int64_t>(out));
+}
+
+void matmul_nt_add(const Tensor& c, const Tensor& a, const Tensor& b, torch::ScalarType compute) {
+  TORCH_CHECK(!wants_grad(a, b), "matmul_nt_add: no autograd");
+  add_product(c, a, b.transpose(-1, -2), product_dtype(a.scalar_type(), compute));
 }
 
 torch::ScalarType inner_dtype(const Tensor& a, torch::ScalarType compute) {

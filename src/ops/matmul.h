@@ -30,6 +30,13 @@ torch::Tensor matmul_nt(const torch::Tensor& a, const torch::Tensor& b,
                         torch::ScalarType compute = torch::kFloat, const torch::Tensor& b_compute = {},
                         torch::ScalarType out = torch::ScalarType::Undefined);
 
+// C += a · bᵀ, outside autograd: a [..., M, K], b [N, K], C [..., M, N]. On
+// oneDNN (C contiguous, float32 or COMPUTE) the product's result is added
+// to C as it is stored: no temporary, no second pass over C; elsewhere a
+// product and add_.
+void matmul_nt_add(const torch::Tensor& c, const torch::Tensor& a, const torch::Tensor& b,
+                   torch::ScalarType compute = torch::kFloat);
+
 // While one lives on this thread, the products of A that autograd records
 // (matmul_nt with A as the left operand) send A's gradient to one buffer:
 // the first backward among them writes its dy · b there, each later one adds

@@ -190,6 +190,27 @@ TEST(MatmulNT, SumGradientsWarnsWhereAProductNeverRanItsBackward) {
       << warnings.messages[0];
 }
 
+// matmul_nt_add: C += a · bᵀ against the product written out in double from
+// the operands rounded as the product takes them, in float32 and bfloat16,
+// with a a transposed view (the head's pᵀ), into a float32 C in the product
+// and into a strided C (a product and add_).
+TEST(MatmulNT, AddIntoAnExistingResult) {
+  torch::manual_seed(5);
+  for (auto compute : {torch::kFloat, torch::kBFloat16})
+    for (bool strided : {false, true}) {
+      SCOPED_TRACE(std::string(compute == torch::kFloat ? "float32" : "bfloat16") + (strided ? ", strided C" : ""));
+      const auto a = torch::randn({64, 48}).t(), b = torch::randn({40, 64});  // a [48, 64] transposed view
+      const auto c0 = torch::randn({48, 40});
+      auto c = strided ? c0.t().contiguous().t() : c0.clone();
+      matmul_nt_add(c, a, b, compute);
+      auto rounded = [&](const torch::Tensor& t) { return t.to(compute).to(torch::kDouble); };
+      const auto want = c0.to(torch::kDouble) + rounded(a).matmul(rounded(b).t());
+      EXPECT_TRUE(all_close(c.to(torch::kDouble), want, 1e-5, 1e-5));
+    }
+  EXPECT_THROW(matmul_nt_add(torch::zeros({2, 3}), torch::randn({2, 4}, torch::requires_grad()), torch::randn({3, 4})),
+               c10::Error);
+}
+
 TEST(MatmulNT, MeasuredFlopsArePlausible) {
   for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
     const double flops = measure_matmul_flops(dtype, 128);
