@@ -19,8 +19,8 @@ torch::Tensor cross_entropy_rows(const torch::Tensor& logits, const torch::Tenso
 
 // Per row of X [n, V] float32 (contiguous, CPU): its max m, then
 // x := exp(x − m) in place, and the sum of those. One pass for the max and one
-// for exp and sum while the row is in cache (AVX-512 with glibc's vector expf
-// where the CPU has it); elsewhere the tensor ops max, sub_, exp_, sum.
+// for exp and sum while the row is in cache (ops/exp_row.h's vector loop
+// where the CPU has AVX-512); elsewhere the tensor ops max, sub_, exp_, sum.
 // -> {m [n, 1], sum [n, 1]}
 std::pair<torch::Tensor, torch::Tensor> exp_rows_(torch::Tensor& x);
 

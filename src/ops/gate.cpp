@@ -42,7 +42,7 @@ inline float sigmoid1(float z) { return 1.0f / (1.0f + std::exp(-z)); }
 
 BAKALLM_AVX512 inline __m512 sigmoid16(__m512 z) {
   const __m512 one = _mm512_set1_ps(1.0f);
-  return _mm512_div_ps(one, _mm512_add_ps(one, _ZGVeN16v_expf(_mm512_sub_ps(_mm512_setzero_ps(), z))));
+  return _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), z))));
 }
 
 // The four loops, each over values [0, n) of P (offset by the caller).

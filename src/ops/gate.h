@@ -6,8 +6,8 @@
 // σ(z) or relu(g) as another tensor for the backward. Backward, with s = σ(z):
 //   dbase = dy,  dx = dy ⊙ s,  dz = dy ⊙ x ⊙ s ⊙ (1 − s)
 //   du = dy ⊙ relu(g),  dg = dy ⊙ u where g > 0, else 0.
-// CPU operands of one shape run these loops (AVX-512 with glibc's vector
-// expf where the CPU has it): float32, or bfloat16 products' outputs (z; x
+// CPU operands of one shape run these loops (AVX-512 with ops/avx512.h's
+// exp16 where the CPU has it): float32, or bfloat16 products' outputs (z; x
 // and z onto a float32 base, the result float32; u and g), each value
 // computed in float32 and rounded once; other devices, dtypes and broadcast
 // shapes run the expressions (the *_unfused functions).

@@ -53,7 +53,7 @@ struct Avx512 {
   BAKALLM_AVX512 static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
   BAKALLM_AVX512 static F max(F a, F b) { return _mm512_max_ps(a, b); }
   BAKALLM_AVX512 static F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }  // a·b + c
-  BAKALLM_AVX512 static F exp(F x) { return _ZGVeN16v_expf(x); }
+  BAKALLM_AVX512 static F exp(F x) { return exp16(x); }  // ops/avx512.h: within 1 ulp
   BAKALLM_AVX512 static float sum(F x) { return _mm512_reduce_add_ps(x); }
   BAKALLM_AVX512 static float most(F x) { return _mm512_reduce_max_ps(x); }
 };
