@@ -37,7 +37,9 @@ class FusedHeadLoss : public torch::autograd::Function<FusedHeadLoss> {
     const int64_t N = h.size(0);
     const auto valid = targets.ne(kIgnoreIndex);                        // [N]
     const auto count = valid.sum().item<int64_t>();
-    Tensor dh, dW;  // for a unit upstream gradient; dW: the first chunk's product, the others added in theirs (matmul_nt_add)
+    // for a unit upstream gradient; dW: the first chunk's product, each later
+    // one added inside its own (matmul_nt_add)
+    Tensor dh, dW;
     if (grads) dh = torch::zeros_like(h);                               // [N, D]
     auto total = torch::zeros({}, h.options().dtype(torch::kDouble));
     for (int64_t r = 0; r < N && count > 0; r += chunk) {
@@ -120,19 +122,19 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> softmax_gradient_(torch:
                                                                           torch::ScalarType dtype) {
   TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && w.size(1) == 1 && w.sizes() == index.sizes() && index.size(0) == x.size(0),
               "softmax_gradient_: x [n, V], w and index [n, 1]");
-  const int64_t n = x.size(0), V = x.size(1);
-  const auto t = index.to(torch::kLong).contiguous();
-  const int64_t* pt = t.data_ptr<int64_t>();
-  for (int64_t r = 0; r < n; ++r)
-    TORCH_CHECK(pt[r] >= 0 && pt[r] < V, "softmax_gradient_: target ", pt[r], " outside [0, ", V, ")");
   const bool kernel = x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.is_contiguous() &&
                       (dtype == torch::kFloat || dtype == torch::kBFloat16) && cpu_has_avx512();
-  if (!kernel) {
+  if (!kernel) {  // scatter_add_ checks the targets itself
     auto [m, sum] = exp_rows_(x);
     x.mul_(w / sum);
     x.scatter_add_(1, index, -w);
     return {m, sum, x.to(dtype)};
   }
+  const int64_t n = x.size(0), V = x.size(1);
+  const auto t = index.to(torch::kLong).contiguous();
+  const int64_t* pt = t.data_ptr<int64_t>();
+  for (int64_t r = 0; r < n; ++r)
+    TORCH_CHECK(pt[r] >= 0 && pt[r] < V, "softmax_gradient_: target ", pt[r], " outside [0, ", V, ")");
   auto m = torch::empty({n, 1}, x.options()), sum = torch::empty({n, 1}, x.options());
   auto out = dtype == torch::kFloat ? x : torch::empty({n, V}, x.options().dtype(dtype));
   const auto wf = w.to(torch::kFloat).contiguous();
