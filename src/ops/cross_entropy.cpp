@@ -82,20 +82,40 @@ class FusedHeadLoss : public torch::autograd::Function<FusedHeadLoss> {
 
 }  // namespace
 
-std::pair<torch::Tensor, torch::Tensor> exp_rows_(torch::Tensor& x) {
-  TORCH_CHECK(x.dim() == 2, "exp_rows_: x must be [n, V]");
-  if (!(x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.is_contiguous() && cpu_has_avx512())) {
-    auto m = std::get<0>(x.max(1, true));  // [n, 1]
-    x.sub_(m).exp_();
-    return {m, x.sum(1, true)};
-  }
+namespace {
+
+// Whether X's rows run the row kernels: contiguous float32 on a CPU with AVX-512.
+bool row_kernels(const Tensor& x) {
+  return x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.is_contiguous() && cpu_has_avx512();
+}
+
+// Each row r of X [n, V] (row_kernels'): exp_row_ (its max m, x := exp(x − m)
+// in place, their sum), then THEN(r, row, sum) while the row is in cache;
+// rows split between threads.                          -> {m, sum} [n, 1] each
+template <typename Then>
+std::pair<Tensor, Tensor> exp_rows_then(Tensor& x, const Then& then) {
   const int64_t n = x.size(0), V = x.size(1);
   auto m = torch::empty({n, 1}, x.options()), sum = torch::empty({n, 1}, x.options());
   float *px = x.data_ptr<float>(), *pm = m.data_ptr<float>(), *ps = sum.data_ptr<float>();
   at::parallel_for(0, n, 1, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) std::tie(pm[r], ps[r]) = exp_row_(px + r * V, V);
+    for (int64_t r = r0; r < r1; ++r) {
+      std::tie(pm[r], ps[r]) = exp_row_(px + r * V, V);
+      then(r, px + r * V, ps[r]);
+    }
   });
   return {m, sum};
+}
+
+}  // namespace
+
+std::pair<torch::Tensor, torch::Tensor> exp_rows_(torch::Tensor& x) {
+  TORCH_CHECK(x.dim() == 2, "exp_rows_: x must be [n, V]");
+  if (!row_kernels(x)) {
+    auto m = std::get<0>(x.max(1, true));  // [n, 1]
+    x.sub_(m).exp_();
+    return {m, x.sum(1, true)};
+  }
+  return exp_rows_then(x, [](int64_t, const float*, float) {});
 }
 
 namespace {
@@ -122,9 +142,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> softmax_gradient_(torch:
                                                                           torch::ScalarType dtype) {
   TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && w.size(1) == 1 && w.sizes() == index.sizes() && index.size(0) == x.size(0),
               "softmax_gradient_: x [n, V], w and index [n, 1]");
-  const bool kernel = x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.is_contiguous() &&
-                      (dtype == torch::kFloat || dtype == torch::kBFloat16) && cpu_has_avx512();
-  if (!kernel) {  // scatter_add_ checks the targets itself
+  if (!(row_kernels(x) && (dtype == torch::kFloat || dtype == torch::kBFloat16))) {
+    // scatter_add_ checks the targets itself
     auto [m, sum] = exp_rows_(x);
     x.mul_(w / sum);
     x.scatter_add_(1, index, -w);
@@ -135,23 +154,17 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> softmax_gradient_(torch:
   const int64_t* pt = t.data_ptr<int64_t>();
   for (int64_t r = 0; r < n; ++r)
     TORCH_CHECK(pt[r] >= 0 && pt[r] < V, "softmax_gradient_: target ", pt[r], " outside [0, ", V, ")");
-  auto m = torch::empty({n, 1}, x.options()), sum = torch::empty({n, 1}, x.options());
   auto out = dtype == torch::kFloat ? x : torch::empty({n, V}, x.options().dtype(dtype));
   const auto wf = w.to(torch::kFloat).contiguous();
-  float *px = x.data_ptr<float>(), *pm = m.data_ptr<float>(), *ps = sum.data_ptr<float>();
   const float* pw = wf.data_ptr<float>();
   void* po = out.data_ptr();
-  at::parallel_for(0, n, 1, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      // exp in place, then the gradient while the row is in cache (bfloat16:
-      // exponentials in a scratch row, X left unchanged, measured no faster)
-      float* e = px + r * V;
-      std::tie(pm[r], ps[r]) = exp_row_(e, V);
-      if (dtype == torch::kFloat)
-        softmax_gradient_row(e, V, ps[r], pw[r], pt[r], static_cast<float*>(po) + r * V);
-      else
-        softmax_gradient_row(e, V, ps[r], pw[r], pt[r], static_cast<uint16_t*>(po) + r * V);
-    }
+  // exp in place, then the gradient while the row is in cache (bfloat16:
+  // exponentials in a scratch row, X left unchanged, measured no faster)
+  auto [m, sum] = exp_rows_then(x, [&](int64_t r, const float* e, float s) {
+    if (dtype == torch::kFloat)
+      softmax_gradient_row(e, V, s, pw[r], pt[r], static_cast<float*>(po) + r * V);
+    else
+      softmax_gradient_row(e, V, s, pw[r], pt[r], static_cast<uint16_t*>(po) + r * V);
   });
   return {m, sum, out};
 }
