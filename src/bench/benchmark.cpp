@@ -302,6 +302,11 @@ nlohmann::json run_benchmarks(const BenchOptions& o) {
                   {"background_cpu_share", load.busy_share},
                   {"loadavg_1m", load.loadavg_1m}};
   j["onednn_float32"] = onednn_enabled();
+  // Which oneDNN kernel a training step's bfloat16 products run: per-shape
+  // brgemm on AMX tiles, or the one run-time jit gemm (onednn.h, ProductPath).
+  j["onednn_bfloat16_products"] = !onednn::available()   ? "libtorch (no oneDNN in this build)"
+                                  : onednn::amx_products() ? "brgemm on AMX, per shape"
+                                                           : "jit gemm, run-time shape";
   int64_t weight_bytes = 0;
   for (const auto& p : model->parameters()) weight_bytes += p.numel() * p.element_size();
   j["weight_bytes"] = weight_bytes;

@@ -44,8 +44,9 @@ void add_bench(CLI::App& app) {
       return;
     }
     const auto& m = j["machine"];
-    std::printf("%s (AMX %s), threads %d, oneDNN float32 %s\n", m["cpu_model"].get<std::string>().c_str(),
-                m["amx"].get<bool>() ? "yes" : "no", j["threads"].get<int>(), j["onednn_float32"].get<bool>() ? "on" : "off");
+    std::printf("%s (AMX %s), threads %d, oneDNN float32 %s, bfloat16 products: %s\n",
+                m["cpu_model"].get<std::string>().c_str(), m["amx"].get<bool>() ? "yes" : "no", j["threads"].get<int>(),
+                j["onednn_float32"].get<bool>() ? "on" : "off", j["onednn_bfloat16_products"].get<std::string>().c_str());
     const double others = m["background_cpu_share"].get<double>();
     if (others > 0.1)
       std::printf("note: other processes kept %.0f%% of the CPUs busy before the run: these figures will be low\n",

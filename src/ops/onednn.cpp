@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <string>
 #include <unordered_map>
 
 #include "ops/trace.h"
@@ -157,7 +158,7 @@ void execute(dnnl::matmul& matmul, const Operand& a, const Operand& b, const Ten
 
 // C [G, M, N] = A · B over slice-dense operands: one primitive per layout
 // and dtype whatever the sizes (oneDNN's jit gemm; measured as fast as the
-// per-shape brgemm on the model's products, 2x faster on decoding's gemv,
+// per-shape brgemm on the model's products where the CPU has no AMX, 2x faster on decoding's gemv,
 // and free of brgemm's ~0.4 ms creation per new shape, which documents of
 // every length and a growing key count would pay). Batches whose slices lie
 // apart, or where one side is shared, run slice by slice.
@@ -172,7 +173,36 @@ void runtime_product(const Operand& a, const Operand& b, const Tensor& c, bool a
   for (int64_t g = 0; g < c.size(0); ++g) execute(matmul, slice(a, g), slice(b, g), c.narrow(0, g, 1));
 }
 
+// Whether oneDNN's per-shape bfloat16 product runs on AMX tiles here (its
+// brgemm kernel "brg:avx512_core_amx_bf16"): asked once, by the kernel it
+// picks for a small product.
+bool per_shape_amx() {
+  static const bool amx = [] {
+    try {
+      using dt = dnnl::memory::data_type;
+      const dnnl::memory::dims a{64, 64};
+      const dnnl::matmul::primitive_desc pd(
+          dnnl::matmul::desc({a, dt::bf16, dnnl::memory::format_tag::ab}, {a, dt::bf16, dnnl::memory::format_tag::ab},
+                             {a, dt::f32, dnnl::memory::format_tag::ab}),
+          cpu_engine());
+      return std::string(pd.impl_info_str()).find("amx") != std::string::npos;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return amx;
+}
+
+std::atomic<int> g_path{static_cast<int>(ProductPath::automatic)};
+
 }  // namespace
+
+bool per_shape(int64_t G, int64_t M, int64_t K, int64_t N, torch::ScalarType dtype, bool amx) {
+  if (dtype != torch::kBFloat16 || !amx) return false;
+  return M >= kPerShapeMinRows && 2.0 * G * M * K * N >= kPerShapeMinFlops;
+}
+
+void set_product_path(ProductPath path) { g_path = static_cast<int>(path); }
 
 bool available() { return true; }
 
@@ -215,9 +245,14 @@ void product_into(const Tensor& a_in, const Tensor& b_in, const Tensor& c, bool 
     return;
   }
   const auto a = describe(a_in), b = describe(b_in);
-  if (a.slice_dense() && b.slice_dense()) {
+  const auto path = static_cast<ProductPath>(g_path.load(std::memory_order_relaxed));
+  const bool shaped =
+      path == ProductPath::per_shape ||
+      (path == ProductPath::automatic && a_in.scalar_type() == torch::kBFloat16 &&  // asks for AMX only then
+       per_shape(c3.size(0), c3.size(1), a.dims[2], c3.size(2), a_in.scalar_type(), per_shape_amx()));
+  if (a.slice_dense() && b.slice_dense() && !shaped) {
     runtime_product(a, b, c3, accumulate);
-  } else {  // padded rows or columns: a primitive for this exact shape and layout
+  } else {  // padded rows or columns, or AMX's brgemm: a primitive for this exact shape and layout
     const auto in = dnnl_type(a_in.scalar_type());
     execute(shaped_primitive(a, b, {c3.size(0), c3.size(1), c3.size(2)}, in, dnnl_type(c.scalar_type()), accumulate),
             a, b, c3);
@@ -247,6 +282,8 @@ void matmul_add(const Tensor& a, const Tensor& b, const Tensor& c) {
 
 size_t cached_primitives() { return cache().size(); }
 
+bool amx_products() { return per_shape_amx(); }
+
 void count_product_time(bool on) { g_count_time = on; }
 
 double product_seconds() { return 1e-9 * static_cast<double>(g_product_ns.load()); }
@@ -266,6 +303,12 @@ void matmul_add(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
 }
 
 size_t cached_primitives() { return 0; }
+
+bool per_shape(int64_t, int64_t, int64_t, int64_t, torch::ScalarType, bool) { return false; }
+
+void set_product_path(ProductPath) {}
+
+bool amx_products() { return false; }
 
 void count_product_time(bool) {}
 

@@ -4,7 +4,7 @@
 // per call (libtorch's mkldnn_linear converts both operands and the result).
 // Operands whose rows (or columns) lie back to back, the model's case, share
 // one primitive per layout and dtype whose sizes are given at run time, so
-// no shape ever pays oneDNN's primitive creation twice. Measured on this
+// no shape ever pays oneDNN's primitive creation (but see ProductPath: AMX). Measured on this
 // project's CPU (BENCHMARKS.md): 210-280 GFLOP/s float32 against 117-231
 // through mkldnn_linear and 36-56 through OpenBLAS, gemv at memory speed for
 // decoding. Built only where libdnnl is found; CUDA tensors never come here.
@@ -32,6 +32,25 @@ torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, torch::Scal
 // A's dtype), by oneDNN's sum post-op: the product's result is added to C as
 // it is stored, no temporary and no second pass over C.
 void matmul_add(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& c);
+
+// Which primitive a product over gap-free operands runs. Run-time sizes
+// (one jit gemm per layout and dtype, no creation per shape) serve every
+// product, except bfloat16 ones where oneDNN's per-shape brgemm runs on AMX
+// tiles: there the jit gemm does not use AMX and measured 2-2.5x slower on
+// the model's training products (BENCHMARKS.md, session 27). A product goes
+// per shape where per_shape() says; those shapes repeat every step and window,
+// so brgemm's creation (0.3-2.9 ms measured) is paid once per shape, and
+// few-row products (decoding) stay on the jit gemv.
+constexpr int64_t kPerShapeMinRows = 64;
+constexpr double kPerShapeMinFlops = 64.0 * 1024 * 1024;  // ~0.1 ms on AMX: creation pays back in a few calls
+bool per_shape(int64_t G, int64_t M, int64_t K, int64_t N, torch::ScalarType dtype, bool amx);
+
+// Whether this CPU runs oneDNN's per-shape bfloat16 products on AMX (asked once).
+bool amx_products();
+
+// automatic: per_shape() with amx_products(); the others force a path (tests, benchmarks).
+enum class ProductPath { automatic, run_time, per_shape };
+void set_product_path(ProductPath path);
 
 // Wall time inside oneDNN's products, summed over every thread, while
 // counting is on (off by default: two clock reads a product): with a training

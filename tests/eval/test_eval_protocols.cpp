@@ -11,6 +11,7 @@
 
 #include "eval/evaluator.h"
 #include "eval/results_db.h"
+#include "ops/onednn.h"
 #include "paths.h"
 #include "run_cli.h"
 #include "small_config.h"
@@ -270,6 +271,8 @@ TEST(BenchCli, JsonShape) {
   EXPECT_TRUE(others >= 0 && others <= 1) << others;
   EXPECT_FALSE(j["machine"]["cpu_model"].get<std::string>().empty());
   EXPECT_TRUE(j["machine"]["amx"].is_boolean());
+  const char* products = !onednn::available() ? "libtorch" : onednn::amx_products() ? "brgemm" : "jit";
+  EXPECT_EQ(j["onednn_bfloat16_products"].get<std::string>().rfind(products, 0), 0u) << j["onednn_bfloat16_products"];
   EXPECT_TRUE(j["machine"]["huge_pages"].is_boolean());
   EXPECT_GE(j["read_bytes_per_s"].get<double>(), j["read_bytes_per_s_4k_pages"].get<double>());  // the better of the two
   ASSERT_EQ(j["decode_bfloat16_weights"].size(), 2u);

@@ -134,6 +134,62 @@ TEST_F(OneDnn, SizesDoNotMultiplyPrimitives) {
   EXPECT_LE(onednn::cached_primitives(), 256u);
 }
 
+// Per-shape (brgemm) primitives only for bfloat16 products with AMX, and
+// only where rows and work pay for a primitive's creation: decoding's
+// few-row products and float32 keep the one run-time primitive.
+TEST(OneDnnPath, PerShapeOnlyForLargeBfloat16ProductsOnAmx) {
+  const auto bf16 = torch::kBFloat16;
+  EXPECT_TRUE(onednn::per_shape(1, 2312, 320, 320, bf16, true));  // tiny's step: B * (W + 2M + 2) rows
+  EXPECT_TRUE(onednn::per_shape(4, 578, 640, 1156, bf16, true));  // its attention, batched
+  EXPECT_FALSE(onednn::per_shape(1, 2312, 320, 320, bf16, false));  // no AMX: the jit gemm is as fast
+  EXPECT_FALSE(onednn::per_shape(1, 2312, 320, 320, torch::kFloat, true));
+  EXPECT_FALSE(onednn::per_shape(1, 1, 4096, 32000, bf16, true));  // a decoded token's gemv
+  EXPECT_FALSE(onednn::per_shape(1, onednn::kPerShapeMinRows - 1, 4096, 4096, bf16, true));
+  EXPECT_FALSE(onednn::per_shape(1, 128, 128, 128, bf16, true));  // too little work for a primitive's creation
+  EXPECT_TRUE(onednn::per_shape(1, onednn::kPerShapeMinRows, 4096, 4096, bf16, true));
+}
+
+// Both paths give the product (float32, and bfloat16 where oneDNN has it):
+// plain, column-major A (a weight's gradient dyᵀ · x), batched, a shared
+// right factor, and C += A · B. Run again at other sizes, the per-shape path
+// keeps a primitive for each of the five products and the run-time path none,
+// so each round ran the path it names.
+TEST_F(OneDnn, RunTimeAndPerShapePathsAgree) {
+  struct Restore {
+    ~Restore() { onednn::set_product_path(onednn::ProductPath::automatic); }
+  } restore;
+  std::vector<torch::ScalarType> dtypes{torch::kFloat};
+  if (onednn::supports(torch::kBFloat16)) dtypes.push_back(torch::kBFloat16);
+  int64_t rows = 96;  // new sizes each round
+  for (auto path : {onednn::ProductPath::run_time, onednn::ProductPath::per_shape}) {
+    onednn::set_product_path(path);
+    for (auto dtype : dtypes) {
+      for (int round = 0; round < 2; ++round) {
+        ++rows;
+        const auto in = [&](torch::Tensor t) { return t.to(dtype); };
+        const auto a = in(torch::randn({rows, 128})), at = in(torch::randn({128, rows})).t();
+        const auto w = in(torch::randn({80, 128})), v = in(torch::randn({64, 40}));
+        const auto batch = in(torch::randn({3, rows, 64})), keys = in(torch::randn({3, 48, 64}));
+        const auto before = onednn::cached_primitives();
+        // bfloat16 operands are exact in float32 and the sums are float32: the float32 tolerance holds.
+        EXPECT_TRUE(all_close(onednn::matmul(a, w.t(), torch::kFloat), reference(a, w.t()), 1e-5, 1e-5));
+        EXPECT_TRUE(all_close(onednn::matmul(at, w.t(), torch::kFloat), reference(at, w.t()), 1e-5, 1e-5));
+        EXPECT_TRUE(all_close(onednn::matmul(batch, keys.transpose(1, 2), torch::kFloat),
+                              reference(batch, keys.transpose(1, 2)), 1e-5, 1e-5));
+        EXPECT_TRUE(all_close(onednn::matmul(batch, v, torch::kFloat), reference(batch, v), 1e-5, 1e-5));
+        auto c = torch::randn({rows, 80});
+        const auto expected =
+            (c.to(torch::kDouble) + torch::matmul(a.to(torch::kDouble), w.t().to(torch::kDouble))).to(torch::kFloat);
+        onednn::matmul_add(a, w.t(), c);
+        EXPECT_TRUE(all_close(c, expected, 1e-5, 1e-5));
+        if (round == 1)
+          EXPECT_EQ(onednn::cached_primitives(), before + (path == onednn::ProductPath::per_shape ? 5 : 0))
+              << c10::toString(dtype);
+      }
+    }
+  }
+}
+
 TEST_F(OneDnn, RejectsMismatchedOperands) {
   EXPECT_THROW(onednn::matmul(torch::randn({3, 4}), torch::randn({5, 6}), torch::kFloat), c10::Error);
   EXPECT_THROW(onednn::matmul(torch::randn({3, 4}), torch::randn({4, 6}, torch::kDouble), torch::kFloat), c10::Error);
