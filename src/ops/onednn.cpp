@@ -15,6 +15,11 @@
 
 namespace bakallm::onednn {
 
+bool per_shape(int64_t G, int64_t M, int64_t K, int64_t N, torch::ScalarType dtype, bool amx) {
+  if (dtype != torch::kBFloat16 || !amx) return false;
+  return M >= kPerShapeMinRows && 2.0 * G * M * K * N >= kPerShapeMinFlops;
+}
+
 #ifdef BAKALLM_HAVE_DNNL
 
 namespace {
@@ -158,10 +163,11 @@ void execute(dnnl::matmul& matmul, const Operand& a, const Operand& b, const Ten
 
 // C [G, M, N] = A · B over slice-dense operands: one primitive per layout
 // and dtype whatever the sizes (oneDNN's jit gemm; measured as fast as the
-// per-shape brgemm on the model's products where the CPU has no AMX, 2x faster on decoding's gemv,
-// and free of brgemm's ~0.4 ms creation per new shape, which documents of
-// every length and a growing key count would pay). Batches whose slices lie
-// apart, or where one side is shared, run slice by slice.
+// per-shape brgemm on the model's products where the CPU has no AMX, 2x
+// faster on decoding's gemv, and free of brgemm's ~0.4 ms creation per new
+// shape, which documents of every length and a growing key count would
+// pay). Batches whose slices lie apart, or where one side is shared, run
+// slice by slice.
 void runtime_product(const Operand& a, const Operand& b, const Tensor& c, bool accumulate) {
   const auto in = dnnl_type(a.tensor.scalar_type());
   auto& matmul = runtime_primitive(a, b, in, dnnl_type(c.scalar_type()), accumulate);
@@ -173,10 +179,14 @@ void runtime_product(const Operand& a, const Operand& b, const Tensor& c, bool a
   for (int64_t g = 0; g < c.size(0); ++g) execute(matmul, slice(a, g), slice(b, g), c.narrow(0, g, 1));
 }
 
+std::atomic<int> g_path{static_cast<int>(ProductPath::automatic)};
+
+}  // namespace
+
 // Whether oneDNN's per-shape bfloat16 product runs on AMX tiles here (its
 // brgemm kernel "brg:avx512_core_amx_bf16"): asked once, by the kernel it
 // picks for a small product.
-bool per_shape_amx() {
+bool amx_products() {
   static const bool amx = [] {
     try {
       using dt = dnnl::memory::data_type;
@@ -191,15 +201,6 @@ bool per_shape_amx() {
     }
   }();
   return amx;
-}
-
-std::atomic<int> g_path{static_cast<int>(ProductPath::automatic)};
-
-}  // namespace
-
-bool per_shape(int64_t G, int64_t M, int64_t K, int64_t N, torch::ScalarType dtype, bool amx) {
-  if (dtype != torch::kBFloat16 || !amx) return false;
-  return M >= kPerShapeMinRows && 2.0 * G * M * K * N >= kPerShapeMinFlops;
 }
 
 void set_product_path(ProductPath path) { g_path = static_cast<int>(path); }
@@ -249,7 +250,7 @@ void product_into(const Tensor& a_in, const Tensor& b_in, const Tensor& c, bool 
   const bool shaped =
       path == ProductPath::per_shape ||
       (path == ProductPath::automatic && a_in.scalar_type() == torch::kBFloat16 &&  // asks for AMX only then
-       per_shape(c3.size(0), c3.size(1), a.dims[2], c3.size(2), a_in.scalar_type(), per_shape_amx()));
+       per_shape(c3.size(0), c3.size(1), a.dims[2], c3.size(2), a_in.scalar_type(), amx_products()));
   if (a.slice_dense() && b.slice_dense() && !shaped) {
     runtime_product(a, b, c3, accumulate);
   } else {  // padded rows or columns, or AMX's brgemm: a primitive for this exact shape and layout
@@ -282,8 +283,6 @@ void matmul_add(const Tensor& a, const Tensor& b, const Tensor& c) {
 
 size_t cached_primitives() { return cache().size(); }
 
-bool amx_products() { return per_shape_amx(); }
-
 void count_product_time(bool on) { g_count_time = on; }
 
 double product_seconds() { return 1e-9 * static_cast<double>(g_product_ns.load()); }
@@ -303,8 +302,6 @@ void matmul_add(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
 }
 
 size_t cached_primitives() { return 0; }
-
-bool per_shape(int64_t, int64_t, int64_t, int64_t, torch::ScalarType, bool) { return false; }
 
 void set_product_path(ProductPath) {}
 
