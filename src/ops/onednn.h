@@ -45,6 +45,17 @@ constexpr int64_t kPerShapeMinRows = 64;
 constexpr double kPerShapeMinFlops = 64.0 * 1024 * 1024;  // ~0.1 ms on AMX: creation pays back in a few calls
 bool per_shape(int64_t G, int64_t M, int64_t K, int64_t N, torch::ScalarType dtype, bool amx);
 
+// A per-shape product with a long depth K (the LM head's d(hidden) = dlogits ·
+// W sums over the 32,000-word vocabulary) runs as depth_pieces() products over
+// pieces of K of at most kDepthPiece, each added to C in float32 (the sum
+// post-op) as one product would sum them: brgemm's one product measured
+// 190-400 GFLOP/s there against 440-530 in pieces of 8,000 (tiny's and base's
+// heads, BENCHMARKS.md, session 28; the jit gemm gained nothing, so run-time
+// products stay whole). 1 (no split) where C is not float32.
+constexpr int64_t kSplitDepth = 16384;
+constexpr int64_t kDepthPiece = 8192;
+int64_t depth_pieces(int64_t K, bool per_shape, torch::ScalarType out);
+
 // Whether this CPU runs oneDNN's per-shape bfloat16 products on AMX (asked once).
 bool amx_products();
 

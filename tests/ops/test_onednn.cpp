@@ -190,6 +190,49 @@ TEST_F(OneDnn, RunTimeAndPerShapePathsAgree) {
   }
 }
 
+// Long depths in pieces: only per-shape products into float32 C, the pieces
+// at most kDepthPiece long.
+TEST(OneDnnPath, LongDepthInPiecesOnlyPerShapeIntoFloat32) {
+  EXPECT_EQ(onednn::depth_pieces(32000, true, torch::kFloat), 4);  // tiny's and base's head: dlogits · W
+  EXPECT_EQ(onednn::depth_pieces(onednn::kSplitDepth, true, torch::kFloat), 1);
+  EXPECT_EQ(onednn::depth_pieces(onednn::kSplitDepth + 1, true, torch::kFloat), 3);
+  EXPECT_EQ(onednn::depth_pieces(32000, false, torch::kFloat), 1);     // the jit gemm gained nothing
+  EXPECT_EQ(onednn::depth_pieces(32000, true, torch::kBFloat16), 1);  // partial sums rounded to bfloat16: never
+}
+
+// A per-shape product over a long K, in pieces, gives the product and C +=
+// it (plain, column-major A, batched), in float32 and bfloat16 operands. The
+// first piece's primitive stores, the next adds, the shorter last adds: three
+// primitives kept, so the product did run in pieces. Operands in [0, 1): a
+// sum of 17k terms without cancellation, so float32's rounding of it stays
+// within the relative tolerance.
+TEST_F(OneDnn, LongDepthPiecesSumToTheProduct) {
+  struct Restore {
+    ~Restore() { onednn::set_product_path(onednn::ProductPath::automatic); }
+  } restore;
+  onednn::set_product_path(onednn::ProductPath::per_shape);
+  std::vector<torch::ScalarType> dtypes{torch::kFloat};
+  if (onednn::supports(torch::kBFloat16)) dtypes.push_back(torch::kBFloat16);
+  const int64_t K = onednn::kSplitDepth + 1000;  // three pieces, the last shorter
+  int64_t rows = 16;
+  for (auto dtype : dtypes) {
+    ++rows;  // new shapes for each dtype
+    const auto in = [&](torch::Tensor t) { return t.to(dtype); };
+    const auto a = in(torch::rand({rows, K})), at = in(torch::rand({K, rows})).t(), b = in(torch::rand({K, 24}));
+    const auto batch = in(torch::rand({2, rows, K})), batch_b = in(torch::rand({2, K, 24}));
+    // bfloat16 operands are exact in float32 and the sums are float32: the float32 tolerance holds.
+    const auto before = onednn::cached_primitives();
+    EXPECT_TRUE(all_close(onednn::matmul(a, b, torch::kFloat), reference(a, b), 1e-5, 1e-5)) << c10::toString(dtype);
+    EXPECT_EQ(onednn::cached_primitives(), before + 3) << c10::toString(dtype);
+    EXPECT_TRUE(all_close(onednn::matmul(at, b, torch::kFloat), reference(at, b), 1e-5, 1e-5)) << c10::toString(dtype);
+    EXPECT_TRUE(all_close(onednn::matmul(batch, batch_b, torch::kFloat), reference(batch, batch_b), 1e-5, 1e-5));
+    auto c = torch::rand({rows, 24});
+    const auto expected = (c.to(torch::kDouble) + torch::matmul(a.to(torch::kDouble), b.to(torch::kDouble))).to(torch::kFloat);
+    onednn::matmul_add(a, b, c);
+    EXPECT_TRUE(all_close(c, expected, 1e-5, 1e-5)) << c10::toString(dtype);
+  }
+}
+
 TEST_F(OneDnn, RejectsMismatchedOperands) {
   EXPECT_THROW(onednn::matmul(torch::randn({3, 4}), torch::randn({5, 6}), torch::kFloat), c10::Error);
   EXPECT_THROW(onednn::matmul(torch::randn({3, 4}), torch::randn({4, 6}, torch::kDouble), torch::kFloat), c10::Error);
