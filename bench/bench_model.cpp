@@ -62,7 +62,9 @@ BENCHMARK(BM_Matmul)->Args({1024, 0, 1})->Args({1024, 1, 1})->Args({1024, 0, 0})
 // matmul, takes fixed shapes only) against a primitive made for the shape,
 // bfloat16 operands into float32 or bfloat16, at tiny's 4 x 578 rows: y = x·Wᵀ
 // for 320 -> 320, 320 -> 1280, 1280 -> 320 and the head's 320 -> 32,000, and
-// 1024³. The label names the implementation oneDNN picked. On a CPU with AMX
+// 1024³, and the head's backward d(hidden) = dlogits · W for a chunk of 1,024
+// rows (K = 32,000: there the jit gemm beat brgemm, onednn::kPerShapeMaxDepth).
+// The label names the implementation oneDNN picked. On a CPU with AMX
 // this says whether per-shape primitives would pay there.
 void BM_OneDnnPrimitive(benchmark::State& state) {
   using dt = dnnl::memory::data_type;
@@ -72,8 +74,8 @@ void BM_OneDnnPrimitive(benchmark::State& state) {
     int64_t M, K, N;
     bool b_transposed;  // b a weight [N, K] read as Wᵀ (the model's products), or a plain [K, N]
   };
-  const std::array<Shape, 5> shapes{{{2312, 320, 320, true}, {2312, 320, 1280, true}, {2312, 1280, 320, true},
-                                     {2312, 320, 32000, true}, {1024, 1024, 1024, false}}};
+  const std::array<Shape, 6> shapes{{{2312, 320, 320, true}, {2312, 320, 1280, true}, {2312, 1280, 320, true},
+                                     {2312, 320, 32000, true}, {1024, 1024, 1024, false}, {1024, 32000, 320, false}}};
   const auto [M, K, N, b_transposed] = shapes[state.range(0)];
   const bool runtime = state.range(1);
   const auto out = state.range(2) ? dt::bf16 : dt::f32;
@@ -100,7 +102,7 @@ void BM_OneDnnPrimitive(benchmark::State& state) {
   state.SetLabel(std::to_string(K) + " -> " + std::to_string(N) + (runtime ? ", run-time shape" : ", fixed shape") +
                  (out == dt::f32 ? ", float32 out: " : ", bfloat16 out: ") + pd.impl_info_str());
 }
-BENCHMARK(BM_OneDnnPrimitive)->ArgsProduct({{0, 1, 2, 3, 4}, {1, 0}, {0, 1}})->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_OneDnnPrimitive)->ArgsProduct({{0, 1, 2, 3, 4, 5}, {1, 0}, {0, 1}})->Unit(benchmark::kMicrosecond);
 #endif
 
 // The three products of a Linear in a training step, at a window's rows

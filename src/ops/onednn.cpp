@@ -1,6 +1,5 @@
 #include "ops/onednn.h"
 
-#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -18,12 +17,7 @@ namespace bakallm::onednn {
 
 bool per_shape(int64_t G, int64_t M, int64_t K, int64_t N, torch::ScalarType dtype, bool amx) {
   if (dtype != torch::kBFloat16 || !amx) return false;
-  return M >= kPerShapeMinRows && 2.0 * G * M * K * N >= kPerShapeMinFlops;
-}
-
-int64_t depth_pieces(int64_t K, bool per_shape, torch::ScalarType out) {
-  if (!per_shape || out != torch::kFloat || K <= kSplitDepth) return 1;
-  return (K + kDepthPiece - 1) / kDepthPiece;
+  return M >= kPerShapeMinRows && K <= kPerShapeMaxDepth && 2.0 * G * M * K * N >= kPerShapeMinFlops;
 }
 
 #ifdef BAKALLM_HAVE_DNNL
@@ -259,21 +253,10 @@ void product_into(const Tensor& a_in, const Tensor& b_in, const Tensor& c, bool 
        per_shape(c3.size(0), c3.size(1), a.dims[2], c3.size(2), a_in.scalar_type(), amx_products()));
   if (a.slice_dense() && b.slice_dense() && !shaped) {
     runtime_product(a, b, c3, accumulate);
-    return;
-  }
-  // Padded rows or columns, or AMX's brgemm: a primitive for this exact shape
-  // and layout, per piece of K where it is long.
-  const auto in = dnnl_type(a_in.scalar_type()), out = dnnl_type(c.scalar_type());
-  const int64_t K = a.dims[2], pieces = depth_pieces(K, shaped, c.scalar_type());
-  if (pieces == 1) {
-    execute(shaped_primitive(a, b, {c3.size(0), c3.size(1), c3.size(2)}, in, out, accumulate), a, b, c3);
-    return;
-  }
-  const int64_t piece = (K + pieces - 1) / pieces;  // the last one shorter
-  for (int64_t k = 0; k < K; k += piece) {
-    const int64_t n = std::min(piece, K - k);
-    const auto ap = describe(a.tensor.narrow(-1, k, n)), bp = describe(b.tensor.narrow(-2, k, n));
-    execute(shaped_primitive(ap, bp, {c3.size(0), c3.size(1), c3.size(2)}, in, out, accumulate || k > 0), ap, bp, c3);
+  } else {  // padded rows or columns, or AMX's brgemm: a primitive for this exact shape and layout
+    const auto in = dnnl_type(a_in.scalar_type());
+    execute(shaped_primitive(a, b, {c3.size(0), c3.size(1), c3.size(2)}, in, dnnl_type(c.scalar_type()), accumulate),
+            a, b, c3);
   }
 }
 

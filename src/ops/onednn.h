@@ -40,21 +40,14 @@ void matmul_add(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
 // the model's training products (BENCHMARKS.md, session 27). A product goes
 // per shape where per_shape() says; those shapes repeat every step and window,
 // so brgemm's creation (0.3-2.9 ms measured) is paid once per shape, and
-// few-row products (decoding) stay on the jit gemv.
+// few-row products (decoding) stay on the jit gemv. So do products over a
+// long depth K (the LM head's d(hidden) = dlogits · W sums over the 32,000-word
+// vocabulary): there brgemm measured 190-400 GFLOP/s against the jit gemm's
+// 430-640 on tiny's and base's heads (BENCHMARKS.md, session 28).
 constexpr int64_t kPerShapeMinRows = 64;
 constexpr double kPerShapeMinFlops = 64.0 * 1024 * 1024;  // ~0.1 ms on AMX: creation pays back in a few calls
+constexpr int64_t kPerShapeMaxDepth = 16384;
 bool per_shape(int64_t G, int64_t M, int64_t K, int64_t N, torch::ScalarType dtype, bool amx);
-
-// A per-shape product with a long depth K (the LM head's d(hidden) = dlogits ·
-// W sums over the 32,000-word vocabulary) runs as depth_pieces() products over
-// pieces of K of at most kDepthPiece, each added to C in float32 (the sum
-// post-op) as one product would sum them: brgemm's one product measured
-// 190-400 GFLOP/s there against 440-530 in pieces of 8,000 (tiny's and base's
-// heads, BENCHMARKS.md, session 28; the jit gemm gained nothing, so run-time
-// products stay whole). 1 (no split) where C is not float32.
-constexpr int64_t kSplitDepth = 16384;
-constexpr int64_t kDepthPiece = 8192;
-int64_t depth_pieces(int64_t K, bool per_shape, torch::ScalarType out);
 
 // Whether this CPU runs oneDNN's per-shape bfloat16 products on AMX (asked once).
 bool amx_products();

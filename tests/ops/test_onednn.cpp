@@ -147,6 +147,21 @@ TEST(OneDnnPath, PerShapeOnlyForLargeBfloat16ProductsOnAmx) {
   EXPECT_FALSE(onednn::per_shape(1, onednn::kPerShapeMinRows - 1, 4096, 4096, bf16, true));
   EXPECT_FALSE(onednn::per_shape(1, 128, 128, 128, bf16, true));  // too little work for a primitive's creation
   EXPECT_TRUE(onednn::per_shape(1, onednn::kPerShapeMinRows, 4096, 4096, bf16, true));
+  EXPECT_TRUE(onednn::per_shape(1, 1024, onednn::kPerShapeMaxDepth, 320, bf16, true));
+  EXPECT_FALSE(onednn::per_shape(1, 1024, 32000, 320, bf16, true));  // the head's dlogits · W: the jit gemm is faster
+}
+
+// A long-depth bfloat16 product in the automatic path runs the run-time
+// primitive: after one small product of the same layout (which has it made),
+// it keeps no new primitive, on any CPU (on AMX a per-shape one would be kept).
+TEST_F(OneDnn, LongDepthProductsKeepTheRunTimePrimitive) {
+  if (!onednn::supports(torch::kBFloat16)) GTEST_SKIP() << "no bfloat16 matmul in oneDNN on this CPU";
+  const auto a = torch::rand({64, onednn::kPerShapeMaxDepth + 64}).to(torch::kBFloat16);
+  const auto b = torch::rand({onednn::kPerShapeMaxDepth + 64, 32}).to(torch::kBFloat16);
+  onednn::matmul(a.narrow(1, 0, 8).contiguous(), b.narrow(0, 0, 8).contiguous(), torch::kFloat);
+  const auto before = onednn::cached_primitives();
+  EXPECT_TRUE(all_close(onednn::matmul(a, b, torch::kFloat), reference(a, b), 1e-5, 1e-5));
+  EXPECT_EQ(onednn::cached_primitives(), before);
 }
 
 // Both paths give the product (float32, and bfloat16 where oneDNN has it):
@@ -187,49 +202,6 @@ TEST_F(OneDnn, RunTimeAndPerShapePathsAgree) {
               << c10::toString(dtype);
       }
     }
-  }
-}
-
-// Long depths in pieces: only per-shape products into float32 C, the pieces
-// at most kDepthPiece long.
-TEST(OneDnnPath, LongDepthInPiecesOnlyPerShapeIntoFloat32) {
-  EXPECT_EQ(onednn::depth_pieces(32000, true, torch::kFloat), 4);  // tiny's and base's head: dlogits · W
-  EXPECT_EQ(onednn::depth_pieces(onednn::kSplitDepth, true, torch::kFloat), 1);
-  EXPECT_EQ(onednn::depth_pieces(onednn::kSplitDepth + 1, true, torch::kFloat), 3);
-  EXPECT_EQ(onednn::depth_pieces(32000, false, torch::kFloat), 1);     // the jit gemm gained nothing
-  EXPECT_EQ(onednn::depth_pieces(32000, true, torch::kBFloat16), 1);  // partial sums rounded to bfloat16: never
-}
-
-// A per-shape product over a long K, in pieces, gives the product and C +=
-// it (plain, column-major A, batched), in float32 and bfloat16 operands. The
-// first piece's primitive stores, the next adds, the shorter last adds: three
-// primitives kept, so the product did run in pieces. Operands in [0, 1): a
-// sum of 17k terms without cancellation, so float32's rounding of it stays
-// within the relative tolerance.
-TEST_F(OneDnn, LongDepthPiecesSumToTheProduct) {
-  struct Restore {
-    ~Restore() { onednn::set_product_path(onednn::ProductPath::automatic); }
-  } restore;
-  onednn::set_product_path(onednn::ProductPath::per_shape);
-  std::vector<torch::ScalarType> dtypes{torch::kFloat};
-  if (onednn::supports(torch::kBFloat16)) dtypes.push_back(torch::kBFloat16);
-  const int64_t K = onednn::kSplitDepth + 1000;  // three pieces, the last shorter
-  int64_t rows = 16;
-  for (auto dtype : dtypes) {
-    ++rows;  // new shapes for each dtype
-    const auto in = [&](torch::Tensor t) { return t.to(dtype); };
-    const auto a = in(torch::rand({rows, K})), at = in(torch::rand({K, rows})).t(), b = in(torch::rand({K, 24}));
-    const auto batch = in(torch::rand({2, rows, K})), batch_b = in(torch::rand({2, K, 24}));
-    // bfloat16 operands are exact in float32 and the sums are float32: the float32 tolerance holds.
-    const auto before = onednn::cached_primitives();
-    EXPECT_TRUE(all_close(onednn::matmul(a, b, torch::kFloat), reference(a, b), 1e-5, 1e-5)) << c10::toString(dtype);
-    EXPECT_EQ(onednn::cached_primitives(), before + 3) << c10::toString(dtype);
-    EXPECT_TRUE(all_close(onednn::matmul(at, b, torch::kFloat), reference(at, b), 1e-5, 1e-5)) << c10::toString(dtype);
-    EXPECT_TRUE(all_close(onednn::matmul(batch, batch_b, torch::kFloat), reference(batch, batch_b), 1e-5, 1e-5));
-    auto c = torch::rand({rows, 24});
-    const auto expected = (c.to(torch::kDouble) + torch::matmul(a.to(torch::kDouble), b.to(torch::kDouble))).to(torch::kFloat);
-    onednn::matmul_add(a, b, c);
-    EXPECT_TRUE(all_close(c, expected, 1e-5, 1e-5)) << c10::toString(dtype);
   }
 }
 
