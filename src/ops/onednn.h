@@ -42,8 +42,8 @@ void matmul_add(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
 // so brgemm's creation (0.3-2.9 ms measured) is paid once per shape, and
 // few-row products (decoding) stay on the jit gemv. So do products over a
 // long depth K (the LM head's d(hidden) = dlogits · W sums over the 32,000-word
-// vocabulary): there brgemm measured 190-400 GFLOP/s against the jit gemm's
-// 430-640 on tiny's and base's heads (BENCHMARKS.md, session 28).
+// vocabulary): there brgemm took twice the jit gemm's time on tiny's and
+// base's heads (190-400 GFLOP/s against 425-1,250; BENCHMARKS.md, session 28).
 constexpr int64_t kPerShapeMinRows = 64;
 constexpr double kPerShapeMinFlops = 64.0 * 1024 * 1024;  // ~0.1 ms on AMX: creation pays back in a few calls
 constexpr int64_t kPerShapeMaxDepth = 16384;
