@@ -14,6 +14,13 @@ torch::Tensor reference(const torch::Tensor& a, const torch::Tensor& b) {
   return torch::matmul(a.to(torch::kDouble), b.to(torch::kDouble)).to(torch::kFloat);
 }
 
+// The operand dtypes oneDNN multiplies on this CPU: float32, and bfloat16 where it has a kernel.
+std::vector<torch::ScalarType> product_dtypes() {
+  std::vector<torch::ScalarType> dtypes{torch::kFloat};
+  if (onednn::supports(torch::kBFloat16)) dtypes.push_back(torch::kBFloat16);
+  return dtypes;
+}
+
 class OneDnn : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -157,9 +164,7 @@ TEST(OneDnnPath, PerShapeOnlyForLargeBfloat16ProductsOnAmx) {
 // Operands in [0, 1): a sum of 16k terms without cancellation, within the
 // relative tolerance.
 TEST_F(OneDnn, LongDepthProductsKeepTheRunTimePrimitive) {
-  std::vector<torch::ScalarType> dtypes{torch::kFloat};
-  if (onednn::supports(torch::kBFloat16)) dtypes.push_back(torch::kBFloat16);
-  for (auto dtype : dtypes) {
+  for (auto dtype : product_dtypes()) {
     const auto a = torch::rand({64, onednn::kPerShapeMaxDepth + 64}).to(dtype);
     const auto b = torch::rand({onednn::kPerShapeMaxDepth + 64, 32}).to(dtype);
     onednn::matmul(a.narrow(1, 0, 8).contiguous(), b.narrow(0, 0, 8).contiguous(), torch::kFloat);
@@ -178,12 +183,10 @@ TEST_F(OneDnn, RunTimeAndPerShapePathsAgree) {
   struct Restore {
     ~Restore() { onednn::set_product_path(onednn::ProductPath::automatic); }
   } restore;
-  std::vector<torch::ScalarType> dtypes{torch::kFloat};
-  if (onednn::supports(torch::kBFloat16)) dtypes.push_back(torch::kBFloat16);
   int64_t rows = 96;  // new sizes each round
   for (auto path : {onednn::ProductPath::run_time, onednn::ProductPath::per_shape}) {
     onednn::set_product_path(path);
-    for (auto dtype : dtypes) {
+    for (auto dtype : product_dtypes()) {
       for (int round = 0; round < 2; ++round) {
         ++rows;
         const auto in = [&](torch::Tensor t) { return t.to(dtype); };
