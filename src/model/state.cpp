@@ -17,6 +17,7 @@ WindowOffsets WindowOffsets::shifted(int64_t r) const {
 
 void RowBuffer::reserve(std::vector<int64_t> shape, const torch::TensorOptions& options) {
   data_ = empty_huge(shape, options);  // a decoded token reads every key and value
+  last_ = torch::Tensor();
   length_ = 0;
   reserved_ = true;
 }
@@ -58,12 +59,19 @@ torch::Tensor RowBuffer::append(const torch::Tensor& r) {
     if (!copy_rows(r, data_, length_)) data_.narrow(1, length_, n).copy_(r);
   } else {
     data_ = length_ ? torch::cat({data_, r}, 1) : r;
+    last_ = r;
+    last_first_ = length_;
   }
   length_ += n;
   return rows();
 }
 
 torch::Tensor RowBuffer::rows() const { return reserved_ ? narrow_rows(data_, 1, 0, length_) : data_; }
+
+torch::Tensor RowBuffer::rows_from(int64_t first) const {
+  if (!reserved_ && last_.defined() && first == last_first_) return last_;
+  return first == 0 ? rows() : narrow_rows(rows(), 1, first, length_ - first);
+}
 
 WindowOffsets OpenWindow::next_offsets(const std::vector<OpenWindow*>& windows, torch::Device device) {
   if (windows.size() == 1) return windows[0]->offsets.shifted(windows[0]->rows());
@@ -82,7 +90,7 @@ LayerCache LayerWindow::cache() const {
   const int64_t n = rows();
   const auto source = sources.rows();
   const auto dtype = source.scalar_type();  // the model's: a bfloat16 cache is handed on widened
-  return {source, keys.rows().narrow(1, past, n).to(dtype), values.rows().narrow(1, past, n).to(dtype)};
+  return {source, keys.rows_from(past).to(dtype), values.rows_from(past).to(dtype)};
 }
 
 

@@ -75,10 +75,17 @@ class RowBuffer {
   // Appends ROWS [B, n, ...]; returns every row so far.                [B, length, ...]
   torch::Tensor append(const torch::Tensor& rows);
   torch::Tensor rows() const;  // every row so far
+  // Rows [FIRST, length): where they are the last append's, unreserved, that
+  // tensor itself. A window's own keys and values, handed on as the next
+  // window's cache, then take their gradient straight, not through a slice of
+  // the concatenation (zeros of all the rows, a copy, a sum of that size).
+  torch::Tensor rows_from(int64_t first) const;  // [B, length - first, ...]
   int64_t length() const { return length_; }
 
  private:
   torch::Tensor data_;
+  torch::Tensor last_;      // unreserved: the last append's rows, from row last_first_
+  int64_t last_first_ = 0;
   int64_t length_ = 0;
   bool reserved_ = false;
 };

@@ -35,5 +35,43 @@ TEST(RowBuffer, UnreservedRowsGrow) {
   EXPECT_TRUE(torch::equal(buffer.append(b), torch::cat({a, b}, 1)));
 }
 
+// rows_from(first): the last append's own tensor where it starts at FIRST,
+// unreserved (a window's keys handed on as the next one's cache: no slice for
+// autograd to undo); the same values as a narrow of rows() otherwise.
+TEST(RowBuffer, RowsFromTheLastAppendAreThatTensor) {
+  RowBuffer buffer;
+  const auto a = torch::randn({2, 3, 4}), b = torch::randn({2, 5, 4}), c = torch::randn({2, 1, 4});
+  buffer.append(a);
+  EXPECT_TRUE(buffer.rows_from(0).is_same(a));
+  buffer.append(b);
+  EXPECT_TRUE(buffer.rows_from(3).is_same(b));
+  EXPECT_TRUE(torch::equal(buffer.rows_from(1), torch::cat({a, b}, 1).narrow(1, 1, 7)));
+  buffer.append(c);
+  EXPECT_TRUE(torch::equal(buffer.rows_from(3), torch::cat({b, c}, 1)));  // two appends: a narrow
+  RowBuffer reserved;
+  reserved.reserve({2, 10, 4}, torch::TensorOptions());
+  reserved.append(a);
+  reserved.append(b);
+  EXPECT_FALSE(reserved.rows_from(3).is_same(b));
+  EXPECT_TRUE(torch::equal(reserved.rows_from(3), b));
+}
+
+// The cache's gradient: a window's keys reach the next window as the appended
+// tensor, so backward through cache() gives them the same gradient as
+// through a narrow of the concatenation.
+TEST(RowBuffer, GradientThroughRowsFromIsTheNarrowsGradient) {
+  const auto past = torch::randn({2, 3, 4});
+  const auto k = torch::randn({2, 5, 4}, torch::requires_grad());
+  const auto w = torch::randn({2, 5, 4});
+  RowBuffer buffer;
+  buffer.append(past);
+  buffer.append(k);
+  (buffer.rows_from(3) * w).sum().backward();
+  const auto direct = k.grad().clone();
+  k.mutable_grad().zero_();
+  (torch::cat({past, k}, 1).narrow(1, 3, 5) * w).sum().backward();
+  EXPECT_TRUE(torch::equal(direct, k.grad()));
+}
+
 }  // namespace
 }  // namespace bakallm
