@@ -141,6 +141,7 @@ dnnl::matmul& runtime_primitive(const Operand& a, const Operand& b, dnnl::memory
 
 std::atomic<bool> g_count_time{false};
 std::atomic<int64_t> g_product_ns{0};
+std::atomic<double> g_product_flops{0};
 
 void execute(dnnl::matmul& matmul, const Operand& a, const Operand& b, const Tensor& c) {
   BAKALLM_TRACE("onednn_product");  // the product alone, for a trace's share of time in products
@@ -156,9 +157,13 @@ void execute(dnnl::matmul& matmul, const Operand& a, const Operand& b, const Ten
   dnnl::memory c_mem({c_dims, out, dnnl::memory::format_tag::abc}, engine, c.data_ptr());
   matmul.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
   stream.wait();
-  if (timed)
+  if (timed) {
     g_product_ns.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count(),
                            std::memory_order_relaxed);
+    const double flops = 2.0 * static_cast<double>(c.size(0)) * c.size(1) * c.size(2) * a.dims[2];  // 2·G·M·N·K
+    for (double was = g_product_flops.load(); !g_product_flops.compare_exchange_weak(was, was + flops);) {
+    }
+  }
 }
 
 // C [G, M, N] = A · B over slice-dense operands: one primitive per layout
@@ -287,6 +292,8 @@ void count_product_time(bool on) { g_count_time = on; }
 
 double product_seconds() { return 1e-9 * static_cast<double>(g_product_ns.load()); }
 
+double product_flops() { return g_product_flops.load(); }
+
 #else  // no oneDNN in this build
 
 bool available() { return false; }
@@ -310,6 +317,8 @@ bool amx_products() { return false; }
 void count_product_time(bool) {}
 
 double product_seconds() { return 0.0; }
+
+double product_flops() { return 0.0; }
 
 #endif
 

@@ -59,9 +59,11 @@ void set_product_path(ProductPath path);
 // Wall time inside oneDNN's products, summed over every thread, while
 // counting is on (off by default: two clock reads a product): with a training
 // step's time it splits the step into its products and the work between
-// them, which bench reports beside MFU.
+// them, which bench reports beside MFU. And the FLOPs those products ran
+// (2·M·N·K each), which bench sets beside the FLOPs MFU counts.
 void count_product_time(bool on);
 double product_seconds();  // since the process started
+double product_flops();    // since the process started
 
 // Primitives kept for reuse: one per layout and dtype, plus one per shape for
 // operands with padded rows (bounded).
