@@ -2,8 +2,11 @@
 //   build/bench/bakallm_bench --benchmark_filter=.   (BAKALLM_THREADS sets libtorch threads, default 2)
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdlib>
+#include <unordered_map>
 
 #include "infer/decoder.h"
 #include "infer/sampler.h"
@@ -103,6 +106,89 @@ void BM_OneDnnPrimitive(benchmark::State& state) {
                  (out == dt::f32 ? ", float32 out: " : ", bfloat16 out: ") + pd.impl_info_str());
 }
 BENCHMARK(BM_OneDnnPrimitive)->ArgsProduct({{0, 1, 2, 3, 4, 5}, {1, 0}, {0, 1}})->Unit(benchmark::kMicrosecond);
+
+// Each bfloat16 product class of tiny's training step (fixed-shape oneDNN
+// primitives, as the model runs them on AMX) against the peak bench measures,
+// 1,024³ in bfloat16 with bfloat16 out (measure_matmul_flops), timed pair by
+// pair: peak, product, peak. A host whose rate moves by seconds (the Xeon
+// with AMX here: 1,024³ at 355-750 and at 930-1,610 GFLOP/s, alternating)
+// leaves each pair in one phase; pairs whose two peaks differ by over 30% are
+// dropped. Counters: the product's median share of the peak over all pairs,
+// over the pairs whose peak was in the top quarter (fast) and in the bottom
+// quarter (slow), and those quarters' median peaks. It bounds the MFU a step
+// of these products could reach with nothing between them.
+// Shapes (G batches of M x K -> N): forward and dx 2,312 x 320 -> 320,
+// 320 -> 1,280 and 1,280 -> 320 (4 x 578 rows); the head's logits 1,024 x
+// 320 -> 32,000; dW 320 x 2,312 -> 320 and 1,280 x 2,312 -> 320 (the
+// activations read transposed); attention's scores 4 x 578 x 640 -> 1,156
+// and dQ = dS·K 4 x 578 x 1,156 -> 640. Second argument: float32 or
+// bfloat16 out.
+void BM_ProductAgainstPeak(benchmark::State& state) {
+  using dt = dnnl::memory::data_type;
+  using tag = dnnl::memory::format_tag;
+  set_threads(threads());
+  struct Shape {
+    int64_t G, M, K, N;
+    bool a_transposed;  // a [M, K] read from a [K, M] tensor (dW = dyᵀ · x)
+  };
+  const std::array<Shape, 8> shapes{{{1, 2312, 320, 320, false}, {1, 2312, 320, 1280, false},
+                                     {1, 2312, 1280, 320, false}, {1, 1024, 320, 32000, false},
+                                     {1, 320, 2312, 320, true}, {1, 1280, 2312, 320, true},
+                                     {4, 578, 640, 1156, false}, {4, 578, 1156, 640, false}}};
+  dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  dnnl::stream stream(engine);
+  struct Product {
+    dnnl::matmul primitive;
+    torch::Tensor a, b, c;  // [G·M·K] (or transposed), [G·K·N], [G·M·N]
+    std::unordered_map<int, dnnl::memory> args;
+    double flops;
+    double seconds(dnnl::stream& s) {
+      const auto t0 = std::chrono::steady_clock::now();
+      primitive.execute(s, args);
+      s.wait();
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+  };
+  auto make = [&](const Shape& s, dt out) {
+    const dnnl::memory::desc a({s.G, s.M, s.K}, dt::bf16, s.a_transposed ? tag::acb : tag::abc),
+        b({s.G, s.K, s.N}, dt::bf16, tag::abc), c({s.G, s.M, s.N}, out, tag::abc);
+    Product p{dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), engine)),
+              torch::randn({s.G * s.M * s.K}).to(torch::kBFloat16), torch::randn({s.G * s.K * s.N}).to(torch::kBFloat16),
+              torch::empty({s.G * s.M * s.N}, out == dt::f32 ? torch::kFloat : torch::kBFloat16), {},
+              2.0 * s.G * s.M * s.K * s.N};
+    p.args = {{DNNL_ARG_SRC, dnnl::memory(a, engine, p.a.data_ptr())},
+              {DNNL_ARG_WEIGHTS, dnnl::memory(b, engine, p.b.data_ptr())},
+              {DNNL_ARG_DST, dnnl::memory(c, engine, p.c.data_ptr())}};
+    return p;
+  };
+  Product product = make(shapes[state.range(0)], state.range(1) ? dt::bf16 : dt::f32);
+  Product peak = make({1, 1024, 1024, 1024, false}, dt::bf16);
+  product.seconds(stream), peak.seconds(stream);  // untimed: first touch
+  std::vector<std::pair<double, double>> pairs;    // (peak FLOP/s, the product's share of it)
+  for (auto _ : state) {
+    const double before = peak.flops / peak.seconds(stream), rate = product.flops / product.seconds(stream),
+                 after = peak.flops / peak.seconds(stream);
+    if (std::max(before, after) <= 1.3 * std::min(before, after)) pairs.emplace_back((before + after) / 2, rate / ((before + after) / 2));
+  }
+  if (pairs.empty()) return state.SkipWithError("every pair straddled a change of the machine's speed");
+  auto median = [](std::vector<double> v) {
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
+  };
+  std::sort(pairs.begin(), pairs.end());
+  const size_t quarter = std::max<size_t>(1, pairs.size() / 4);
+  auto counters = [&](size_t first, size_t last, const std::string& name) {
+    std::vector<double> peaks, shares;
+    for (size_t i = first; i < last; ++i) peaks.push_back(pairs[i].first), shares.push_back(pairs[i].second);
+    state.counters["share" + name] = median(shares);
+    if (!name.empty()) state.counters["peak_GFLOPs" + name] = median(peaks) / 1e9;
+  };
+  counters(0, pairs.size(), "");
+  counters(pairs.size() - quarter, pairs.size(), "_fast");
+  counters(0, quarter, "_slow");
+  state.counters["pairs"] = static_cast<double>(pairs.size());
+}
+BENCHMARK(BM_ProductAgainstPeak)->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {0, 1}})->Iterations(400)->Unit(benchmark::kMillisecond);
 #endif
 
 // The three products of a Linear in a training step, at a window's rows
