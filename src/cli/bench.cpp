@@ -52,8 +52,12 @@ void add_bench(CLI::App& app) {
       std::printf("note: other processes kept %.0f%% of the CPUs busy before the run: these figures will be low\n",
                   100 * others);
     std::printf("%-34s %12s\n", "measure", "value");
-    for (const auto& [k, v] : j["matmul_flops_per_s"].items())
-      std::printf("%-34s %9.1f GFLOP/s\n", ("matmul peak " + k).c_str(), v.get<double>() / 1e9);
+    for (const auto& [k, v] : j["matmul_flops_per_s"].items()) {
+      const auto& both = j["matmul_flops_per_s_before_after"][k];
+      std::printf("%-34s %9.1f GFLOP/s  (before the training steps %.1f, after %.1f%s)\n", ("matmul peak " + k).c_str(),
+                  v.get<double>() / 1e9, both[0].get<double>() / 1e9, both[1].get<double>() / 1e9,
+                  j["train"][k]["peak_moved"].get<bool>() ? ": the machine's speed changed, MFU is uncertain" : "");
+    }
     for (const auto& [k, v] : j["train"].items()) {
       std::printf("%-34s %9.1f tok/s  (MFU %.0f%%", ("train " + k).c_str(), v["tokens_per_s"].get<double>(),
                   100 * v["mfu"].get<double>());

@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <filesystem>
 #include <fstream>
@@ -250,6 +251,13 @@ TEST(BenchCli, JsonShape) {
     EXPECT_NEAR(t["mfu"].get<double>(), t["flops_per_s"].get<double>() / j["matmul_flops_per_s"][dtype].get<double>(),
                 1e-12)
         << dtype;
+    // that peak: the better of the measurements before the steps and after, both kept, and whether they differ by over 30%
+    const auto& both = j["matmul_flops_per_s_before_after"][dtype];
+    ASSERT_EQ(both.size(), 2u) << dtype;
+    const double before = both[0].get<double>(), after = both[1].get<double>();
+    EXPECT_GT(std::min(before, after), 0) << dtype;
+    EXPECT_EQ(j["matmul_flops_per_s"][dtype].get<double>(), std::max(before, after)) << dtype;
+    EXPECT_EQ(t["peak_moved"].get<bool>(), std::max(before, after) > 1.3 * std::min(before, after)) << dtype;
     // the step split into its products and the rest
     ASSERT_TRUE(t.contains("products_share")) << dtype;
     const double share = t["products_share"].get<double>();
