@@ -107,9 +107,9 @@ void BM_OneDnnPrimitive(benchmark::State& state) {
 }
 BENCHMARK(BM_OneDnnPrimitive)->ArgsProduct({{0, 1, 2, 3, 4, 5}, {1, 0}, {0, 1}})->Unit(benchmark::kMicrosecond);
 
-// Each bfloat16 product class of tiny's training step (fixed-shape oneDNN
+// Each product class of tiny's training step (in bfloat16, fixed-shape oneDNN
 // primitives, as the model runs them on AMX) against the peak bench measures,
-// 1,024³ in bfloat16 with bfloat16 out (measure_matmul_flops), timed pair by
+// 1,024³ with out in the operands' dtype (measure_matmul_flops), timed pair by
 // pair: peak, product, peak. A host whose rate moves by seconds (the Xeon
 // with AMX here: 1,024³ at 355-750 and at 930-1,610 GFLOP/s, alternating)
 // leaves each pair in one phase; pairs whose two peaks differ by over 30% are
@@ -121,8 +121,10 @@ BENCHMARK(BM_OneDnnPrimitive)->ArgsProduct({{0, 1, 2, 3, 4, 5}, {1, 0}, {0, 1}})
 // 320 -> 1,280 and 1,280 -> 320 (4 x 578 rows); the head's logits 1,024 x
 // 320 -> 32,000; dW 320 x 2,312 -> 320 and 1,280 x 2,312 -> 320 (the
 // activations read transposed); attention's scores 4 x 578 x 640 -> 1,156
-// and dQ = dS·K 4 x 578 x 1,156 -> 640. Second argument: float32 or
-// bfloat16 out.
+// and dQ = dS·K 4 x 578 x 1,156 -> 640. Second argument: bfloat16 operands
+// into float32 (0) or bfloat16 (1); or (2) float32 throughout against the
+// float32 peak, both on the run-time-shaped jit gemm (as the model's float32
+// products and bench's float32 peak run).
 void BM_ProductAgainstPeak(benchmark::State& state) {
   using dt = dnnl::memory::data_type;
   using tag = dnnl::memory::format_tag;
@@ -149,20 +151,25 @@ void BM_ProductAgainstPeak(benchmark::State& state) {
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
   };
+  const bool float32 = state.range(1) == 2;
+  const dt in = float32 ? dt::f32 : dt::bf16, out = state.range(1) == 1 ? dt::bf16 : dt::f32;
+  auto torch_type = [](dt t) { return t == dt::f32 ? torch::kFloat : torch::kBFloat16; };
   auto make = [&](const Shape& s, dt out) {
-    const dnnl::memory::desc a({s.G, s.M, s.K}, dt::bf16, s.a_transposed ? tag::acb : tag::abc),
-        b({s.G, s.K, s.N}, dt::bf16, tag::abc), c({s.G, s.M, s.N}, out, tag::abc);
-    Product p{dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), engine)),
-              torch::randn({s.G * s.M * s.K}).to(torch::kBFloat16), torch::randn({s.G * s.K * s.N}).to(torch::kBFloat16),
-              torch::empty({s.G * s.M * s.N}, out == dt::f32 ? torch::kFloat : torch::kBFloat16), {},
+    const auto a_tag = s.a_transposed ? tag::acb : tag::abc;
+    const dnnl::memory::desc a({s.G, s.M, s.K}, in, a_tag), b({s.G, s.K, s.N}, in, tag::abc), c({s.G, s.M, s.N}, out, tag::abc);
+    const dnnl::memory::dims any(3, DNNL_RUNTIME_DIM_VAL);
+    const auto desc = float32 ? dnnl::matmul::desc({any, in, a_tag}, {any, in, tag::abc}, {any, out, tag::abc})
+                              : dnnl::matmul::desc(a, b, c);
+    Product p{dnnl::matmul(dnnl::matmul::primitive_desc(desc, engine)), torch::randn({s.G * s.M * s.K}).to(torch_type(in)),
+              torch::randn({s.G * s.K * s.N}).to(torch_type(in)), torch::empty({s.G * s.M * s.N}, torch_type(out)), {},
               2.0 * s.G * s.M * s.K * s.N};
     p.args = {{DNNL_ARG_SRC, dnnl::memory(a, engine, p.a.data_ptr())},
               {DNNL_ARG_WEIGHTS, dnnl::memory(b, engine, p.b.data_ptr())},
               {DNNL_ARG_DST, dnnl::memory(c, engine, p.c.data_ptr())}};
     return p;
   };
-  Product product = make(shapes[state.range(0)], state.range(1) ? dt::bf16 : dt::f32);
-  Product peak = make({1, 1024, 1024, 1024, false}, dt::bf16);
+  Product product = make(shapes[state.range(0)], out);
+  Product peak = make({1, 1024, 1024, 1024, false}, in);  // measure_matmul_flops: out in the operands' dtype
   product.seconds(stream), peak.seconds(stream);  // untimed: first touch
   std::vector<std::pair<double, double>> pairs;    // (peak FLOP/s, the product's share of it)
   for (auto _ : state) {
@@ -188,7 +195,7 @@ void BM_ProductAgainstPeak(benchmark::State& state) {
   counters(0, quarter, "_slow");
   state.counters["pairs"] = static_cast<double>(pairs.size());
 }
-BENCHMARK(BM_ProductAgainstPeak)->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {0, 1}})->Iterations(400)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ProductAgainstPeak)->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {0, 1, 2}})->Iterations(400)->Unit(benchmark::kMillisecond);
 #endif
 
 // The three products of a Linear in a training step, at a window's rows
