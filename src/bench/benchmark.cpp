@@ -83,8 +83,8 @@ nlohmann::json train_rate(BakaLM& model, const BenchOptions& o, bool bf16) {
   auto targets = shifted_targets(ids);
   // As the trainer steps (train/trainer.cpp): the stream's state carried from
   // step to step, detached, so every window after the first step attends to
-  // its cache and gates it, as flops_per_token counts. (Each step from a fresh
-  // state had run ~10% fewer products in tiny's first window than counted.)
+  // its cache and gates it, as flops_per_token counts. (Steps from a fresh
+  // state had run ~10% fewer product FLOPs than counted: tiny, base.)
   State state;
   auto step = [&] {
     clear_grads(model->parameters());  // train/optimizer.h
@@ -331,7 +331,6 @@ nlohmann::json run_benchmarks(const BenchOptions& o) {
   // machine's speed changed between them by over kPeakMoved (a host whose AMX
   // rate switches by seconds: peak_moved), MFU depends on which moments the
   // steps ran in.
-  constexpr double kPeakMoved = 1.3;
   auto train_against_peak = [&](torch::ScalarType dtype, const char* name) {
     const double before = measure_matmul_flops(dtype);
     auto train = train_rate(model, o, dtype == torch::kBFloat16);

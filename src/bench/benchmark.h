@@ -26,6 +26,11 @@ struct BenchOptions {
                                      // (train_step.json) and 16 decoded tokens (decode.json)
 };
 
+// The ratio between the peak measured before the training steps and after
+// above which bench flags the run (train.<dtype>.peak_moved): MFU then
+// depends on which moments the steps ran in.
+constexpr double kPeakMoved = 1.3;
+
 // Runs every measurement and returns them as JSON (see README for the fields).
 nlohmann::json run_benchmarks(const BenchOptions& options);
 
