@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <thread>
 
 #include <torch/csrc/autograd/profiler_legacy.h>
@@ -94,14 +95,24 @@ nlohmann::json train_rate(BakaLM& model, const BenchOptions& o, bool bf16) {
     state.detach_();
   };
   step();  // warm-up: the first step opens a fresh stream
-  onednn::count_product_time(true);
-  const double in_products = onednn::product_seconds(), flops_before = onednn::product_flops();
-  const double t = seconds_of([&] {
-    for (int64_t i = 0; i < o.train_steps; ++i) step();
-  });
-  const double products = onednn::product_seconds() - in_products;
-  const double product_flops = onednn::product_flops() - flops_before;
-  onednn::count_product_time(false);
+  // The product's rate probed before each step and after the last (one short
+  // round of the peak's product, outside the timed steps and the product
+  // counts): the machine's speed while the steps ran, on a host whose speed
+  // changes by seconds (BENCHMARKS.md, session 29), where the peak (the best
+  // of rounds before and after) catches its fast moments.
+  const auto compute = bf16 ? torch::kBFloat16 : torch::kFloat;
+  auto probe = [&] { return measure_matmul_flops(compute, 1024, /*rounds=*/1, /*reps=*/2); };
+  std::vector<double> probes{probe()};
+  double t = 0, products = 0, product_flops = 0;
+  for (int64_t i = 0; i < o.train_steps; ++i) {
+    onednn::count_product_time(true);
+    const double in_products = onednn::product_seconds(), flops_before = onednn::product_flops();
+    t += seconds_of(step);
+    products += onednn::product_seconds() - in_products;
+    product_flops += onednn::product_flops() - flops_before;
+    onednn::count_product_time(false);
+    probes.push_back(probe());
+  }
   if (!o.profile_dir.empty()) {  // one more step, traced op by op (untimed)
     torch::autograd::profiler::RecordProfile trace(o.profile_dir + (bf16 ? "/train_step_bfloat16.json" : "/train_step.json"));
     step();
@@ -109,7 +120,9 @@ nlohmann::json train_rate(BakaLM& model, const BenchOptions& o, bool bf16) {
   const double rate = B * T * o.train_steps / t;
   const double flops = rate * flops_per_token(c).training_per_token;
   model->set_compute_dtype(torch::kFloat);
-  nlohmann::json out = {{"tokens_per_s", rate}, {"flops_per_s", flops}};
+  nlohmann::json out = {{"tokens_per_s", rate}, {"flops_per_s", flops}, {"probes_flops_per_s", probes}};
+  // MFU against the mean probe: the machine's mean product rate over the steps' time.
+  out["mfu_probed"] = flops * static_cast<double>(probes.size()) / std::accumulate(probes.begin(), probes.end(), 0.0);
   // What the products ran, a token: beside flops_per_token's count, which MFU divides by.
   if (product_flops > 0) out["product_flops_per_token"] = product_flops / static_cast<double>(B * T * o.train_steps);
   // The step split: the share of its time in oneDNN's products, and the rate

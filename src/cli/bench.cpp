@@ -59,8 +59,8 @@ void add_bench(CLI::App& app) {
                   j["train"][k]["peak_moved"].get<bool>() ? ": the machine's speed changed, MFU is uncertain" : "");
     }
     for (const auto& [k, v] : j["train"].items()) {
-      std::printf("%-34s %9.1f tok/s  (MFU %.0f%%", ("train " + k).c_str(), v["tokens_per_s"].get<double>(),
-                  100 * v["mfu"].get<double>());
+      std::printf("%-34s %9.1f tok/s  (MFU %.0f%%, against the rate probed between the steps %.0f%%", ("train " + k).c_str(),
+                  v["tokens_per_s"].get<double>(), 100 * v["mfu"].get<double>(), 100 * v["mfu_probed"].get<double>());
       if (v.contains("products_mfu"))
         std::printf("; products %.0f%% of the step, at %.0f%% of the peak", 100 * v["products_share"].get<double>(),
                     100 * v["products_mfu"].get<double>());

@@ -278,19 +278,18 @@ torch::ScalarType inner_dtype(const Tensor& a, torch::ScalarType compute) {
                                                                                                        : a.scalar_type();
 }
 
-double measure_matmul_flops(torch::ScalarType compute, int64_t n) {
+double measure_matmul_flops(torch::ScalarType compute, int64_t n, int rounds, int reps) {
   torch::NoGradGuard no_grad;
   // Operands already in COMPUTE: the peak of the product, not of a conversion
   // before it (bfloat16 at n = 1024 spent ~15% of its time converting).
   auto a = torch::randn({n, n}).to(compute), b = torch::randn({n, n}).to(compute);
   matmul_nt(a, b, compute);  // warm-up: primitive creation, first touch
-  constexpr int kReps = 5, kRounds = 3;
   double best = 0;  // a peak: the best of a few rounds, so one stall of a neighbour does not set it
-  for (int round = 0; round < kRounds; ++round) {
+  for (int round = 0; round < rounds; ++round) {
     const auto t0 = Clock::now();
-    for (int i = 0; i < kReps; ++i) matmul_nt(a, b, compute);
+    for (int i = 0; i < reps; ++i) matmul_nt(a, b, compute);
     const double seconds = seconds_since(t0);
-    best = std::max(best, 2.0 * n * n * n * kReps / seconds);
+    best = std::max(best, 2.0 * n * n * n * reps / seconds);
   }
   return best;
 }

@@ -72,9 +72,10 @@ torch::ScalarType inner_dtype(const torch::Tensor& a, torch::ScalarType compute)
 torch::Tensor rows_nt(const torch::Tensor& a, const void* w, const float* scales, RowWeights kind, int64_t N);
 
 // FLOP/s of [n, n] · [n, n]ᵀ through matmul_nt in COMPUTE on the CPU (operands
-// already in COMPUTE; the best of three rounds of five products),
-// measured now (the peak that MFU figures and the bfloat16 advice use).
-double measure_matmul_flops(torch::ScalarType compute, int64_t n = 1024);
+// already in COMPUTE, one product first untimed; the best of ROUNDS rounds of
+// REPS products), measured now (the peak that MFU figures and the bfloat16
+// advice use; bench's probes between training steps take one short round).
+double measure_matmul_flops(torch::ScalarType compute, int64_t n = 1024, int rounds = 3, int reps = 5);
 
 // Whether the oneDNN path is built and enabled (environment BAKALLM_ONEDNN=0 disables it).
 bool onednn_enabled();

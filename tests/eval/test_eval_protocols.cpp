@@ -259,6 +259,15 @@ TEST(BenchCli, JsonShape) {
     EXPECT_GT(std::min(before, after), 0) << dtype;
     EXPECT_EQ(j["matmul_flops_per_s"][dtype].get<double>(), std::max(before, after)) << dtype;
     EXPECT_EQ(t["peak_moved"].get<bool>(), std::max(before, after) > kPeakMoved * std::min(before, after)) << dtype;
+    // the product's rate probed before each timed step (1 here) and after the
+    // last, and MFU against their mean
+    const auto& probes = t["probes_flops_per_s"];
+    ASSERT_EQ(probes.size(), 2u) << dtype;
+    const double mean_probe = (probes[0].get<double>() + probes[1].get<double>()) / 2;
+    EXPECT_GT(std::min(probes[0].get<double>(), probes[1].get<double>()), 0) << dtype;
+    EXPECT_NEAR(t["mfu_probed"].get<double>(), t["flops_per_s"].get<double>() / mean_probe,
+                1e-9 * t["mfu_probed"].get<double>())
+        << dtype;
     // the step split into its products and the rest
     ASSERT_TRUE(t.contains("products_share")) << dtype;
     const double share = t["products_share"].get<double>();
