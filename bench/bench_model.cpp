@@ -107,24 +107,30 @@ void BM_OneDnnPrimitive(benchmark::State& state) {
 }
 BENCHMARK(BM_OneDnnPrimitive)->ArgsProduct({{0, 1, 2, 3, 4, 5}, {1, 0}, {0, 1}})->Unit(benchmark::kMicrosecond);
 
-// Each product class of tiny's training step (in bfloat16, fixed-shape oneDNN
-// primitives, as the model runs them on AMX) against the peak bench measures,
-// 1,024³ with out in the operands' dtype (measure_matmul_flops), timed pair by
-// pair: peak, product, peak. A host whose rate moves by seconds (the Xeon
-// with AMX here: 1,024³ at 355-750 and at 930-1,610 GFLOP/s, alternating)
-// leaves each pair in one phase; pairs whose two peaks differ by over 30% are
-// dropped. Counters: the product's median share of the peak over all pairs,
-// over the pairs whose peak was in the top quarter (fast) and in the bottom
-// quarter (slow), and those quarters' median peaks. It bounds the MFU a step
-// of these products could reach with nothing between them.
-// Shapes (G batches of M x K -> N): forward and dx 2,312 x 320 -> 320,
-// 320 -> 1,280 and 1,280 -> 320 (4 x 578 rows); the head's logits 1,024 x
-// 320 -> 32,000; dW 320 x 2,312 -> 320 and 1,280 x 2,312 -> 320 (the
-// activations read transposed); attention's scores 4 x 578 x 640 -> 1,156
-// and dQ = dS·K 4 x 578 x 1,156 -> 640. Second argument: bfloat16 operands
-// into float32 (0) or bfloat16 (1); or (2) float32 throughout against the
-// float32 peak, both on the run-time-shaped jit gemm (as the model's float32
-// products and bench's float32 peak run).
+// Each product class of tiny's training step, in the layouts the model hands
+// oneDNN, against the peak bench measures (1,024³, out in the operands'
+// dtype, as measure_matmul_flops runs it), timed pair by pair: peak, product,
+// peak. A host whose rate moves by seconds (the Xeon with AMX here: 1,024³ at
+// 355-750 and at 930-1,610 GFLOP/s, alternating) leaves each pair in one
+// phase; pairs whose two peaks differ by over 30% are dropped. Counters: the
+// product's median share of the peak over all pairs, over the pairs whose
+// peak was in the top quarter (fast) and in the bottom quarter (slow), and
+// those quarters' median peaks; the label names oneDNN's kernel. It bounds
+// the MFU a step of these products could reach with nothing between them.
+// Shapes (G batches of M x K -> N; 2,312 rows = 4 x 578): x·Wᵀ 320 -> 320,
+// 320 -> 1,280 and 1,280 -> 320 (W read transposed); dx = dy·W 320 -> 320;
+// the head's logits 1,024 x 320 -> 32,000 (Wᵀ) and d(hidden) 1,024 x 32,000
+// -> 320; the weight gradients dW = dyᵀ·x 320 x 2,312 -> 320, 1,280 x 2,312
+// -> 320, 320 x 2,312 -> 1,280 and the head's 32,000 x 1,024 -> 320 (dy read
+// transposed); attention's scores 4 x 578 x 640 -> 1,156 (Kᵀ), dQ = dS·K 4 x
+// 578 x 1,156 -> 640 and dK = dSᵀ·Q 4 x 1,156 x 578 -> 640 (dS read
+// transposed). Second argument: bfloat16 operands into float32 (0) or
+// bfloat16 (1) on fixed-shape primitives (brgemm on AMX), as the model's
+// bfloat16 products run there; float32 throughout on the run-time-shaped jit
+// gemm (2) or on a fixed-shape primitive (3: brgemm where the CPU has
+// AVX-512), against the float32 peak on the jit gemm (as bench measures it).
+// The model runs float32 products whose left operand is read transposed as
+// (3), the others as (2) (onednn.h, per_shape).
 void BM_ProductAgainstPeak(benchmark::State& state) {
   using dt = dnnl::memory::data_type;
   using tag = dnnl::memory::format_tag;
@@ -132,16 +138,26 @@ void BM_ProductAgainstPeak(benchmark::State& state) {
   struct Shape {
     int64_t G, M, K, N;
     bool a_transposed;  // a [M, K] read from a [K, M] tensor (dW = dyᵀ · x)
+    bool b_transposed;  // b [K, N] read from an [N, K] tensor (x · Wᵀ)
   };
-  const std::array<Shape, 8> shapes{{{1, 2312, 320, 320, false}, {1, 2312, 320, 1280, false},
-                                     {1, 2312, 1280, 320, false}, {1, 1024, 320, 32000, false},
-                                     {1, 320, 2312, 320, true}, {1, 1280, 2312, 320, true},
-                                     {4, 578, 640, 1156, false}, {4, 578, 1156, 640, false}}};
+  const std::array<Shape, 13> shapes{{{1, 2312, 320, 320, false, true},
+                                      {1, 2312, 320, 1280, false, true},
+                                      {1, 2312, 1280, 320, false, true},
+                                      {1, 2312, 320, 320, false, false},
+                                      {1, 1024, 320, 32000, false, true},
+                                      {1, 1024, 32000, 320, false, false},
+                                      {1, 320, 2312, 320, true, false},
+                                      {1, 1280, 2312, 320, true, false},
+                                      {1, 320, 2312, 1280, true, false},
+                                      {1, 32000, 1024, 320, true, false},
+                                      {4, 578, 640, 1156, false, true},
+                                      {4, 578, 1156, 640, false, false},
+                                      {4, 1156, 578, 640, true, false}}};
   dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   dnnl::stream stream(engine);
   struct Product {
     dnnl::matmul primitive;
-    torch::Tensor a, b, c;  // [G·M·K] (or transposed), [G·K·N], [G·M·N]
+    torch::Tensor a, b, c;  // [G·M·K] (or transposed), [G·K·N] (or transposed), [G·M·N]
     std::unordered_map<int, dnnl::memory> args;
     double flops;
     double seconds(dnnl::stream& s) {
@@ -151,15 +167,15 @@ void BM_ProductAgainstPeak(benchmark::State& state) {
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
   };
-  const bool float32 = state.range(1) == 2;
+  const bool float32 = state.range(1) >= 2;
   const dt in = float32 ? dt::f32 : dt::bf16, out = state.range(1) == 1 ? dt::bf16 : dt::f32;
   auto torch_type = [](dt t) { return t == dt::f32 ? torch::kFloat : torch::kBFloat16; };
-  auto make = [&](const Shape& s, dt out) {
-    const auto a_tag = s.a_transposed ? tag::acb : tag::abc;
-    const dnnl::memory::desc a({s.G, s.M, s.K}, in, a_tag), b({s.G, s.K, s.N}, in, tag::abc), c({s.G, s.M, s.N}, out, tag::abc);
+  auto make = [&](const Shape& s, dt out, bool run_time) {
+    const auto a_tag = s.a_transposed ? tag::acb : tag::abc, b_tag = s.b_transposed ? tag::acb : tag::abc;
+    const dnnl::memory::desc a({s.G, s.M, s.K}, in, a_tag), b({s.G, s.K, s.N}, in, b_tag), c({s.G, s.M, s.N}, out, tag::abc);
     const dnnl::memory::dims any(3, DNNL_RUNTIME_DIM_VAL);
-    const auto desc = float32 ? dnnl::matmul::desc({any, in, a_tag}, {any, in, tag::abc}, {any, out, tag::abc})
-                              : dnnl::matmul::desc(a, b, c);
+    const auto desc = run_time ? dnnl::matmul::desc({any, in, a_tag}, {any, in, b_tag}, {any, out, tag::abc})
+                               : dnnl::matmul::desc(a, b, c);
     Product p{dnnl::matmul(dnnl::matmul::primitive_desc(desc, engine)), torch::randn({s.G * s.M * s.K}).to(torch_type(in)),
               torch::randn({s.G * s.K * s.N}).to(torch_type(in)), torch::empty({s.G * s.M * s.N}, torch_type(out)), {},
               2.0 * s.G * s.M * s.K * s.N};
@@ -168,8 +184,12 @@ void BM_ProductAgainstPeak(benchmark::State& state) {
               {DNNL_ARG_DST, dnnl::memory(c, engine, p.c.data_ptr())}};
     return p;
   };
-  Product product = make(shapes[state.range(0)], out);
-  Product peak = make({1, 1024, 1024, 1024, false}, in);  // measure_matmul_flops: out in the operands' dtype
+  Product product = make(shapes[state.range(0)], out, state.range(1) == 2);
+  // measure_matmul_flops: a · bᵀ, out in the operands' dtype; float32 on the run-time jit gemm
+  Product peak = make({1, 1024, 1024, 1024, false, true}, in, float32);
+  const char* impl = nullptr;
+  dnnl_primitive_desc_query(product.primitive.get_primitive_desc(), dnnl_query_impl_info_str, 0, &impl);
+  state.SetLabel(impl ? impl : "");
   product.seconds(stream), peak.seconds(stream);  // untimed: first touch
   std::vector<std::pair<double, double>> pairs;    // (peak FLOP/s, the product's share of it)
   for (auto _ : state) {
@@ -195,7 +215,7 @@ void BM_ProductAgainstPeak(benchmark::State& state) {
   counters(0, quarter, "_slow");
   state.counters["pairs"] = static_cast<double>(pairs.size());
 }
-BENCHMARK(BM_ProductAgainstPeak)->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {0, 1, 2}})->Iterations(400)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ProductAgainstPeak)->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, {0, 1, 2, 3}})->Iterations(400)->Unit(benchmark::kMillisecond);
 #endif
 
 // The three products of a Linear in a training step, at a window's rows

@@ -15,8 +15,8 @@
 
 namespace bakallm::onednn {
 
-bool per_shape(int64_t G, int64_t M, int64_t K, int64_t N, torch::ScalarType dtype, bool amx) {
-  if (dtype != torch::kBFloat16 || !amx) return false;
+bool per_shape(int64_t G, int64_t M, int64_t K, int64_t N, torch::ScalarType dtype, bool amx, bool a_transposed) {
+  if (dtype == torch::kBFloat16 ? !amx : dtype != torch::kFloat || !a_transposed) return false;
   return M >= kPerShapeMinRows && K <= kPerShapeMaxDepth && 2.0 * G * M * K * N >= kPerShapeMinFlops;
 }
 
@@ -252,10 +252,12 @@ void product_into(const Tensor& a_in, const Tensor& b_in, const Tensor& c, bool 
   }
   const auto a = describe(a_in), b = describe(b_in);
   const auto path = static_cast<ProductPath>(g_path.load(std::memory_order_relaxed));
-  const bool shaped =
-      path == ProductPath::per_shape ||
-      (path == ProductPath::automatic && a_in.scalar_type() == torch::kBFloat16 &&  // asks for AMX only then
-       per_shape(c3.size(0), c3.size(1), a.dims[2], c3.size(2), a_in.scalar_type(), amx_products()));
+  const auto dtype = a_in.scalar_type();
+  const bool shaped = path == ProductPath::per_shape ||
+                      (path == ProductPath::automatic &&
+                       per_shape(c3.size(0), c3.size(1), a.dims[2], c3.size(2), dtype,
+                                 dtype == torch::kBFloat16 && amx_products(),  // asks for AMX only then
+                                 !a.row_major));
   if (a.slice_dense() && b.slice_dense() && !shaped) {
     runtime_product(a, b, c3, accumulate);
   } else {  // padded rows or columns, or AMX's brgemm: a primitive for this exact shape and layout

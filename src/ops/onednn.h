@@ -44,10 +44,16 @@ void matmul_add(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
 // long depth K (the LM head's d(hidden) = dlogits · W sums over the 32,000-word
 // vocabulary): there brgemm took twice the jit gemm's time on tiny's and
 // base's heads (190-400 GFLOP/s against 425-1,250; BENCHMARKS.md, session 28).
+// Float32 products go per shape where their left operand is read transposed
+// (A_TRANSPOSED: the weight gradients dyᵀ · x, the attention's dSᵀ · Q and
+// Pᵀ · dO, the head's dlogitsᵀ · hidden): the jit gemm ran tiny's at
+// 0.73-0.86 of the 1,024³ peak, brgemm (avx512_core) at 0.94-1.03; on the
+// other float32 products the jit gemm is as fast or faster (BENCHMARKS.md,
+// session 30).
 constexpr int64_t kPerShapeMinRows = 64;
 constexpr double kPerShapeMinFlops = 64.0 * 1024 * 1024;  // ~0.1 ms on AMX: creation pays back in a few calls
 constexpr int64_t kPerShapeMaxDepth = 16384;
-bool per_shape(int64_t G, int64_t M, int64_t K, int64_t N, torch::ScalarType dtype, bool amx);
+bool per_shape(int64_t G, int64_t M, int64_t K, int64_t N, torch::ScalarType dtype, bool amx, bool a_transposed);
 
 // Whether this CPU runs oneDNN's per-shape bfloat16 products on AMX (asked once).
 bool amx_products();

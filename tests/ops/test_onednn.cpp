@@ -141,21 +141,51 @@ TEST_F(OneDnn, SizesDoNotMultiplyPrimitives) {
   EXPECT_LE(onednn::cached_primitives(), 256u);
 }
 
-// Per-shape (brgemm) primitives only for bfloat16 products with AMX, and
+// Per-shape (brgemm) primitives for bfloat16 products with AMX, and for
+// float32 products whose left operand is read transposed (weight gradients),
 // only where rows and work pay for a primitive's creation: decoding's
-// few-row products and float32 keep the one run-time primitive.
-TEST(OneDnnPath, PerShapeOnlyForLargeBfloat16ProductsOnAmx) {
-  const auto bf16 = torch::kBFloat16;
-  EXPECT_TRUE(onednn::per_shape(1, 2312, 320, 320, bf16, true));  // tiny's step: B * (W + 2M + 2) rows
-  EXPECT_TRUE(onednn::per_shape(4, 578, 640, 1156, bf16, true));  // its attention, batched
-  EXPECT_FALSE(onednn::per_shape(1, 2312, 320, 320, bf16, false));  // no AMX: the jit gemm is as fast
-  EXPECT_FALSE(onednn::per_shape(1, 2312, 320, 320, torch::kFloat, true));
-  EXPECT_FALSE(onednn::per_shape(1, 1, 4096, 32000, bf16, true));  // a decoded token's gemv
-  EXPECT_FALSE(onednn::per_shape(1, onednn::kPerShapeMinRows - 1, 4096, 4096, bf16, true));
-  EXPECT_FALSE(onednn::per_shape(1, 128, 128, 128, bf16, true));  // too little work for a primitive's creation
-  EXPECT_TRUE(onednn::per_shape(1, onednn::kPerShapeMinRows, 4096, 4096, bf16, true));
-  EXPECT_TRUE(onednn::per_shape(1, 1024, onednn::kPerShapeMaxDepth, 320, bf16, true));
-  EXPECT_FALSE(onednn::per_shape(1, 1024, 32000, 320, bf16, true));  // the head's dlogits · W: the jit gemm is faster
+// few-row products and the other float32 products keep the one run-time
+// primitive.
+TEST(OneDnnPath, PerShapeForLargeBfloat16ProductsOnAmxAndTransposedFloat32) {
+  const auto bf16 = torch::kBFloat16, f32 = torch::kFloat;
+  for (bool a_transposed : {false, true}) {
+    EXPECT_TRUE(onednn::per_shape(1, 2312, 320, 320, bf16, true, a_transposed));  // tiny's step: B * (W + 2M + 2) rows
+    EXPECT_TRUE(onednn::per_shape(4, 578, 640, 1156, bf16, true, a_transposed));  // its attention, batched
+    EXPECT_FALSE(onednn::per_shape(1, 2312, 320, 320, bf16, false, a_transposed));  // no AMX: the jit gemm is as fast
+    EXPECT_FALSE(onednn::per_shape(1, 1, 4096, 32000, bf16, true, a_transposed));  // a decoded token's gemv
+    EXPECT_FALSE(onednn::per_shape(1, onednn::kPerShapeMinRows - 1, 4096, 4096, bf16, true, a_transposed));
+    EXPECT_FALSE(onednn::per_shape(1, 128, 128, 128, bf16, true, a_transposed));  // too little work for a primitive's creation
+    EXPECT_TRUE(onednn::per_shape(1, onednn::kPerShapeMinRows, 4096, 4096, bf16, true, a_transposed));
+    EXPECT_TRUE(onednn::per_shape(1, 1024, onednn::kPerShapeMaxDepth, 320, bf16, true, a_transposed));
+    EXPECT_FALSE(onednn::per_shape(1, 1024, 32000, 320, bf16, true, a_transposed));  // the head's dlogits · W: the jit gemm is faster
+  }
+  // float32: the weight gradients dyᵀ · x (tiny's: [320, 2,312] · [2,312, 320]),
+  // the attention's dSᵀ · Q, the head's dlogitsᵀ · hidden, with or without AMX
+  for (bool amx : {false, true}) {
+    EXPECT_TRUE(onednn::per_shape(1, 320, 2312, 320, f32, amx, true));
+    EXPECT_TRUE(onednn::per_shape(4, 1156, 578, 640, f32, amx, true));
+    EXPECT_TRUE(onednn::per_shape(1, 32000, 1024, 320, f32, amx, true));
+    EXPECT_FALSE(onednn::per_shape(1, 2312, 320, 320, f32, amx, false));  // x · Wᵀ, dy · W: the jit gemm
+    EXPECT_FALSE(onednn::per_shape(1, 1, 4096, 32000, f32, amx, true));
+    EXPECT_FALSE(onednn::per_shape(1, 128, 128, 128, f32, amx, true));
+  }
+}
+
+// In the automatic path a float32 weight gradient (its left operand a
+// transposed view) keeps a primitive for its shape, exact; x · Wᵀ of the same
+// sizes keeps none. A small product of each layout first has its run-time
+// primitive made. Operands in [0, 1): sums without cancellation, within the
+// relative tolerance whatever order each kernel adds in.
+TEST_F(OneDnn, Float32WeightGradientsRunPerShape) {
+  const auto dy = torch::rand({1024, 128}), x = torch::rand({1024, 320}), w = torch::rand({128, 320});
+  ASSERT_TRUE(onednn::per_shape(1, 128, 1024, 320, torch::kFloat, false, true));
+  onednn::matmul(dy.narrow(0, 0, 4).t(), x.narrow(0, 0, 4), torch::kFloat);
+  onednn::matmul(x.narrow(0, 0, 4), w.t(), torch::kFloat);
+  const auto before = onednn::cached_primitives();
+  EXPECT_TRUE(all_close(onednn::matmul(dy.t(), x, torch::kFloat), reference(dy.t(), x), 1e-5, 1e-5));
+  EXPECT_EQ(onednn::cached_primitives(), before + 1);
+  EXPECT_TRUE(all_close(onednn::matmul(x, w.t(), torch::kFloat), reference(x, w.t()), 1e-5, 1e-5));
+  EXPECT_EQ(onednn::cached_primitives(), before + 1);
 }
 
 // A long-depth product in the automatic path runs the run-time primitive:
