@@ -46,10 +46,11 @@ void matmul_add(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
 // base's heads (190-400 GFLOP/s against 425-1,250; BENCHMARKS.md, session 28).
 // Float32 products go per shape where their left operand is read transposed
 // (A_TRANSPOSED: the weight gradients dyᵀ · x, the attention's dSᵀ · Q and
-// Pᵀ · dO, the head's dlogitsᵀ · hidden): the jit gemm ran tiny's at
-// 0.73-0.86 of the 1,024³ peak, brgemm (avx512_core) at 0.94-1.03; on the
-// other float32 products the jit gemm is as fast or faster (BENCHMARKS.md,
-// session 30).
+// Pᵀ · dO, the head's dlogitsᵀ · hidden): alone, the jit gemm ran tiny's
+// weight gradients at 0.74-0.83 of the 1,024³ peak, brgemm (avx512_core) at
+// 0.86-0.90 (the attention's at 0.85 and 0.84); in tiny's step they took
+// 7-18% less time and the step 2-5% less. On the other float32 products the
+// jit gemm is as fast or faster (BENCHMARKS.md, session 30).
 constexpr int64_t kPerShapeMinRows = 64;
 constexpr double kPerShapeMinFlops = 64.0 * 1024 * 1024;  // ~0.1 ms on AMX: creation pays back in a few calls
 constexpr int64_t kPerShapeMaxDepth = 16384;
