@@ -16,7 +16,9 @@
 namespace bakallm::onednn {
 
 bool per_shape(int64_t G, int64_t M, int64_t K, int64_t N, torch::ScalarType dtype, bool amx, bool a_transposed) {
-  if (dtype == torch::kBFloat16 ? !amx : dtype != torch::kFloat || !a_transposed) return false;
+  // brgemm's kernels pay where they beat the jit gemm: bfloat16 on AMX, float32 with A read transposed
+  const bool brgemm_faster = dtype == torch::kBFloat16 ? amx : dtype == torch::kFloat && a_transposed;
+  if (!brgemm_faster) return false;
   return M >= kPerShapeMinRows && K <= kPerShapeMaxDepth && 2.0 * G * M * K * N >= kPerShapeMinFlops;
 }
 
@@ -260,7 +262,7 @@ void product_into(const Tensor& a_in, const Tensor& b_in, const Tensor& c, bool 
                                  !a.row_major));
   if (a.slice_dense() && b.slice_dense() && !shaped) {
     runtime_product(a, b, c3, accumulate);
-  } else {  // padded rows or columns, or AMX's brgemm: a primitive for this exact shape and layout
+  } else {  // padded rows or columns, or brgemm (per_shape): a primitive for this exact shape and layout
     const auto in = dnnl_type(a_in.scalar_type());
     execute(shaped_primitive(a, b, {c3.size(0), c3.size(1), c3.size(2)}, in, dnnl_type(c.scalar_type()), accumulate),
             a, b, c3);

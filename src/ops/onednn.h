@@ -49,7 +49,7 @@ void matmul_add(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
 // Pᵀ · dO, the head's dlogitsᵀ · hidden): alone, the jit gemm ran tiny's
 // weight gradients at 0.74-0.83 of the 1,024³ peak, brgemm (avx512_core) at
 // 0.86-0.90 (the attention's at 0.85 and 0.84); in tiny's step they took
-// 7-18% less time and the step 2-5% less. On the other float32 products the
+// 6-18% less time and the step 2-5% less. On the other float32 products the
 // jit gemm is as fast or faster (BENCHMARKS.md, session 30).
 constexpr int64_t kPerShapeMinRows = 64;
 constexpr double kPerShapeMinFlops = 64.0 * 1024 * 1024;  // ~0.1 ms on AMX: creation pays back in a few calls
