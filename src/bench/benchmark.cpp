@@ -344,10 +344,17 @@ nlohmann::json run_benchmarks(const BenchOptions& o) {
   // machine's speed changed between them by over kPeakMoved (a host whose AMX
   // rate switches by seconds: peak_moved), MFU depends on which moments the
   // steps ran in.
+  // With no timed steps (--train-steps 0) the peak alone is measured: a
+  // rate of no tokens over no time would print as NaN.
   auto train_against_peak = [&](torch::ScalarType dtype, const char* name) {
     const double before = measure_matmul_flops(dtype);
+    if (o.train_steps == 0) {
+      j["matmul_flops_per_s"][name] = before;
+      j["matmul_flops_per_s_before_after"][name] = {before, before};
+      return;
+    }
     auto train = train_rate(model, o, dtype == torch::kBFloat16);
-    const double after = o.train_steps > 0 ? measure_matmul_flops(dtype) : before;
+    const double after = measure_matmul_flops(dtype);
     const double peak = std::max(before, after);
     train["mfu"] = train["flops_per_s"].get<double>() / peak;
     if (train.contains("products_flops_per_s"))  // MFU were nothing between the products

@@ -19,8 +19,12 @@ void add_bench(CLI::App& app) {
   auto* cmd = app.add_subcommand("bench", "Measure matmul peak, training/forward tokens/s, MFU, decode time vs context");
   auto* m = cmd->add_option("--model", a->o.model_dir, "model directory");
   cmd->add_option("--preset", a->preset, "preset to measure with random weights (default tiny)")->excludes(m);
-  cmd->add_option("--train-rows", a->o.train_rows, "batch rows of the training measurement");
-  cmd->add_option("--train-steps", a->o.train_steps, "timed training steps");
+  cmd->add_option("--train-rows", a->o.train_rows, "batch rows of the training measurement")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--train-steps", a->o.train_steps, "timed training steps; 0: the matmul peak alone, no training")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd->add_option("--decode-windows", a->o.decode_windows, "context lengths for decoding, in windows; 0: none")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
@@ -52,13 +56,18 @@ void add_bench(CLI::App& app) {
       std::printf("note: other processes kept %.0f%% of the CPUs busy before the run: these figures will be low\n",
                   100 * others);
     std::printf("%-34s %12s\n", "measure", "value");
+    const auto train = j.value("train", nlohmann::json::object());  // absent with --train-steps 0
     for (const auto& [k, v] : j["matmul_flops_per_s"].items()) {
-      const auto& both = j["matmul_flops_per_s_before_after"][k];
-      std::printf("%-34s %9.1f GFLOP/s  (before the training steps %.1f, after %.1f%s)\n", ("matmul peak " + k).c_str(),
-                  v.get<double>() / 1e9, both[0].get<double>() / 1e9, both[1].get<double>() / 1e9,
-                  j["train"][k]["peak_moved"].get<bool>() ? ": the machine's speed changed, MFU is uncertain" : "");
+      std::printf("%-34s %9.1f GFLOP/s", ("matmul peak " + k).c_str(), v.get<double>() / 1e9);
+      if (train.contains(k)) {
+        const auto& both = j["matmul_flops_per_s_before_after"][k];
+        std::printf("  (before the training steps %.1f, after %.1f%s)", both[0].get<double>() / 1e9,
+                    both[1].get<double>() / 1e9,
+                    train[k]["peak_moved"].get<bool>() ? ": the machine's speed changed, MFU is uncertain" : "");
+      }
+      std::printf("\n");
     }
-    for (const auto& [k, v] : j["train"].items()) {
+    for (const auto& [k, v] : train.items()) {
       std::printf("%-34s %9.1f tok/s  (MFU %.0f%%, against the rate probed between the steps %.0f%%", ("train " + k).c_str(),
                   v["tokens_per_s"].get<double>(), 100 * v["mfu"].get<double>(), 100 * v["mfu_probed"].get<double>());
       if (v.contains("products_mfu"))

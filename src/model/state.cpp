@@ -87,7 +87,6 @@ WindowOffsets OpenWindow::next_offsets(const std::vector<OpenWindow*>& windows, 
 }
 
 LayerCache LayerWindow::cache() const {
-  const int64_t n = rows();
   const auto source = sources.rows();
   const auto dtype = source.scalar_type();  // the model's: a bfloat16 cache is handed on widened
   return {source, keys.rows_from(past).to(dtype), values.rows_from(past).to(dtype)};

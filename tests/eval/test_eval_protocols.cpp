@@ -229,13 +229,18 @@ TEST(EvalCli, TextSlidingRecordAndResults) {
 }
 
 // bench's JSON for a one-layer model (D 32, W 16, V 64) with ARGS.
-nlohmann::json bench_json(const std::string& args) {
+// bench's output with ARGS on a small model (status into STATUS).
+std::string bench_output(const std::string& args, int* status) {
   test::TempDir dir;
   std::ofstream(dir / "c.json") << R"({"hidden_dim": 32, "num_layers": 1, "num_memory_tokens": 2, "window_size": 16, "vocab_size": 64})";
+  run("init --config " + dir / "c.json" + " --seed 1 --out " + dir / "m", status);
+  EXPECT_EQ(*status, 0);
+  return run("bench --model " + dir / "m" + " " + args, status);
+}
+
+nlohmann::json bench_json(const std::string& args) {
   int status = 0;
-  run("init --config " + dir / "c.json" + " --seed 1 --out " + dir / "m", &status);
-  EXPECT_EQ(status, 0);
-  auto out = run("bench --model " + dir / "m" + " --json " + args, &status);
+  auto out = bench_output("--json " + args, &status);
   EXPECT_EQ(status, 0) << out;
   return nlohmann::json::parse(out);
 }
@@ -334,6 +339,23 @@ TEST(BenchCli, ZeroWindowsLeaveDecodingOut) {
   auto out = run("bench --decode-tokens 0", &status);
   EXPECT_NE(status, 0);
   EXPECT_NE(out.find("--decode-tokens"), std::string::npos) << out;
+}
+
+// No timed steps: the peak alone, no training figures (they had printed as NaN), and in text no "nan".
+TEST(BenchCli, ZeroTrainStepsMeasureThePeakAlone) {
+  auto j = bench_json("--decode-windows 0 --train-steps 0 --attention-windows 0");
+  EXPECT_FALSE(j.contains("train"));
+  EXPECT_GT(j["matmul_flops_per_s"]["float32"].get<double>(), 0);
+  EXPECT_EQ(j["matmul_flops_per_s_before_after"]["float32"].size(), 2u);
+  int status = 0;
+  auto text = bench_output("--decode-windows 0 --train-steps 0 --attention-windows 0", &status);
+  EXPECT_EQ(status, 0) << text;
+  EXPECT_NE(text.find("matmul peak float32"), std::string::npos) << text;
+  EXPECT_EQ(text.find("nan"), std::string::npos) << text;
+  EXPECT_EQ(text.find("train float32"), std::string::npos) << text;
+  auto bad = run("bench --train-steps -1", &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(bad.find("--train-steps"), std::string::npos) << bad;
 }
 
 }  // namespace

@@ -235,9 +235,10 @@ TEST_F(OneDnn, RunTimeAndPerShapePathsAgree) {
             (c.to(torch::kDouble) + torch::matmul(a.to(torch::kDouble), w.t().to(torch::kDouble))).to(torch::kFloat);
         onednn::matmul_add(a, w.t(), c);
         EXPECT_TRUE(all_close(c, expected, 1e-5, 1e-5));
-        if (round == 1)
+        if (round == 1) {
           EXPECT_EQ(onednn::cached_primitives(), before + (path == onednn::ProductPath::per_shape ? 5 : 0))
               << c10::toString(dtype);
+        }
       }
     }
   }
