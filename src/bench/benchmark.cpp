@@ -20,6 +20,7 @@
 #include "model/linear.h"
 #include "ops/block_attention.h"
 #include "ops/q8.h"
+#include "ops/compute_limit.h"
 #include "ops/cpu.h"
 #include "ops/matmul.h"
 #include "ops/onednn.h"
@@ -364,6 +365,11 @@ nlohmann::json run_benchmarks(const BenchOptions& o) {
     train["peak_moved"] = peak > kPeakMoved * std::min(before, after);
     j["train"][name] = train;
   };
+  // The arithmetic's own limit, registers only (ops/compute_limit.h): the
+  // products' peak above against it tells a slow memory side from a slow CPU.
+  for (const auto& [name, loop] : {std::pair{"float32", fma_loop}, std::pair{"bfloat16", tile_loop}})
+    if (const double rate = compute_flops_per_s(loop, j["threads"].get<int>()); rate > 0)
+      j["compute_flops_per_s"][name] = rate;  // absent where the loop cannot run (no vector FMA, no AMX)
   train_against_peak(torch::kFloat, "float32");
   if (o.bf16) train_against_peak(torch::kBFloat16, "bfloat16");
   j["forward_tokens_per_s"] = forward_rate(model);

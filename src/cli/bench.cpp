@@ -57,6 +57,14 @@ void add_bench(CLI::App& app) {
                   100 * others);
     std::printf("%-34s %12s\n", "measure", "value");
     const auto train = j.value("train", nlohmann::json::object());  // absent with --train-steps 0
+    const auto limits = j.value("compute_flops_per_s", nlohmann::json::object());
+    for (const auto& [k, v] : limits.items()) {
+      std::printf("%-34s %9.1f GFLOP/s  (%s on registers alone", ("compute limit " + k).c_str(), v.get<double>() / 1e9,
+                  k == "float32" ? "FMA" : "AMX tile products");
+      if (j["matmul_flops_per_s"].contains(k))
+        std::printf("; the matmul peak is %.0f%% of it", 100 * j["matmul_flops_per_s"][k].get<double>() / v.get<double>());
+      std::printf(")\n");
+    }
     for (const auto& [k, v] : j["matmul_flops_per_s"].items()) {
       std::printf("%-34s %9.1f GFLOP/s", ("matmul peak " + k).c_str(), v.get<double>() / 1e9);
       if (train.contains(k)) {

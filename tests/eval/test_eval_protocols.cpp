@@ -13,6 +13,8 @@
 #include "bench/benchmark.h"
 #include "eval/evaluator.h"
 #include "eval/results_db.h"
+#include "ops/compute_limit.h"
+#include "ops/cpu.h"
 #include "ops/onednn.h"
 #include "paths.h"
 #include "run_cli.h"
@@ -251,6 +253,11 @@ TEST(BenchCli, JsonShape) {
     EXPECT_TRUE(j.contains(key)) << key;
   EXPECT_GT(j["train"]["float32"]["tokens_per_s"].get<double>(), 0);
   EXPECT_GT(j["train"]["bfloat16"]["mfu"].get<double>(), 0);
+  // the arithmetic's limit on registers: float32 FMA where the CPU has AVX2 or AVX-512, AMX tiles where it has AMX
+  const auto limits = j.value("compute_flops_per_s", nlohmann::json::object());
+  EXPECT_EQ(limits.contains("float32"), cpu_isa() != Isa::kPortable);
+  EXPECT_EQ(limits.contains("bfloat16"), amx_tiles_available());
+  for (const auto& [k, v] : limits.items()) EXPECT_GT(v.get<double>(), 0) << k;
   for (const char* dtype : {"float32", "bfloat16"}) {
     const auto& t = j["train"][dtype];
     // MFU against the peak reported beside it
