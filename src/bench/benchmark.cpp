@@ -358,6 +358,8 @@ nlohmann::json run_benchmarks(const BenchOptions& o) {
     const double after = measure_matmul_flops(dtype);
     const double peak = std::max(before, after);
     train["mfu"] = train["flops_per_s"].get<double>() / peak;
+    if (j.contains("compute_flops_per_s") && j["compute_flops_per_s"].contains(name))  // against the arithmetic's limit
+      train["mfu_of_limit"] = train["flops_per_s"].get<double>() / j["compute_flops_per_s"][name].get<double>();
     if (train.contains("products_flops_per_s"))  // MFU were nothing between the products
       train["products_mfu"] = train["products_flops_per_s"].get<double>() / peak;
     j["matmul_flops_per_s"][name] = peak;

@@ -81,6 +81,8 @@ void add_bench(CLI::App& app) {
       if (v.contains("products_mfu"))
         std::printf("; products %.0f%% of the step, at %.0f%% of the peak", 100 * v["products_share"].get<double>(),
                     100 * v["products_mfu"].get<double>());
+      if (v.contains("mfu_of_limit"))
+        std::printf("; %.0f%% of the compute limit", 100 * v["mfu_of_limit"].get<double>());
       std::printf(")\n");
     }
     std::printf("%-34s %9.1f tok/s\n", "forward float32", j["forward_tokens_per_s"].get<double>());

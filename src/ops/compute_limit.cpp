@@ -12,10 +12,13 @@
 #include <cstring>
 
 #include "ops/cpu.h"
+#include "ops/simd.h"
 
 // GCC 12 warns inside its own AVX-512 headers (their "undefined" pass-through operands).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
+// fma_chains passes vectors by value before it is inlined into its target's function.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace bakallm {
 
@@ -27,37 +30,25 @@ double since(Clock::time_point start) { return std::chrono::duration<double>(Clo
 
 constexpr int kChains = 12;  // independent FMA chains: more than 2 ports x 4 cycles' latency
 
-__attribute__((target("avx512f"))) double fma_avx512(int64_t iterations) {
-  __m512 one = _mm512_set1_ps(1.0f);
-  asm volatile("" : "+v"(one));  // opaque: the compiler may not fold a · 1 + c into an add
-  __m512 acc[kChains];
-  for (auto& a : acc) a = _mm512_setzero_ps();
+// kChains accumulators of I's float vectors (ops/simd.h), each ITERATIONS
+// times 1 · 1 added; inlined into a function with I's target.
+template <class I>
+__attribute__((always_inline)) inline double fma_chains(int64_t iterations) {
+  auto one = I::set1(1.0f);
+  asm volatile("" : "+x"(one));  // opaque: the compiler may not fold a · 1 + c into an add
+  typename I::F acc[kChains];
+  for (auto& a : acc) a = I::zero();
   for (int64_t i = 0; i < iterations; ++i) {
 #pragma GCC unroll 12
-    for (auto& a : acc) a = _mm512_fmadd_ps(one, one, a);
+    for (auto& a : acc) a = I::fmadd(one, one, a);
   }
-  __m512 sum = acc[0];
-  for (int c = 1; c < kChains; ++c) sum = _mm512_max_ps(sum, acc[c]);  // all equal: keeps every chain live
-  float lanes[16];
-  _mm512_storeu_ps(lanes, sum);
-  return lanes[0];
+  auto most = acc[0];
+  for (int c = 1; c < kChains; ++c) most = I::max(most, acc[c]);  // all equal: keeps every chain live
+  return I::most(most);
 }
 
-__attribute__((target("avx2,fma"))) double fma_avx2(int64_t iterations) {
-  __m256 one = _mm256_set1_ps(1.0f);
-  asm volatile("" : "+x"(one));
-  __m256 acc[kChains];
-  for (auto& a : acc) a = _mm256_setzero_ps();
-  for (int64_t i = 0; i < iterations; ++i) {
-#pragma GCC unroll 12
-    for (auto& a : acc) a = _mm256_fmadd_ps(one, one, a);
-  }
-  __m256 sum = acc[0];
-  for (int c = 1; c < kChains; ++c) sum = _mm256_max_ps(sum, acc[c]);
-  float lanes[8];
-  _mm256_storeu_ps(lanes, sum);
-  return lanes[0];
-}
+BAKALLM_AVX512 double fma_avx512(int64_t iterations) { return fma_chains<Avx512>(iterations); }
+BAKALLM_AVX2 double fma_avx2(int64_t iterations) { return fma_chains<Avx2>(iterations); }
 
 bool cpu_has_amx_bf16() {
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;

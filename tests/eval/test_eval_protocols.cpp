@@ -257,7 +257,16 @@ TEST(BenchCli, JsonShape) {
   const auto limits = j.value("compute_flops_per_s", nlohmann::json::object());
   EXPECT_EQ(limits.contains("float32"), cpu_isa() != Isa::kPortable);
   EXPECT_EQ(limits.contains("bfloat16"), amx_tiles_available());
-  for (const auto& [k, v] : limits.items()) EXPECT_GT(v.get<double>(), 0) << k;
+  for (const auto& [k, v] : limits.items()) {
+    EXPECT_GT(v.get<double>(), 0) << k;
+    // training's FLOP/s against it
+    EXPECT_NEAR(j["train"][k]["mfu_of_limit"].get<double>(), j["train"][k]["flops_per_s"].get<double>() / v.get<double>(),
+                1e-12)
+        << k;
+  }
+  if (!limits.contains("bfloat16")) {
+    EXPECT_FALSE(j["train"]["bfloat16"].contains("mfu_of_limit"));
+  }
   for (const char* dtype : {"float32", "bfloat16"}) {
     const auto& t = j["train"][dtype];
     // MFU against the peak reported beside it
