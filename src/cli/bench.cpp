@@ -20,15 +20,15 @@ void add_bench(CLI::App& app) {
   auto* m = cmd->add_option("--model", a->o.model_dir, "model directory");
   cmd->add_option("--preset", a->preset, "preset to measure with random weights (default tiny)")->excludes(m);
   cmd->add_option("--train-rows", a->o.train_rows, "batch rows of the training measurement")
-      ->check(CLI::PositiveNumber)
+      ->check(kPositive)
       ->capture_default_str();
   cmd->add_option("--train-steps", a->o.train_steps, "timed training steps; 0: the matmul peak alone, no training")
-      ->check(CLI::NonNegativeNumber)
+      ->check(kNonNegative)
       ->capture_default_str();
   cmd->add_option("--decode-windows", a->o.decode_windows, "context lengths for decoding, in windows; 0: none")
-      ->check(CLI::NonNegativeNumber)
+      ->check(kNonNegative)
       ->capture_default_str();
-  cmd->add_option("--decode-tokens", a->o.decode_tokens, "timed tokens per context length")->check(CLI::PositiveNumber);
+  cmd->add_option("--decode-tokens", a->o.decode_tokens, "timed tokens per context length")->check(kPositive);
   cmd->add_option("--attention-windows", a->o.attention_windows,
                   "window sizes W at which a training step of 2W tokens is measured with the dense and the "
                   "blockwise attention (peak memory, time); 0: none")

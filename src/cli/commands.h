@@ -22,6 +22,12 @@ void add_experiment(CLI::App& app);
 void add_serve(CLI::App& app);
 void add_launch(CLI::App& app);
 
+// Checks of a number option whose failure reads "--steps: must be greater
+// than 0, got 0". CLI11's PositiveNumber and NonNegativeNumber name a range
+// up to DBL_MAX in theirs (309 digits), and PositiveNumber's starts it at 0.
+extern const CLI::Validator kPositive;     // > 0
+extern const CLI::Validator kNonNegative;  // >= 0
+
 // --dist-timeout SECONDS into OPTIONS, on a command that can run as a rank of a data-parallel job.
 void add_dist_timeout(CLI::App* cmd, CommOptions& options);
 

@@ -45,7 +45,7 @@ void add_eval(CLI::App& app) {
   cmd->add_option("--ctx", a->o.context,
                   "sliding, author: windows of N tokens, stride N/2 (author default: 655360)");
   cmd->add_option("--windows-per-call", a->o.windows_per_call, "stream: model windows per forward call")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->add_option("--max-tokens", a->o.max_tokens, "stop after this many scored tokens");
   cmd->add_option("--bos-id", a->bos_id, "token id that starts a document in shards (default 1)");
   cmd->add_option("--bos", a->bos, "--text: start each document with BOS: auto (as the tokenizer does), add, none")

@@ -55,7 +55,7 @@ void add_generate(CLI::App& app) {
   auto* i = cmd->add_option("--prompt-ids", a->prompt_ids, "prompt as token ids: 5,17,33 (BOS not added)");
   p->excludes(f)->excludes(i);
   f->excludes(i);
-  cmd->add_option("--max-new", a->o.max_new, "tokens to generate")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--max-new", a->o.max_new, "tokens to generate")->check(kNonNegative);
   cmd->add_option("--temperature", a->o.sampling.temperature, "0: greedy");
   cmd->add_option("--top-k", a->o.sampling.top_k, "keep the k most likely (0: off)");
   cmd->add_option("--top-p", a->o.sampling.top_p, "nucleus mass in (0, 1]");
@@ -63,7 +63,7 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--repeat-penalty", a->o.sampling.repeat_penalty, "> 1 discourages repeats");
   cmd->add_option("--seed", a->o.sampling.seed, "sampling seed");
   cmd->add_option("--stop", a->o.stops, "stop at this string (repeatable)");
-  cmd->add_option("--batch", a->batch, "prompts decoded together (of equal token length)")->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", a->batch, "prompts decoded together (of equal token length)")->check(kPositive);
   cmd->add_option("--weights", a->weights,
                   "the products' weights: float32 (exact), bfloat16 (half the bytes per token) or int8 (Q8_0, a quarter)")
       ->check(CLI::IsMember({"float32", "bfloat16", "int8"}));

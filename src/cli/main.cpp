@@ -14,7 +14,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("bakallm ") + BAKALLM_VERSION);
   app.require_subcommand(1);
   int threads = 0;
-  app.add_option("--threads", threads, "CPU threads for libtorch (0: every core)")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", threads, "CPU threads for libtorch (0: every core)")->check(bakallm::cli::kNonNegative);
   // A rank of a data-parallel job shares the cores with the machine's other ranks.
   app.parse_complete_callback([&] { bakallm::set_threads(threads ? threads : bakallm::threads_per_local_rank()); });
 

@@ -24,7 +24,7 @@ void add_tokenize(CLI::App& app) {
   cmd->add_option("--separator", args->separator, "document separator in .txt: eot (<|endoftext|> lines), blank, percent, file");
   cmd->add_option("--invalid-utf8", args->invalid_utf8, "a file that is not UTF-8: error, replace, latin1");
   cmd->add_option("--jsonl-field", args->o.corpus.jsonl_field, "field of each .jsonl object holding the text");
-  cmd->add_option("--workers", args->o.threads, "encoding threads")->check(CLI::PositiveNumber);
+  cmd->add_option("--workers", args->o.threads, "encoding threads")->check(kPositive);
   cmd->callback([args] {
     args->o.corpus.separator = parse_separator(args->separator);
     args->o.corpus.invalid_utf8 = parse_invalid_utf8(args->invalid_utf8);

@@ -26,13 +26,13 @@ void add_train(CLI::App& app) {
   cmd->add_option("--data", o.data_dir, "directory written by `bakallm tokenize`")->required();
   cmd->add_option("--out", o.run_dir, "run directory (metrics, plots, checkpoints)")->required();
   cmd->add_flag("--resume", o.resume, "continue from the run directory's newest checkpoint");
-  cmd->add_option("--steps", o.steps, "optimizer steps in all")->check(CLI::PositiveNumber);
-  cmd->add_option("--batch", o.batch_rows, "rows per batch (each reads its own document)")->check(CLI::PositiveNumber);
+  cmd->add_option("--steps", o.steps, "optimizer steps in all")->check(kPositive);
+  cmd->add_option("--batch", o.batch_rows, "rows per batch (each reads its own document)")->check(kPositive);
   cmd->add_option("--windows-per-step", o.windows_per_step, "windows per row per step (default: detach_every)");
   cmd->add_option("--packing", o.packing,
                   "documents (each starts a window, fresh state; the author's) or stream (back to back, no padding)")
       ->check(CLI::IsMember({"documents", "stream"}));
-  cmd->add_option("--grad-accum", o.grad_accum, "micro-batches per step")->check(CLI::PositiveNumber);
+  cmd->add_option("--grad-accum", o.grad_accum, "micro-batches per step")->check(kPositive);
   cmd->add_option("--lr", o.optimizer.lr, "peak learning rate");
   cmd->add_option("--min-lr-ratio", o.min_lr_ratio, "final learning rate as a share of the peak");
   cmd->add_option("--warmup", o.warmup, "warmup steps");
@@ -46,7 +46,7 @@ void add_train(CLI::App& app) {
   cmd->add_option("--eval-every", o.eval_every, "validation every N steps (0: only at the end)");
   cmd->add_option("--eval-tokens", o.eval_tokens, "validation tokens per evaluation");
   cmd->add_option("--checkpoint-every", o.checkpoint_every, "checkpoint (and sample) every N steps");
-  cmd->add_option("--keep", o.keep_checkpoints, "checkpoints kept")->check(CLI::PositiveNumber);
+  cmd->add_option("--keep", o.keep_checkpoints, "checkpoints kept")->check(kPositive);
   cmd->add_option("--prompt", o.prompt, "prompt of the sample at each checkpoint");
   cmd->add_option("--sample-tokens", o.sample_tokens, "tokens sampled at each checkpoint (0: none)");
   cmd->add_option("--max-minutes", o.max_minutes, "stop with a checkpoint after this long");

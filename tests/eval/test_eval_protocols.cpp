@@ -354,7 +354,9 @@ TEST(BenchCli, ZeroWindowsLeaveDecodingOut) {
   int status = 0;
   auto out = run("bench --decode-tokens 0", &status);
   EXPECT_NE(status, 0);
-  EXPECT_NE(out.find("--decode-tokens"), std::string::npos) << out;
+  // one plain line, not CLI11's range up to DBL_MAX
+  EXPECT_NE(out.find("--decode-tokens: must be greater than 0, got 0"), std::string::npos) << out;
+  EXPECT_EQ(out.find("1797693"), std::string::npos) << out;
 }
 
 // No timed steps: the peak alone, no training figures (they had printed as NaN), and in text no "nan".
@@ -370,6 +372,9 @@ TEST(BenchCli, ZeroTrainStepsMeasureThePeakAlone) {
   EXPECT_EQ(text.find("nan"), std::string::npos) << text;
   EXPECT_EQ(text.find("train float32"), std::string::npos) << text;
   auto bad = run("bench --train-steps -1", &status);
+  EXPECT_NE(status, 0);
+  EXPECT_NE(bad.find("--train-steps: must be 0 or more, got -1"), std::string::npos) << bad;
+  bad = run("bench --train-steps many", &status);
   EXPECT_NE(status, 0);
   EXPECT_NE(bad.find("--train-steps"), std::string::npos) << bad;
 }
