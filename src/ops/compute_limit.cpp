@@ -1,7 +1,6 @@
 #include "ops/compute_limit.h"
 
 #include <ATen/Parallel.h>
-#include <cpuid.h>
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -9,7 +8,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cstring>
 
 #include "ops/cpu.h"
 #include "ops/simd.h"
@@ -49,12 +47,6 @@ __attribute__((always_inline)) inline double fma_chains(int64_t iterations) {
 
 BAKALLM_AVX512 double fma_avx512(int64_t iterations) { return fma_chains<Avx512>(iterations); }
 BAKALLM_AVX2 double fma_avx2(int64_t iterations) { return fma_chains<Avx2>(iterations); }
-
-bool cpu_has_amx_bf16() {
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
-  return ((edx >> 24) & 1) && ((edx >> 22) & 1);  // AMX-TILE, AMX-BF16
-}
 
 struct alignas(64) TileConfig {
   uint8_t palette = 1, start_row = 0;

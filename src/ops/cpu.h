@@ -9,6 +9,13 @@ inline bool cpu_has_avx512() {
   return yes;
 }
 
+// AMX's tiles with their bfloat16 product (whether Linux lets a process use
+// them is asked apart: amx_tiles_available, ops/compute_limit.h).
+inline bool cpu_has_amx_bf16() {
+  static const bool yes = __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16");
+  return yes;
+}
+
 // The instruction sets the decoding kernels (row products, row attention,
 // softmax rows) are written for, slowest first: one source each (ops/simd.h).
 enum class Isa { kPortable, kAvx2, kAvx512 };
