@@ -11,6 +11,7 @@
 #include "infer/decoder.h"
 #include "infer/sampler.h"
 #include "model/baka_lm.h"
+#include "ops/attention_weights.h"
 #include "ops/cpu.h"
 #include "ops/cross_entropy.h"
 #include "ops/decode_pool.h"
@@ -124,8 +125,9 @@ BENCHMARK(BM_OneDnnPrimitive)->ArgsProduct({{0, 1, 2, 3, 4, 5}, {1, 0}, {0, 1}})
 // -> 320, 320 x 2,312 -> 1,280 and the head's 32,000 x 1,024 -> 320 (dy read
 // transposed); attention's scores 4 x 578 x 640 -> 1,156 (Kᵀ), dQ = dS·K 4 x
 // 578 x 1,156 -> 640 and dK = dSᵀ·Q 4 x 1,156 x 578 -> 640 (dS read
-// transposed). Second argument: bfloat16 operands into float32 (0) or
-// bfloat16 (1) on fixed-shape primitives (brgemm on AMX), as the model's
+// transposed), dP = dO·Vᵀ 4 x 578 x 320 -> 1,156; base's scores 4 x 578 x
+// 1,536 -> 1,156 and dP 4 x 578 x 768 -> 1,156. Second argument: bfloat16
+// operands into float32 (0) or bfloat16 (1) on fixed-shape primitives (brgemm on AMX), as the model's
 // bfloat16 products run there; float32 throughout on the run-time-shaped jit
 // gemm (2) or on a fixed-shape primitive (3: brgemm where the CPU has
 // AVX-512), against the float32 peak on the jit gemm (as bench measures it).
@@ -140,7 +142,7 @@ void BM_ProductAgainstPeak(benchmark::State& state) {
     bool a_transposed;  // a [M, K] read from a [K, M] tensor (dW = dyᵀ · x)
     bool b_transposed;  // b [K, N] read from an [N, K] tensor (x · Wᵀ)
   };
-  const std::array<Shape, 13> shapes{{{1, 2312, 320, 320, false, true},
+  const std::array<Shape, 16> shapes{{{1, 2312, 320, 320, false, true},
                                       {1, 2312, 320, 1280, false, true},
                                       {1, 2312, 1280, 320, false, true},
                                       {1, 2312, 320, 320, false, false},
@@ -152,7 +154,10 @@ void BM_ProductAgainstPeak(benchmark::State& state) {
                                       {1, 32000, 1024, 320, true, false},
                                       {4, 578, 640, 1156, false, true},
                                       {4, 578, 1156, 640, false, false},
-                                      {4, 1156, 578, 640, true, false}}};
+                                      {4, 1156, 578, 640, true, false},
+                                      {4, 578, 320, 1156, false, true},
+                                      {4, 578, 1536, 1156, false, true},
+                                      {4, 578, 768, 1156, false, true}}};
   dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   dnnl::stream stream(engine);
   struct Product {
@@ -215,7 +220,7 @@ void BM_ProductAgainstPeak(benchmark::State& state) {
   counters(0, quarter, "_slow");
   state.counters["pairs"] = static_cast<double>(pairs.size());
 }
-BENCHMARK(BM_ProductAgainstPeak)->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, {0, 1, 2, 3}})->Iterations(400)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ProductAgainstPeak)->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, {0, 1, 2, 3}})->Iterations(400)->Unit(benchmark::kMillisecond);
 #endif
 
 // The three products of a Linear in a training step, at a window's rows
@@ -718,7 +723,36 @@ void BM_TinyModel(benchmark::State& state) {
       (train ? flops.training_per_token : flops.forward_per_token) * B * T, benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(std::string(train ? "train step" : "forward") + (bf16 ? " bfloat16" : " float32"));
 }
+
 BENCHMARK(BM_TinyModel)->Args({0, 0})->Args({1, 0})->Args({0, 1})->Args({1, 1})->Unit(benchmark::kMillisecond)->Iterations(3);
+
+// The attention's weights over tiny's window (4 x 578 queries, 1,156 keys),
+// forward and backward, as the bfloat16 step runs them: float32 scores and
+// weights, with the casts to bfloat16 of the weights and the scores'
+// gradient that the products then took (0, before session 32), or bfloat16
+// in and out with no cast (1).
+void BM_AttentionWeightsDtype(benchmark::State& state) {
+  set_threads(threads());
+  const auto dtype = state.range(0) ? torch::kBFloat16 : torch::kFloat;
+  const auto s0 = torch::randn({4, 578, 1156}).to(dtype), up = torch::randn({4, 578, 1156}).to(dtype);
+  AttentionWeightsOptions o;
+  o.scale = 0.04;
+  o.batch = 4;
+  o.training = true;
+  const AttentionMask m{true, 578, 0, {}};
+  for (auto _ : state) {
+    auto s = s0.clone().requires_grad_(true);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto w = attention_weights(s, m, o);
+    auto operand = w.to(torch::kBFloat16);  // the weights' product's operand: a cast where W is float32
+    w.backward(up);                         // the product's dP, in W's dtype
+    auto dy = s.grad().to(torch::kBFloat16);  // the scores' product's dy: a cast where dS is float32
+    state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    benchmark::DoNotOptimize(operand);
+    benchmark::DoNotOptimize(dy);
+  }
+}
+BENCHMARK(BM_AttentionWeightsDtype)->Arg(0)->Arg(1)->Arg(0)->Arg(1)->UseManualTime()->Iterations(50)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace bakallm

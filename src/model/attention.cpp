@@ -6,7 +6,6 @@
 #include "ops/attention_weights.h"
 #include "ops/autograd.h"
 #include "ops/block_attention.h"
-#include "ops/matmul.h"
 #include "ops/negated_norm.h"
 #include "ops/rotary.h"
 #include "ops/row_attention.h"
@@ -98,15 +97,12 @@ torch::Tensor AttentionImpl::weigh(const torch::Tensor& q_in, const torch::Tenso
     out = block_attention(fold(q), fold(K), fold(V), folded(), o);
     if (heads_ > 1) out = out.unflatten(0, {B, heads_});
   } else {
-    const auto scores = fold(matmul_nt(q, K, compute_));          // [B·H, Tq, Tk]
     AttentionWeightsOptions o;
     o.scale = scale;
     o.dropout = dropout_;
     o.training = is_training();
     o.batch = B;
-    auto weights = attention_weights(scores, folded(), o);         // softmax, masked, dropped
-    if (heads_ > 1) weights = weights.unflatten(0, {B, heads_});
-    out = matmul_nt(weights, V.transpose(-2, -1), compute_);     // [B, (H,) Tq, D/H]
+    out = dense_attention(q, K, V, folded(), o, compute_);  // [B, (H,) Tq, D/H]
   }
   if (heads_ > 1) out = out.transpose(1, 2).flatten(-2);          // [B, Tq, D]
   return out;

@@ -5,7 +5,6 @@
 #include "model/mlp.h"
 #include "ops/attention_weights.h"
 #include "ops/dropout.h"
-#include "ops/matmul.h"
 
 namespace bakallm {
 
@@ -40,14 +39,12 @@ torch::Tensor GptNeoxAttentionImpl::forward(const torch::Tensor& h) {
   auto q = rotate(qkv.narrow(-1, 0, head_size_));
   auto k = rotate(qkv.narrow(-1, head_size_, head_size_));
   auto v = qkv.narrow(-1, 2 * head_size_, head_size_);                                        // [B, H, T, hs]
-  const auto scores = matmul_nt(q, k, compute_).flatten(0, 1);  // [B·H, T, T]
   AttentionWeightsOptions o;
   o.scale = 1.0 / std::sqrt(static_cast<double>(head_size_));
   o.dropout = dropout_;
   o.training = is_training();
   o.batch = B;
-  auto p = attention_weights(scores, AttentionMask{true, 0, 0, {}}, o).unflatten(0, {B, heads_});  // causal, dropped
-  auto out = matmul_nt(p, v.transpose(-2, -1), compute_);  // [B, H, T, hs]
+  const auto out = dense_attention(q, k, v, AttentionMask{true, 0, 0, {}}, o, compute_);  // [B, H, T, hs], causal
   return dense(out.permute({0, 2, 1, 3}).reshape({B, T, heads_ * head_size_}));
 }
 

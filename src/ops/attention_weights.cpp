@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "ops/autograd.h"
 #include "ops/dropout.h"
+#include "ops/matmul.h"
 #include "ops/simd.h"
 #include "ops/trace.h"
 
@@ -48,20 +50,35 @@ struct Rows {
     return !keep_past.empty() && !keep_past[r / Tq] ? std::min(mask.past, Tk) : 0;
   }
   int64_t hi(int64_t r) const { return mask.causal ? std::clamp<int64_t>(mask.before + r % Tq + 1, 0, Tk) : Tk; }
-  // Rows in parallel, each with its dropout multipliers (null when none) in a buffer of the thread's.
+  // Rows in parallel, each with its dropout multipliers (null when none)
+  // and a row of floats (E), both buffers of the thread's.
   template <class F>
   void each(const F& f) const {
     at::parallel_for(0, G * Tq, std::max<int64_t>(1, 4096 / std::max<int64_t>(Tk, 1)), [&](int64_t r0, int64_t r1) {
-      std::vector<float> mult(drops() ? Tk : 0);
+      std::vector<float> mult(drops() ? Tk : 0), e(Tk);
       for (int64_t r = r0; r < r1; ++r) {
         if (drops()) dropout_multipliers(seed, o.dropout, first + r * Tk, Tk, mult.data());
-        f(r, drops() ? mult.data() : nullptr);
+        f(r, drops() ? mult.data() : nullptr, e.data());
       }
     });
   }
 };
 
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+// A float32 tensor's elements as float, a bfloat16 one's as their bits.
+template <class T>
+T* elements(const Tensor& t) {
+  return static_cast<T*>(t.data_ptr());
+}
+// F(elements) with T's elements as float or as bfloat16 bits (uint16_t).
+template <class F>
+void on_elements(const Tensor& t, const F& f) {
+  if (t.scalar_type() == torch::kBFloat16)
+    f(static_cast<const uint16_t*>(t.data_ptr()));
+  else
+    f(t.data_ptr<float>());
+}
+void fill_nan(float* p, int64_t n) { std::fill(p, p + n, std::numeric_limits<float>::quiet_NaN()); }
+void fill_nan(uint16_t* p, int64_t n) { std::fill(p, p + n, bfloat16_bits(std::numeric_limits<float>::quiet_NaN())); }
 
 class AttentionWeights : public torch::autograd::Function<AttentionWeights> {
  public:
@@ -70,19 +87,22 @@ class AttentionWeights : public torch::autograd::Function<AttentionWeights> {
     Rows rows(scores, mask, options);
     if (rows.drops()) rows.seed = draw_dropout_seed();
     auto p = torch::empty_like(scores), w = rows.drops() ? torch::empty_like(scores) : p;
-    const float* x = scores.data_ptr<float>();
-    float *pp = p.data_ptr<float>(), *pw = w.data_ptr<float>();
     const int64_t Tk = rows.Tk;
     const auto isa = kernel_isa();
     const float scale = static_cast<float>(options.scale);
-    rows.each([&](int64_t r, const float* mult) {
-      const int64_t lo = rows.lo(r), hi = rows.hi(r), at = r * Tk;
-      if (lo >= hi) {  // nothing visible: softmax of -inf alone
-        std::fill(pp + at, pp + at + Tk, kNaN);
-        std::fill(pw + at, pw + at + Tk, kNaN);
-        return;
-      }
-      BAKALLM_ON_ISA(isa, weights_row(x + at, Tk, lo, hi, scale, mult, pp + at, pw + at));
+    on_elements(scores, [&](auto* x) {
+      using T = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
+      T *pp = elements<T>(p), *pw = elements<T>(w);
+      rows.each([&](int64_t r, const float* mult, float* e) {
+        const int64_t lo = rows.lo(r), hi = rows.hi(r), at = r * Tk;
+        if (lo >= hi) {  // nothing visible: softmax of -inf alone
+          fill_nan(pp + at, Tk);
+          fill_nan(pw + at, Tk);
+          return;
+        }
+        float* exps = std::is_same_v<T, float> ? reinterpret_cast<float*>(pp + at) : e;
+        BAKALLM_ON_ISA(isa, weights_row(x + at, Tk, lo, hi, scale, mult, exps, pp + at, pw + at));
+      });
     });
     ctx->save_for_backward({p});
     save_weighting(mask, options, ctx);
@@ -99,20 +119,23 @@ class AttentionWeights : public torch::autograd::Function<AttentionWeights> {
     Rows rows(p, mask, o);
     rows.seed = static_cast<uint64_t>(d["seed"].toInt());
     rows.first = d["first"].toInt();  // as the forward drew it
-    const auto dw = grads[0].to(torch::kFloat).contiguous();
+    const auto dw = grads[0].to(p.scalar_type()).contiguous();
     auto ds = torch::empty_like(p);
-    const float *pdw = dw.data_ptr<float>(), *pp = p.data_ptr<float>();
-    float* pds = ds.data_ptr<float>();
     const int64_t Tk = rows.Tk;
     const auto isa = kernel_isa();
     const float scale = static_cast<float>(o.scale);
-    rows.each([&](int64_t r, const float* mult) {
-      const int64_t lo = rows.lo(r), hi = rows.hi(r), at = r * Tk;
-      if (lo >= hi) {
-        std::fill(pds + at, pds + at + Tk, kNaN);
-        return;
-      }
-      BAKALLM_ON_ISA(isa, weights_row_backward(pdw + at, pp + at, Tk, lo, hi, scale, mult, pds + at));
+    on_elements(p, [&](auto* pp) {
+      using T = std::remove_const_t<std::remove_pointer_t<decltype(pp)>>;
+      const T* pdw = elements<T>(dw);
+      T* pds = elements<T>(ds);
+      rows.each([&](int64_t r, const float* mult, float*) {
+        const int64_t lo = rows.lo(r), hi = rows.hi(r), at = r * Tk;
+        if (lo >= hi) {
+          fill_nan(pds + at, Tk);
+          return;
+        }
+        BAKALLM_ON_ISA(isa, weights_row_backward(pdw + at, pp + at, Tk, lo, hi, scale, mult, pds + at));
+      });
     });
     return {ds, Tensor(), Tensor()};
   }
@@ -136,10 +159,17 @@ Tensor attention_weights(const Tensor& scores, const AttentionMask& mask, const 
   TORCH_CHECK(scores.dim() == 3, "attention_weights: scores must be [G, Tq, Tk], got ", scores.sizes());
   TORCH_CHECK(o.batch > 0 && scores.size(0) % o.batch == 0, "attention_weights: ", scores.size(0),
               " matrices in a batch of ", o.batch);
-  if (!scores.device().is_cpu() || scores.scalar_type() != torch::kFloat || !scores.is_contiguous() ||
-      scores.numel() == 0)
+  if (!scores.device().is_cpu() || !(scores.scalar_type() == torch::kFloat || scores.scalar_type() == torch::kBFloat16) ||
+      !scores.is_contiguous() || scores.numel() == 0)
     return weights_by_ops(scores, mask, o);
   return AttentionWeights::apply(scores, mask, o);
+}
+
+Tensor dense_attention(const Tensor& q, const Tensor& K, const Tensor& V, const AttentionMask& mask,
+                       const AttentionWeightsOptions& o, torch::ScalarType compute) {
+  const auto scores = matmul_nt(q, K, compute, {}, inner_dtype(q, compute));  // [..., Tq, Tk]
+  const auto weights = attention_weights(scores.flatten(0, -3), mask, o).view(scores.sizes());
+  return matmul_nt(weights, V.transpose(-2, -1), compute, {}, q.scalar_type());  // [..., Tq, Dv]
 }
 
 }  // namespace bakallm

@@ -24,6 +24,15 @@ extern "C" __m256 _ZGVdN8v_expf(__m256 x);
 
 namespace bakallm {
 
+// F rounded to bfloat16 as c10::BFloat16 rounds it (to nearest, ties to
+// even; NaN to 0x7fc0), as its bits.
+inline uint16_t bfloat16_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
 struct Avx512 {
   using F = __m512;
   static constexpr int kLanes = 16;
@@ -48,6 +57,7 @@ struct Avx512 {
     odd = _mm512_castsi512_ps(_mm512_and_si512(pairs, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
   }
   BAKALLM_AVX512 static void store(float* p, F x) { _mm512_storeu_ps(p, x); }
+  BAKALLM_AVX512 static void store(uint16_t* p, F x) { narrow_bfloat16(p, 0xffff, x); }  // rounded, bfloat16 bits
   BAKALLM_AVX512 static F add(F a, F b) { return _mm512_add_ps(a, b); }
   BAKALLM_AVX512 static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
   BAKALLM_AVX512 static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
@@ -101,6 +111,16 @@ struct Avx2 {
     odd = _mm256_castsi256_ps(_mm256_and_si256(pairs, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
   }
   BAKALLM_AVX2 static void store(float* p, F x) { _mm256_storeu_ps(p, x); }
+  BAKALLM_AVX2 static void store(uint16_t* p, F x) {  // rounded as bfloat16_bits, 8 bfloat16s
+    const __m256i bits = _mm256_castps_si256(x);
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+    __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff))), 16);
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    rounded = _mm256_blendv_epi8(rounded, _mm256_set1_epi32(0x7fc0), nan);
+    // 32-bit lanes to 16: packus works within each 128-bit half, so the halves' low quarters are gathered after
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(rounded, rounded), 0x08);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
+  }
   BAKALLM_AVX2 static F add(F a, F b) { return _mm256_add_ps(a, b); }
   BAKALLM_AVX2 static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
   BAKALLM_AVX2 static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
@@ -148,6 +168,7 @@ struct Portable {
   template <class T>
   static void load2(const T* p, F& a, F& b) { a = load(p), b = load(p + 1); }  // pairs: already in order
   static void store(float* p, F x) { *p = x; }
+  static void store(uint16_t* p, F x) { *p = bfloat16_bits(x); }
   static F add(F a, F b) { return a + b; }
   static F sub(F a, F b) { return a - b; }
   static F mul(F a, F b) { return a * b; }

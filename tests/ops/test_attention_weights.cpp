@@ -60,6 +60,52 @@ void check_weights(int64_t G, int64_t Tq, int64_t Tk, const AttentionMask& m, co
   }
 }
 
+// BFloat16 scores: the weights and the scores' gradient come back in
+// bfloat16, computed in float32 from the bfloat16 values and rounded once,
+// the backward from the bfloat16 P the forward returned. Against the ops in
+// float32 on the same values, elementwise: the weights within their rounding
+// (2^-8 relative: half a bfloat16 step, and exp's last float bit); the
+// gradient scale·P ⊙ (dP − rowsum(P ⊙ dP)) within its rounding and P's
+// (2^-7 relative), plus what P's rounding moves the row sum by (at most
+// 2^-9 of max|dP| for each weight, times scale·P).
+void check_bfloat16_weights(int64_t G, int64_t Tq, int64_t Tk, const AttentionMask& m,
+                            const AttentionWeightsOptions& o) {
+  torch::manual_seed(3);
+  const auto s = (torch::randn({G, Tq, Tk}) * 4).to(torch::kBFloat16);
+  const auto dw = torch::randn({G, Tq, Tk}).to(torch::kBFloat16);
+  auto x0 = s.to(torch::kFloat).requires_grad_();
+  torch::manual_seed(4);
+  const auto w0 = weights_by_ops(x0, m, o);
+  const auto g0 = torch::autograd::grad({w0}, {x0}, {dw.to(torch::kFloat)})[0];
+  torch::manual_seed(4);
+  const auto p0 = weights_by_ops(x0.detach(), m, weight_opts(o.scale)).detach();  // P before the dropout
+  const double most_dw = dw.abs().max().item<double>() * (o.training && o.dropout > 0 ? 1 / (1 - o.dropout) : 1.0);
+  const auto w_tol = w0.detach().abs() * std::ldexp(1.0, -8) + 1e-7;
+  const auto g_tol = g0.abs() * std::ldexp(1.0, -7) + p0 * (o.scale * most_dw * std::ldexp(1.0, -9)) + 1e-6;
+  for (Isa isa : test::isas()) {
+    test::KernelIsa on(isa);
+    auto x = s.clone().requires_grad_();
+    torch::manual_seed(4);
+    const auto w = attention_weights(x, m, o);
+    const auto g = torch::autograd::grad({w}, {x}, {dw})[0];
+    ASSERT_EQ(w.scalar_type(), torch::kBFloat16);
+    ASSERT_EQ(g.scalar_type(), torch::kBFloat16);
+    EXPECT_TRUE((w.to(torch::kFloat) - w0).abs().le(w_tol).all().item<bool>())
+        << "weights, " << isa_name(isa) << ": worst " << ((w.to(torch::kFloat) - w0).abs() / w_tol).max().item<double>();
+    EXPECT_TRUE((g.to(torch::kFloat) - g0).abs().le(g_tol).all().item<bool>())
+        << "gradient, " << isa_name(isa) << ": worst " << ((g.to(torch::kFloat) - g0).abs() / g_tol).max().item<double>();
+  }
+}
+
+TEST(AttentionWeights, BFloat16ScoresGiveBFloat16WeightsAndGradient) {
+  check_bfloat16_weights(3, 37, 77, AttentionMask{true, 40, 30, {}}, weight_opts(1 / std::sqrt(24.0)));
+  check_bfloat16_weights(4, 37, 77, AttentionMask{true, 40, 30, torch::tensor({true, false, true, false})},
+                         weight_opts(0.2));
+  check_bfloat16_weights(2, 9, 50, AttentionMask{}, weight_opts(0.25));
+  check_bfloat16_weights(3, 37, 77, AttentionMask{true, 40, 30, torch::tensor({true, false, true})},
+                         weight_opts(0.2, 0.2, 3));  // dropout
+}
+
 TEST(AttentionWeights, CausalAfterACacheEqualsTheOps) {
   // 37 rows after 40 keys (30 of them the previous window's): rows of every length against the vector width
   check_weights(3, 37, 77, AttentionMask{true, 40, 30, {}}, weight_opts(1 / std::sqrt(24.0)));
