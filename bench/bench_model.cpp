@@ -127,10 +127,10 @@ BENCHMARK(BM_OneDnnPrimitive)->ArgsProduct({{0, 1, 2, 3, 4, 5}, {1, 0}, {0, 1}})
 // 578 x 1,156 -> 640 and dK = dSᵀ·Q 4 x 1,156 x 578 -> 640 (dS read
 // transposed), dP = dO·Vᵀ 4 x 578 x 320 -> 1,156; base's scores 4 x 578 x
 // 1,536 -> 1,156 and dP 4 x 578 x 768 -> 1,156. Second argument: bfloat16
-// operands into float32 (0) or bfloat16 (1) on fixed-shape primitives (brgemm on AMX), as the model's
-// bfloat16 products run there; float32 throughout on the run-time-shaped jit
-// gemm (2) or on a fixed-shape primitive (3: brgemm where the CPU has
-// AVX-512), against the float32 peak on the jit gemm (as bench measures it).
+// operands into float32 (0) or bfloat16 (1) on fixed-shape primitives
+// (brgemm on AMX), as the model's bfloat16 products run there; float32
+// throughout on the run-time-shaped jit gemm (2) or on a fixed-shape
+// primitive (3: brgemm where the CPU has AVX-512), against the float32 peak on the jit gemm (as bench measures it).
 // The model runs float32 products whose left operand is read transposed as
 // (3), the others as (2) (onednn.h, per_shape).
 void BM_ProductAgainstPeak(benchmark::State& state) {
@@ -723,7 +723,6 @@ void BM_TinyModel(benchmark::State& state) {
       (train ? flops.training_per_token : flops.forward_per_token) * B * T, benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(std::string(train ? "train step" : "forward") + (bf16 ? " bfloat16" : " float32"));
 }
-
 BENCHMARK(BM_TinyModel)->Args({0, 0})->Args({1, 0})->Args({0, 1})->Args({1, 1})->Unit(benchmark::kMillisecond)->Iterations(3);
 
 // The attention's weights over tiny's window (4 x 578 queries, 1,156 keys),

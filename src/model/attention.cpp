@@ -84,24 +84,19 @@ torch::Tensor AttentionImpl::weigh(const torch::Tensor& q_in, const torch::Tenso
     K = K.to(q.scalar_type());
     V = V.to(q.scalar_type());
   }
+  BlockAttentionOptions o;  // the blocks' and the dense attention's (its AttentionWeightsOptions part)
+  o.scale = scale;
+  o.dropout = dropout_;
+  o.training = is_training();
+  o.batch = B;
+  o.compute = compute_;
   if (kernel == AttentionKernel::kRows) {
     out = row_attention(fold(q), fold(K), fold(V), folded(), scale);
     if (heads_ > 1) out = out.unflatten(0, {B, heads_});
   } else if (kernel == AttentionKernel::kBlocks) {
-    BlockAttentionOptions o;
-    o.scale = scale;
-    o.dropout = dropout_;
-    o.training = is_training();
-    o.batch = B;
-    o.compute = compute_;
     out = block_attention(fold(q), fold(K), fold(V), folded(), o);
     if (heads_ > 1) out = out.unflatten(0, {B, heads_});
   } else {
-    AttentionWeightsOptions o;
-    o.scale = scale;
-    o.dropout = dropout_;
-    o.training = is_training();
-    o.batch = B;
     out = dense_attention(q, K, V, folded(), o, compute_);  // [B, (H,) Tq, D/H]
   }
   if (heads_ > 1) out = out.transpose(1, 2).flatten(-2);          // [B, Tq, D]

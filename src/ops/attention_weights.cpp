@@ -51,14 +51,15 @@ struct Rows {
   }
   int64_t hi(int64_t r) const { return mask.causal ? std::clamp<int64_t>(mask.before + r % Tq + 1, 0, Tk) : Tk; }
   // Rows in parallel, each with its dropout multipliers (null when none)
-  // and a row of floats (E), both buffers of the thread's.
+  // and, with ROW_FLOATS, a row of Tk floats (E; else null), both buffers
+  // of the thread's.
   template <class F>
-  void each(const F& f) const {
+  void each(const F& f, bool row_floats = false) const {
     at::parallel_for(0, G * Tq, std::max<int64_t>(1, 4096 / std::max<int64_t>(Tk, 1)), [&](int64_t r0, int64_t r1) {
-      std::vector<float> mult(drops() ? Tk : 0), e(Tk);
+      std::vector<float> mult(drops() ? Tk : 0), e(row_floats ? Tk : 0);
       for (int64_t r = r0; r < r1; ++r) {
         if (drops()) dropout_multipliers(seed, o.dropout, first + r * Tk, Tk, mult.data());
-        f(r, drops() ? mult.data() : nullptr, e.data());
+        f(r, drops() ? mult.data() : nullptr, row_floats ? e.data() : nullptr);
       }
     });
   }
@@ -92,17 +93,19 @@ class AttentionWeights : public torch::autograd::Function<AttentionWeights> {
     const float scale = static_cast<float>(options.scale);
     on_elements(scores, [&](auto* x) {
       using T = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
+      constexpr bool in_place = std::is_same_v<T, float>;  // the exponentials in P itself
       T *pp = elements<T>(p), *pw = elements<T>(w);
-      rows.each([&](int64_t r, const float* mult, float* e) {
+      const auto row = [&](int64_t r, const float* mult, float* e) {
         const int64_t lo = rows.lo(r), hi = rows.hi(r), at = r * Tk;
         if (lo >= hi) {  // nothing visible: softmax of -inf alone
           fill_nan(pp + at, Tk);
           fill_nan(pw + at, Tk);
           return;
         }
-        float* exps = std::is_same_v<T, float> ? reinterpret_cast<float*>(pp + at) : e;
+        float* exps = in_place ? reinterpret_cast<float*>(pp + at) : e;
         BAKALLM_ON_ISA(isa, weights_row(x + at, Tk, lo, hi, scale, mult, exps, pp + at, pw + at));
-      });
+      };
+      rows.each(row, /*row_floats=*/!in_place);
     });
     ctx->save_for_backward({p});
     save_weighting(mask, options, ctx);

@@ -7,10 +7,10 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 
 #include "ops/cpu.h"
 #include "ops/simd.h"
+#include "util/clock.h"
 
 // GCC 12 warns inside its own AVX-512 headers (their "undefined" pass-through operands).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -21,10 +21,6 @@
 namespace bakallm {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 constexpr int kChains = 12;  // independent FMA chains: more than 2 ports x 4 cycles' latency
 
@@ -99,7 +95,7 @@ ComputeLoop fma_loop(int64_t iterations) {
   if (isa == Isa::kPortable) return loop;
   const auto start = Clock::now();
   loop.value = isa == Isa::kAvx512 ? fma_avx512(iterations) : fma_avx2(iterations);
-  loop.seconds = since(start);
+  loop.seconds = seconds_since(start);
   loop.iterations = iterations;
   loop.flops_per_iteration = 2.0 * kChains * (isa == Isa::kAvx512 ? 16 : 8);
   return loop;
@@ -110,7 +106,7 @@ ComputeLoop tile_loop(int64_t iterations) {
   if (!amx_tiles_available()) return loop;
   const auto start = Clock::now();
   loop.value = tiles(iterations);
-  loop.seconds = since(start);
+  loop.seconds = seconds_since(start);
   loop.iterations = iterations;
   loop.flops_per_iteration = 4 * 2.0 * 16 * 16 * 32;
   return loop;
@@ -130,7 +126,7 @@ double compute_flops_per_s(ComputeLoop (*loop)(int64_t), int threads, double sec
     at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) ran += loop(iterations).iterations > 0;
     });
-    const double wall = since(start);
+    const double wall = seconds_since(start);
     best = std::max(best, ran * iterations * probe.flops_per_iteration / wall);
   }
   return best;

@@ -230,8 +230,7 @@ TEST(EvalCli, TextSlidingRecordAndResults) {
   }
 }
 
-// bench's JSON for a one-layer model (D 32, W 16, V 64) with ARGS.
-// bench's output with ARGS on a small model (status into STATUS).
+// bench's output with ARGS on a one-layer model (D 32, W 16, V 64), its exit status into STATUS.
 std::string bench_output(const std::string& args, int* status) {
   test::TempDir dir;
   std::ofstream(dir / "c.json") << R"({"hidden_dim": 32, "num_layers": 1, "num_memory_tokens": 2, "window_size": 16, "vocab_size": 64})";
@@ -240,6 +239,7 @@ std::string bench_output(const std::string& args, int* status) {
   return run("bench --model " + dir / "m" + " " + args, status);
 }
 
+// bench's JSON on that model with ARGS.
 nlohmann::json bench_json(const std::string& args) {
   int status = 0;
   auto out = bench_output("--json " + args, &status);
