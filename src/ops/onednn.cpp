@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "ops/trace.h"
+#include "util/clock.h"
 
 #ifdef BAKALLM_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.hpp>
@@ -147,7 +148,6 @@ std::atomic<double> g_product_flops{0};
 
 void execute(dnnl::matmul& matmul, const Operand& a, const Operand& b, const Tensor& c) {
   BAKALLM_TRACE("onednn_product");  // the product alone, for a trace's share of time in products
-  using Clock = std::chrono::steady_clock;
   const bool timed = g_count_time.load(std::memory_order_relaxed);
   const auto start = timed ? Clock::now() : Clock::time_point();
   auto& engine = cpu_engine();
